@@ -1,0 +1,510 @@
+"""Configuration: frozen dataclasses loaded from one YAML file plus environment overrides.
+
+Every problem is collected (not just the first) and reported with its field path and the
+line it stands on, so `keygate check-config` can list them all at once.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+from gateway.keys.scopes import ScopeError, validate_scope
+from gateway.units import parse_duration, parse_size
+from gateway.yaml_source import YamlDocument, YamlError, load_yaml
+
+DEFAULT_CONFIG_PATH = Path("config/keygate.yaml")
+ENVS = ("live", "test")
+_PREFIX = re.compile(r"[A-Za-z0-9_-]{1,16}")
+_HOST_PORT = re.compile(r"(?P<host>\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.-]*):(?P<port>\d{1,5})")
+_METHOD = re.compile(r"[A-Z]{1,20}")
+MIN_SECRET_BYTES = 32
+
+
+@dataclass(frozen=True)
+class Argon2Params:
+    time_cost: int = 2
+    memory_kib: int = 19456
+    parallelism: int = 1
+
+
+@dataclass(frozen=True)
+class KeysConfig:
+    prefixes: Mapping[str, str] = field(
+        default_factory=lambda: {"live": "kg_live_", "test": "kg_test_"}
+    )
+    accept_envs: frozenset[str] = frozenset(ENVS)
+    argon2: Argon2Params = Argon2Params()
+    verify_threads: int = 2
+
+
+@dataclass(frozen=True)
+class CacheConfig:
+    local_ttl: float = 5.0
+    max_entries: int = 100_000
+    redis_ttl: float = 600.0
+    failed_ttl: float = 10.0
+    max_failures_per_key: int = 20
+
+
+@dataclass(frozen=True)
+class LastUsedConfig:
+    flush_interval: float = 5.0
+    max_pending: int = 100_000
+
+
+@dataclass(frozen=True)
+class ListenConfig:
+    proxy: str = "0.0.0.0:8080"
+    admin: str = "127.0.0.1:8081"
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    workers: int = 1
+    drain_timeout: float = 30.0
+    store_timeout: float = 2.0
+
+
+@dataclass(frozen=True)
+class LogConfig:
+    level: str = "info"
+    format: str = "json"
+    access_log: bool = True
+
+
+@dataclass(frozen=True)
+class AdminConfig:
+    allow_unauthenticated_loopback: bool = False
+
+
+@dataclass(frozen=True)
+class UpstreamConfig:
+    name: str
+    url: str
+    connect_timeout: float = 2.0
+    timeout: float = 30.0
+    max_connections: int = 256
+
+
+@dataclass(frozen=True)
+class RouteConfig:
+    path: str
+    upstream: str
+    name: str
+    methods: frozenset[str] | None = None
+    scopes: tuple[str, ...] = ()
+    public: bool = False
+    websocket: bool = False
+    org_param: str | None = None
+    forward_credentials: bool = False
+    max_body: int | None = None
+    line: int | None = None
+
+
+@dataclass(frozen=True)
+class Config:
+    source: str = "<defaults>"
+    dev: bool = False
+    listen: ListenConfig = ListenConfig()
+    database_url: str = "postgresql://keygate@localhost/keygate"
+    redis_url: str = "redis://localhost:6379/0"
+    secret: str | None = None
+    admin_token: str | None = None
+    keys: KeysConfig = KeysConfig()
+    cache: CacheConfig = CacheConfig()
+    last_used: LastUsedConfig = LastUsedConfig()
+    server: ServerConfig = ServerConfig()
+    log: LogConfig = LogConfig()
+    admin: AdminConfig = AdminConfig()
+    upstreams: Mapping[str, UpstreamConfig] = field(default_factory=dict)
+    routes: tuple[RouteConfig, ...] = ()
+
+
+@dataclass(frozen=True)
+class ConfigProblem:
+    path: str
+    line: int | None
+    message: str
+
+    def __str__(self) -> str:
+        where = f"line {self.line}: " if self.line else ""
+        return f"{where}{self.path}: {self.message}" if self.path else f"{where}{self.message}"
+
+
+class ConfigError(Exception):
+    """The configuration is invalid; `problems` lists every one found."""
+
+    def __init__(self, source: str, problems: list[ConfigProblem]) -> None:
+        self.source = source
+        self.problems = problems
+        super().__init__("\n".join(f"{source}: {p}" for p in problems))
+
+
+T = TypeVar("T")
+_MISSING = object()
+
+
+class _Reader:
+    """Reads one mapping of the document, recording problems instead of raising."""
+
+    def __init__(
+        self,
+        doc: YamlDocument,
+        problems: list[ConfigProblem],
+        path: tuple[str | int, ...] = (),
+        data: Any = _MISSING,
+    ) -> None:
+        self.doc = doc
+        self.problems = problems
+        self.path = path
+        raw = doc.data if data is _MISSING else data
+        if raw is None:
+            raw = {}
+        if not isinstance(raw, dict):
+            self.problem((), "must be a mapping of fields")
+            raw = {}
+        self.data: dict[Any, Any] = raw
+        self.seen: set[str] = set()
+
+    def dotted(self, extra: tuple[str | int, ...]) -> str:
+        out = ""
+        for part in (*self.path, *extra):
+            out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else part)
+        return out
+
+    def problem(self, extra: tuple[str | int, ...], message: str) -> None:
+        full = (*self.path, *extra)
+        self.problems.append(ConfigProblem(self.dotted(extra), self.doc.line_of(full), message))
+
+    def get(self, name: str, default: T, convert: Callable[[Any], T]) -> T:
+        self.seen.add(name)
+        if name not in self.data:
+            return default
+        try:
+            return convert(self.data[name])
+        except (ValueError, TypeError) as exc:
+            self.problem((name,), str(exc))
+            return default
+
+    def raw(self, name: str) -> Any:
+        self.seen.add(name)
+        return self.data.get(name)
+
+    def section(self, name: str) -> _Reader:
+        self.seen.add(name)
+        return _Reader(self.doc, self.problems, (*self.path, name), self.data.get(name))
+
+    def done(self) -> None:
+        for key in self.data:
+            if key not in self.seen:
+                known = ", ".join(sorted(self.seen))
+                self.problem((str(key),), f"unknown field (known fields here: {known})")
+
+
+def _str(value: Any) -> str:
+    if not isinstance(value, str) or not value:
+        raise ValueError("must be a non-empty string")
+    return value
+
+
+def _bool(value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise ValueError("must be true or false")
+    return value
+
+
+def _positive_int(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError("must be a whole number of at least 1")
+    return value
+
+
+def _duration(value: Any) -> float:
+    if not isinstance(value, str):
+        raise ValueError(f"{value!r} is not a duration; write it as a string such as 5s or 24h")
+    return parse_duration(value)
+
+
+def _positive_duration(value: Any) -> float:
+    seconds = _duration(value)
+    if seconds <= 0:
+        raise ValueError("must be longer than 0s")
+    return seconds
+
+
+def _host_port(value: Any) -> str:
+    if not isinstance(value, str) or not _HOST_PORT.fullmatch(value):
+        raise ValueError(f"{value!r} is not HOST:PORT (for example 0.0.0.0:8080)")
+    if int(value.rsplit(":", 1)[1]) > 65535:
+        raise ValueError(f"{value!r}: port must be at most 65535")
+    return value
+
+
+def _url(schemes: tuple[str, ...]) -> Callable[[Any], str]:
+    def check(value: Any) -> str:
+        text = _str(value)
+        if not text.startswith(tuple(f"{s}://" for s in schemes)):
+            raise ValueError(f"must be a URL starting with {' or '.join(s + '://' for s in schemes)}")
+        return text
+
+    return check
+
+
+def _choice(options: tuple[str, ...]) -> Callable[[Any], str]:
+    def check(value: Any) -> str:
+        if value not in options:
+            raise ValueError(f"{value!r} is not one of: {', '.join(options)}")
+        return str(value)
+
+    return check
+
+
+def _size(value: Any) -> int:
+    return parse_size(value)
+
+
+def _read_keys(r: _Reader) -> KeysConfig:
+    prefixes = dict(KeysConfig().prefixes)
+    p = r.section("prefixes")
+    for env in ENVS:
+        prefixes[env] = p.get(env, prefixes[env], _prefix)
+    p.done()
+    if prefixes["live"] == prefixes["test"]:
+        r.problem(("prefixes",), "live and test prefixes must differ")
+    accept = r.get("accept_envs", list(ENVS), _env_list)
+    a = r.section("argon2")
+    argon2 = Argon2Params(
+        time_cost=a.get("time_cost", 2, _positive_int),
+        memory_kib=a.get("memory_kib", 19456, _positive_int),
+        parallelism=a.get("parallelism", 1, _positive_int),
+    )
+    if argon2.memory_kib < 8 * argon2.parallelism:
+        a.problem(("memory_kib",), "must be at least 8 × parallelism")
+    a.done()
+    verify_threads = r.get("verify_threads", KeysConfig().verify_threads, _positive_int)
+    r.done()
+    return KeysConfig(prefixes, frozenset(accept), argon2, verify_threads)
+
+
+def _prefix(value: Any) -> str:
+    if not isinstance(value, str) or not _PREFIX.fullmatch(value):
+        raise ValueError(f"{value!r} is not a key prefix; use 1-16 of A-Z a-z 0-9 _ -")
+    return value
+
+
+def _env_list(value: Any) -> list[str]:
+    if not isinstance(value, list) or not value:
+        raise ValueError("must be a non-empty list of live and/or test")
+    for item in value:
+        if item not in ENVS:
+            raise ValueError(f"{item!r} is not an environment; use live or test")
+    return list(value)
+
+
+def _read_upstreams(r: _Reader) -> dict[str, UpstreamConfig]:
+    out: dict[str, UpstreamConfig] = {}
+    for name in list(r.data):
+        u = r.section(str(name))
+        out[str(name)] = UpstreamConfig(
+            name=str(name),
+            url=u.get("url", "", _url(("http", "https"))),
+            connect_timeout=u.get("connect_timeout", 2.0, _positive_duration),
+            timeout=u.get("timeout", 30.0, _positive_duration),
+            max_connections=u.get("max_connections", 256, _positive_int),
+        )
+        if "url" not in u.data:
+            u.problem(("url",), "is required")
+        u.done()
+    return out
+
+
+def _methods(value: Any) -> frozenset[str]:
+    if not isinstance(value, list) or not value:
+        raise ValueError("must be a non-empty list of HTTP methods such as [GET, POST]")
+    out = set()
+    for item in value:
+        if not isinstance(item, str) or not _METHOD.fullmatch(item.upper()):
+            raise ValueError(f"{item!r} is not an HTTP method")
+        out.add(item.upper())
+    return frozenset(out)
+
+
+def _scopes(value: Any) -> tuple[str, ...]:
+    if not isinstance(value, list):
+        raise ValueError("must be a list of scopes such as [read]")
+    try:
+        return tuple(validate_scope(s) for s in value)
+    except ScopeError as exc:
+        raise ValueError(str(exc)) from None
+
+
+def _read_routes(
+    doc: YamlDocument, problems: list[ConfigProblem], upstreams: Mapping[str, UpstreamConfig]
+) -> tuple[RouteConfig, ...]:
+    from gateway.proxy.routes import PatternError, parse_pattern
+
+    raw = doc.data.get("routes") if isinstance(doc.data, dict) else None
+    if raw is None:
+        return ()
+    if not isinstance(raw, list):
+        problems.append(ConfigProblem("routes", doc.line_of(("routes",)), "must be a list"))
+        return ()
+    routes = []
+    for i, item in enumerate(raw):
+        r = _Reader(doc, problems, ("routes", i), item)
+        path = r.get("path", "", _str)
+        params: tuple[str, ...] = ()
+        if not path:
+            r.problem(("path",), "is required")
+        else:
+            try:
+                params = parse_pattern(path).param_names
+            except PatternError as exc:
+                r.problem(("path",), str(exc))
+        upstream = r.get("upstream", "", _str)
+        if not upstream:
+            r.problem(("upstream",), "is required")
+        elif upstream not in upstreams:
+            known = ", ".join(sorted(upstreams)) or "none defined"
+            r.problem(("upstream",), f"unknown upstream {upstream!r} (defined: {known})")
+        org_param = r.get("org_param", None, _str)
+        if org_param is not None and path and org_param not in params:
+            r.problem(("org_param",), f"{org_param!r} is not a {{name}} in path {path!r}")
+        route = RouteConfig(
+            path=path,
+            upstream=upstream,
+            name=r.get("name", path, _str),
+            methods=r.get("methods", None, _methods),
+            scopes=r.get("scopes", (), _scopes),
+            public=r.get("public", False, _bool),
+            websocket=r.get("websocket", False, _bool),
+            org_param=org_param,
+            forward_credentials=r.get("forward_credentials", False, _bool),
+            max_body=r.get("max_body", None, _size),
+            line=doc.line_of(("routes", i)),
+        )
+        if route.public and (route.scopes or route.org_param):
+            r.problem(("public",), "a public route cannot also require scopes or org_param")
+        r.done()
+        routes.append(route)
+    return tuple(routes)
+
+
+def parse_config(text: str, source: str, env: Mapping[str, str]) -> Config:
+    """Build a Config from YAML text and environment overrides; raise ConfigError."""
+    try:
+        doc = load_yaml(text)
+    except YamlError as exc:
+        raise ConfigError(source, [ConfigProblem("", exc.line, exc.message)]) from None
+    problems: list[ConfigProblem] = []
+    top = _Reader(doc, problems)
+    defaults = Config()
+    listen = top.section("listen")
+    listen_cfg = ListenConfig(
+        proxy=listen.get("proxy", defaults.listen.proxy, _host_port),
+        admin=listen.get("admin", defaults.listen.admin, _host_port),
+    )
+    listen.done()
+    dev = top.get("dev", False, _bool)
+    database_url = top.get("database_url", defaults.database_url, _url(("postgresql", "postgres")))
+    redis_url = top.get("redis_url", defaults.redis_url, _url(("redis", "rediss", "unix")))
+    secret = top.get("secret", None, _str)
+    admin_token = top.get("admin_token", None, _str)
+    keys = _read_keys(top.section("keys"))
+    c = top.section("cache")
+    cache = CacheConfig(
+        local_ttl=c.get("local_ttl", 5.0, _positive_duration),
+        max_entries=c.get("max_entries", 100_000, _positive_int),
+        redis_ttl=c.get("redis_ttl", 600.0, _positive_duration),
+        failed_ttl=c.get("failed_ttl", 10.0, _positive_duration),
+        max_failures_per_key=c.get("max_failures_per_key", 20, _positive_int),
+    )
+    c.done()
+    lu = top.section("last_used")
+    last_used = LastUsedConfig(
+        flush_interval=lu.get("flush_interval", 5.0, _positive_duration),
+        max_pending=lu.get("max_pending", 100_000, _positive_int),
+    )
+    lu.done()
+    s = top.section("server")
+    server = ServerConfig(
+        workers=s.get("workers", 1, _positive_int),
+        drain_timeout=s.get("drain_timeout", 30.0, _duration),
+        store_timeout=s.get("store_timeout", 2.0, _positive_duration),
+    )
+    s.done()
+    lg = top.section("log")
+    log = LogConfig(
+        level=lg.get("level", "info", _choice(("debug", "info", "warning", "error"))),
+        format=lg.get("format", "json", _choice(("json", "text"))),
+        access_log=lg.get("access_log", True, _bool),
+    )
+    lg.done()
+    ad = top.section("admin")
+    admin = AdminConfig(
+        allow_unauthenticated_loopback=ad.get("allow_unauthenticated_loopback", False, _bool)
+    )
+    ad.done()
+    up_reader = top.section("upstreams")
+    upstreams = _read_upstreams(up_reader)
+    top.raw("routes")
+    routes = _read_routes(doc, problems, upstreams)
+    top.done()
+
+    database_url = env.get("KEYGATE_DATABASE_URL") or database_url
+    redis_url = env.get("KEYGATE_REDIS_URL") or redis_url
+    secret = env.get("KEYGATE_SECRET") or secret
+    admin_token = env.get("KEYGATE_ADMIN_TOKEN") or admin_token
+    if secret is not None and len(secret.encode()) < MIN_SECRET_BYTES:
+        problems.append(
+            ConfigProblem(
+                "secret", None, f"KEYGATE_SECRET must be at least {MIN_SECRET_BYTES} bytes"
+            )
+        )
+    if problems:
+        raise ConfigError(source, problems)
+    return Config(
+        source=source,
+        dev=dev,
+        listen=listen_cfg,
+        database_url=database_url,
+        redis_url=redis_url,
+        secret=secret,
+        admin_token=admin_token,
+        keys=keys,
+        cache=cache,
+        last_used=last_used,
+        server=server,
+        log=log,
+        admin=admin,
+        upstreams=upstreams,
+        routes=routes,
+    )
+
+
+def config_path(explicit: str | None, env: Mapping[str, str]) -> Path | None:
+    """The file to load: --config, then KEYGATE_CONFIG, then the default if it exists."""
+    if explicit:
+        return Path(explicit)
+    if env.get("KEYGATE_CONFIG"):
+        return Path(env["KEYGATE_CONFIG"])
+    return DEFAULT_CONFIG_PATH if DEFAULT_CONFIG_PATH.exists() else None
+
+
+def load_config(explicit: str | None = None, env: Mapping[str, str] | None = None) -> Config:
+    """Load the configuration the way every command does; raise ConfigError."""
+    env = os.environ if env is None else env
+    path = config_path(explicit, env)
+    if path is None:
+        return parse_config("", "<defaults>", env)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        reason = exc.strerror or str(exc)
+        raise ConfigError(str(path), [ConfigProblem("", None, f"cannot read: {reason}")]) from None
+    return parse_config(text, str(path), env)

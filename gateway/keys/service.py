@@ -1,0 +1,492 @@
+"""The key service: the one place where the rules for orgs, keys and audit live.
+
+The CLI, the admin API and the tests all call this; it calls the store's query functions
+inside one transaction per action, so an action and its audit entry commit together.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import logging
+import re
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from gateway.config import KeysConfig
+from gateway.keys import format as key_format
+from gateway.keys.errors import Conflict, Forbidden, InvalidInput, NotFound, ScopeNotHeld
+from gateway.keys.hashing import SecretHasher
+from gateway.keys.models import Actor, ApiKey, AuditEntry, Org, utcnow
+from gateway.keys.scopes import ScopeError, missing_scopes, normalise_scopes
+from gateway.store import queries
+from gateway.store.db import Connection, Database
+
+log = logging.getLogger("keygate.service")
+
+SLUG = re.compile(r"[a-z0-9][a-z0-9-]{1,62}")
+MAX_NAME = 200
+MAX_METADATA_BYTES = 8192
+MAX_PAGE = 1000
+DEFAULT_GRACE = 86400.0
+KeyListener = Callable[[ApiKey], Awaitable[None]]
+
+
+@dataclass(frozen=True)
+class CreatedKey:
+    key: ApiKey
+    secret: str  # the full key: shown once, never stored
+
+    def __repr__(self) -> str:
+        return f"CreatedKey(key={self.key.display_prefix!r})"
+
+
+@dataclass(frozen=True)
+class RolledKey:
+    key: ApiKey
+    secret: str
+    previous: ApiKey
+
+    def __repr__(self) -> str:
+        return f"RolledKey(key={self.key.display_prefix!r}, previous={self.previous.display_prefix!r})"
+
+
+@dataclass(frozen=True)
+class Page:
+    items: list[Any]
+    next_cursor: str | None
+
+
+class KeyService:
+    """Org, key and audit operations with their rules and audit entries."""
+
+    def __init__(
+        self,
+        db: Database,
+        keys: KeysConfig,
+        hasher: SecretHasher,
+        *,
+        clock: Callable[[], datetime] = utcnow,
+        on_change: KeyListener | None = None,
+    ) -> None:
+        self.db = db
+        self.keys = keys
+        self.hasher = hasher
+        self.clock = clock
+        self.on_change = on_change
+
+    # --- orgs -----------------------------------------------------------------------
+
+    async def create_org(self, actor: Actor, slug: str, name: str | None = None) -> Org:
+        if actor.org is not None:
+            raise Forbidden("only the root admin can create organisations")
+        if not isinstance(slug, str) or not SLUG.fullmatch(slug):
+            raise InvalidInput(
+                f"invalid org slug {slug!r}: use 2-63 of a-z 0-9 '-', starting with a letter or digit",
+                "slug",
+            )
+        name = _check_name(name if name is not None else slug, "name")
+        now = self.clock()
+        async with self.db.transaction() as conn:
+            if await queries.get_org(conn, slug) is not None:
+                raise Conflict(f"org {slug!r} already exists", "slug")
+            try:
+                org = await queries.insert_org(conn, slug, name, now)
+            except queries.UniqueViolation:
+                raise Conflict(f"org {slug!r} already exists", "slug") from None
+            await self._audit(conn, actor, now, "org.create", slug, None, details={"name": name})
+        return org
+
+    async def list_orgs(self, actor: Actor) -> list[Org]:
+        async with self.db.connection() as conn:
+            orgs = await queries.list_orgs(conn)
+        return [o for o in orgs if actor.org is None or o.slug == actor.org]
+
+    # --- keys -----------------------------------------------------------------------
+
+    async def create_key(
+        self,
+        actor: Actor,
+        org: str,
+        name: str,
+        scopes: list[str],
+        *,
+        env: str = "live",
+        expires_in: float | None = None,
+        expires_at: datetime | None = None,
+        metadata: Mapping[str, Any] | None = None,
+    ) -> CreatedKey:
+        self._check_org_access(actor, org)
+        name = _check_name(name, "name")
+        clean_scopes = self._check_scopes(actor, scopes)
+        if env not in self.keys.prefixes:
+            raise InvalidInput(f"invalid env {env!r}: use live or test", "env")
+        meta = _check_metadata(metadata)
+        now = self.clock()
+        expiry = _expiry(now, expires_in, expires_at)
+        async with self.db.transaction() as conn:
+            await self._require_org(conn, org)
+            created = await self._insert_new_key(
+                conn, actor, now, org, name, clean_scopes, env, expiry, meta, rolled_from=None
+            )
+            await self._audit(
+                conn, actor, now, "key.create", org, created.key.id, new_scopes=clean_scopes,
+                details={"name": name, "env": env, "expires_at": _iso(expiry)},
+            )
+        return created
+
+    async def list_keys(
+        self,
+        actor: Actor,
+        org: str,
+        *,
+        status: str = "all",
+        limit: int = 50,
+        cursor: str | None = None,
+    ) -> Page:
+        self._check_org_access(actor, org)
+        if status not in ("all", "active", "expired", "revoked"):
+            raise InvalidInput(f"invalid status {status!r}: use active, revoked, expired or all", "status")
+        limit = _check_limit(limit)
+        after = _decode_key_cursor(cursor) if cursor else None
+        now = self.clock()
+        async with self.db.connection() as conn:
+            await self._require_org(conn, org)
+            items = await queries.list_keys(conn, org, status, now, limit + 1, after)
+        next_cursor = None
+        if len(items) > limit:
+            items = items[:limit]
+            last = items[-1]
+            next_cursor = _encode_cursor({"c": last.created_at.isoformat(), "i": last.id})
+        return Page(items, next_cursor)
+
+    async def get_key(self, actor: Actor, ref: str, *, org: str | None = None) -> ApiKey:
+        async with self.db.connection() as conn:
+            return await self._find_key(conn, actor, ref, org)
+
+    async def update_key(
+        self,
+        actor: Actor,
+        ref: str,
+        *,
+        name: str | None = None,
+        scopes: list[str] | None = None,
+        org: str | None = None,
+    ) -> ApiKey:
+        if name is None and scopes is None:
+            raise InvalidInput("nothing to update: give a new name and/or scopes")
+        new_name = _check_name(name, "name") if name is not None else None
+        new_scopes = self._check_scopes(actor, scopes) if scopes is not None else None
+        now = self.clock()
+        async with self.db.transaction() as conn:
+            old = await self._find_key(conn, actor, ref, org, for_update=True)
+            if actor.org is not None:
+                # A key principal may not change a key that holds more than it does.
+                self._check_scopes(actor, list(old.scopes))
+            key = await queries.update_key(
+                conn, old.id, new_name or old.name, new_scopes if new_scopes is not None else old.scopes
+            )
+            scopes_changed = key.scopes != old.scopes
+            await self._audit(
+                conn, actor, now, "key.update", key.org, key.id,
+                old_scopes=old.scopes if scopes_changed else None,
+                new_scopes=key.scopes if scopes_changed else None,
+                details={"old_name": old.name, "new_name": key.name} if key.name != old.name else {},
+            )
+        await self._changed(key)
+        return key
+
+    async def revoke_key(
+        self, actor: Actor, ref: str, *, reason: str | None = None, org: str | None = None
+    ) -> ApiKey:
+        if reason is not None:
+            reason = _check_name(reason, "reason")
+        now = self.clock()
+        async with self.db.transaction() as conn:
+            old = await self._find_key(conn, actor, ref, org, for_update=True)
+            if old.revoked_at is not None:
+                raise Conflict(f"key {old.display_prefix} is already revoked")
+            key = await queries.revoke_key(conn, old.id, now, actor.principal, reason)
+            await self._audit(
+                conn, actor, now, "key.revoke", key.org, key.id, details={"reason": reason}
+            )
+        await self._changed(key)
+        return key
+
+    async def roll_key(
+        self,
+        actor: Actor,
+        ref: str,
+        *,
+        grace: float = DEFAULT_GRACE,
+        expires_in: float | None = None,
+        expires_at: datetime | None = None,
+        org: str | None = None,
+    ) -> RolledKey:
+        """Issue a replacement key; the old one expires after `grace` (0: revoked now)."""
+        if grace < 0:
+            raise InvalidInput("grace cannot be negative", "grace")
+        now = self.clock()
+        async with self.db.transaction() as conn:
+            old = await self._find_key(conn, actor, ref, org, for_update=True)
+            if old.revoked_at is not None:
+                raise Conflict(f"key {old.display_prefix} is revoked; a revoked key cannot be rolled")
+            self._check_scopes(actor, list(old.scopes))
+            if expires_in is None and expires_at is None and old.expires_at is not None:
+                expiry: datetime | None = now + (old.expires_at - old.created_at)
+            else:
+                expiry = _expiry(now, expires_in, expires_at)
+            created = await self._insert_new_key(
+                conn, actor, now, old.org, old.name, old.scopes, old.env, expiry,
+                old.metadata, rolled_from=old.id,
+            )
+            if grace == 0:
+                previous = await queries.revoke_key(conn, old.id, now, actor.principal, "rolled")
+            else:
+                old_expiry = now + timedelta(seconds=grace)
+                if old.expires_at is not None:
+                    old_expiry = min(old_expiry, old.expires_at)
+                previous = await queries.set_key_expiry(conn, old.id, old_expiry)
+            await self._audit(
+                conn, actor, now, "key.roll", old.org, old.id,
+                details={
+                    "new_key_id": created.key.id,
+                    "grace_seconds": grace,
+                    "old_expires_at": _iso(previous.expires_at),
+                },
+            )
+            await self._audit(
+                conn, actor, now, "key.create", old.org, created.key.id,
+                new_scopes=created.key.scopes, details={"rolled_from": old.id},
+            )
+        await self._changed(previous)
+        return RolledKey(created.key, created.secret, previous)
+
+    # --- audit ----------------------------------------------------------------------
+
+    async def list_audit(
+        self,
+        actor: Actor,
+        org: str,
+        *,
+        key_id: str | None = None,
+        action: str | None = None,
+        limit: int = 50,
+        cursor: str | None = None,
+    ) -> Page:
+        self._check_org_access(actor, org)
+        limit = _check_limit(limit)
+        before = _decode_audit_cursor(cursor) if cursor else None
+        if key_id is not None:
+            try:
+                key_id = key_format.split_key_reference(key_id)[1]
+            except key_format.MalformedKey as exc:
+                raise InvalidInput(str(exc), "key_id") from None
+        async with self.db.connection() as conn:
+            await self._require_org(conn, org)
+            items: list[AuditEntry] = await queries.list_audit(
+                conn, org, key_id=key_id, action=action, limit=limit + 1, before_id=before
+            )
+        next_cursor = None
+        if len(items) > limit:
+            items = items[:limit]
+            next_cursor = _encode_cursor({"b": items[-1].id})
+        return Page(items, next_cursor)
+
+    # --- internals ------------------------------------------------------------------
+
+    def _check_org_access(self, actor: Actor, org: str) -> None:
+        if actor.org is not None and actor.org != org:
+            # Another org's resources do not exist for this principal.
+            raise NotFound(f"unknown org {org!r}", "org")
+
+    def _check_scopes(self, actor: Actor, scopes: list[str] | tuple[str, ...]) -> tuple[str, ...]:
+        if not isinstance(scopes, list | tuple):
+            raise InvalidInput("scopes must be a list of strings", "scopes")
+        try:
+            clean = normalise_scopes(scopes)
+        except ScopeError as exc:
+            raise InvalidInput(str(exc), "scopes") from None
+        if actor.org is not None:
+            not_held = missing_scopes(actor.scopes, clean)
+            if not_held:
+                raise ScopeNotHeld(
+                    f"cannot grant scopes the acting key does not hold: {' '.join(not_held)}",
+                    "scopes",
+                )
+        return clean
+
+    async def _require_org(self, conn: Connection, org: str) -> None:
+        if not isinstance(org, str) or await queries.get_org(conn, org) is None:
+            raise NotFound(f"unknown org {org!r}", "org")
+
+    async def _find_key(
+        self,
+        conn: Connection,
+        actor: Actor,
+        ref: str,
+        org: str | None,
+        *,
+        for_update: bool = False,
+    ) -> ApiKey:
+        try:
+            prefix, key_id = key_format.split_key_reference(ref)
+        except key_format.MalformedKey as exc:
+            raise InvalidInput(str(exc), "key_id") from None
+        key = await queries.get_key(conn, key_id, for_update=for_update)
+        hidden = key is not None and (
+            (prefix is not None and key.prefix != prefix)
+            or (actor.org is not None and key.org != actor.org)
+            or (org is not None and key.org != org)
+        )
+        if key is None or hidden:
+            raise NotFound(f"unknown key {ref!r}", "key_id")
+        return key
+
+    async def _insert_new_key(
+        self,
+        conn: Connection,
+        actor: Actor,
+        now: datetime,
+        org: str,
+        name: str,
+        scopes: tuple[str, ...],
+        env: str,
+        expiry: datetime | None,
+        metadata: dict[str, Any],
+        *,
+        rolled_from: str | None,
+    ) -> CreatedKey:
+        prefix = self.keys.prefixes[env]
+        for _attempt in range(5):
+            full, parts = key_format.generate_key(prefix)
+            draft = ApiKey(
+                id=parts.key_id, org=org, name=name, prefix=prefix, env=env, scopes=scopes,
+                metadata=metadata, created_at=now, created_by=actor.principal,
+                expires_at=expiry, last_used_at=None, revoked_at=None, revoked_by=None,
+                revoke_reason=None, rolled_from=rolled_from, version=1,
+                secret_hash=await self.hasher.hash_async(parts.secret),
+            )
+            try:
+                async with conn.transaction():  # savepoint: an id collision can be retried
+                    key = await queries.insert_key(conn, draft)
+            except queries.UniqueViolation:
+                continue
+            return CreatedKey(key, full)
+        raise Conflict("could not allocate a unique key id; try again")
+
+    async def _audit(
+        self,
+        conn: Connection,
+        actor: Actor,
+        now: datetime,
+        action: str,
+        org: str,
+        key_id: str | None,
+        *,
+        old_scopes: tuple[str, ...] | None = None,
+        new_scopes: tuple[str, ...] | None = None,
+        details: dict[str, Any] | None = None,
+    ) -> None:
+        await queries.insert_audit(
+            conn, at=now, org=org, key_id=key_id, action=action, principal=actor.principal,
+            old_scopes=old_scopes, new_scopes=new_scopes, client_ip=actor.client_ip,
+            request_id=actor.request_id, traceparent=actor.traceparent, details=details or {},
+        )
+
+    async def _changed(self, key: ApiKey) -> None:
+        """Tell the caches after commit; the change itself is already durable."""
+        if self.on_change is None:
+            return
+        try:
+            await self.on_change(key)
+        except Exception:
+            log.warning(
+                "could not publish the change of key %s; gateways see it within the cache TTL",
+                key.display_prefix,
+                exc_info=True,
+            )
+
+
+def _check_name(value: object, field: str) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise InvalidInput(f"{field} must be a non-empty string", field)
+    if len(value) > MAX_NAME:
+        raise InvalidInput(f"{field} is longer than {MAX_NAME} characters", field)
+    if any(ord(c) < 32 or ord(c) == 127 for c in value):
+        raise InvalidInput(f"{field} cannot contain control characters", field)
+    return value.strip()
+
+
+def _check_metadata(value: Mapping[str, Any] | None) -> dict[str, Any]:
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise InvalidInput("metadata must be a JSON object", "metadata")
+    try:
+        encoded = json.dumps(dict(value))
+    except (TypeError, ValueError):
+        raise InvalidInput("metadata must be JSON-serialisable", "metadata") from None
+    if len(encoded.encode()) > MAX_METADATA_BYTES:
+        raise InvalidInput(f"metadata is larger than {MAX_METADATA_BYTES} bytes", "metadata")
+    result: dict[str, Any] = json.loads(encoded)
+    return result
+
+
+def _check_limit(limit: int) -> int:
+    if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= MAX_PAGE:
+        raise InvalidInput(f"limit must be a whole number from 1 to {MAX_PAGE}", "limit")
+    return limit
+
+
+def _expiry(now: datetime, expires_in: float | None, expires_at: datetime | None) -> datetime | None:
+    if expires_in is not None and expires_at is not None:
+        raise InvalidInput("give expires_in or expires_at, not both", "expires_at")
+    if expires_in is not None:
+        if expires_in <= 0:
+            raise InvalidInput("expires_in must be longer than 0s", "expires_in")
+        return now + timedelta(seconds=expires_in)
+    if expires_at is not None:
+        if expires_at.tzinfo is None:
+            raise InvalidInput("expires_at needs a time zone, for example 2030-01-01T00:00:00Z", "expires_at")
+        if expires_at <= now:
+            raise InvalidInput("expires_at is in the past", "expires_at")
+        return expires_at
+    return None
+
+
+def _iso(value: datetime | None) -> str | None:
+    return None if value is None else value.isoformat()
+
+
+def _encode_cursor(data: dict[str, Any]) -> str:
+    return base64.urlsafe_b64encode(json.dumps(data).encode()).decode().rstrip("=")
+
+
+def _decode_cursor(cursor: str) -> dict[str, Any]:
+    try:
+        padded = cursor + "=" * (-len(cursor) % 4)
+        data = json.loads(base64.urlsafe_b64decode(padded.encode()))
+    except (ValueError, binascii.Error, UnicodeError):
+        raise InvalidInput("invalid cursor; pass next_cursor from the previous page", "cursor") from None
+    if not isinstance(data, dict):
+        raise InvalidInput("invalid cursor; pass next_cursor from the previous page", "cursor")
+    return data
+
+
+def _decode_key_cursor(cursor: str) -> tuple[datetime, str]:
+    data = _decode_cursor(cursor)
+    try:
+        return datetime.fromisoformat(data["c"]), str(data["i"])
+    except (KeyError, TypeError, ValueError):
+        raise InvalidInput("invalid cursor; pass next_cursor from the previous page", "cursor") from None
+
+
+def _decode_audit_cursor(cursor: str) -> int:
+    value = _decode_cursor(cursor).get("b")
+    if not isinstance(value, int):
+        raise InvalidInput("invalid cursor; pass next_cursor from the previous page", "cursor")
+    return value

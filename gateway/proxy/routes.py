@@ -1,0 +1,311 @@
+"""Route patterns and the route table (spec §4).
+
+Patterns are parsed once at start-up into a segment trie, so matching a request costs a
+walk over the path's segments instead of one regex per configured route. Routes are
+tried in file order: among every route whose pattern matches and whose methods allow the
+request, the lowest index wins, whatever its specificity.
+
+Pure: no I/O. Paths given to ``RouteTable.match`` must already be normalised by
+``gateway.proxy.paths.normalise_path``.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Generic, Protocol, TypeVar
+from urllib.parse import unquote
+
+from gateway.proxy.paths import InvalidPath, normalise_path
+
+__all__ = [
+    "LiteralSegment",
+    "ParamSegment",
+    "Pattern",
+    "PatternError",
+    "RestSegment",
+    "RouteLike",
+    "RouteMatch",
+    "RouteTable",
+    "Segment",
+    "WildcardSegment",
+    "parse_pattern",
+]
+
+_PARAM_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+class PatternError(ValueError):
+    """A route pattern is malformed; the message says what is wrong with it."""
+
+
+@dataclass(frozen=True, slots=True)
+class LiteralSegment:
+    """A segment matched exactly (case-sensitive) against the normalised request segment.
+
+    ``value`` is in normalised, percent-encoded form. The empty value only appears as the
+    last segment of a pattern with a trailing slash.
+    """
+
+    value: str
+
+
+@dataclass(frozen=True, slots=True)
+class ParamSegment:
+    """``{name}``: one whole non-empty segment, captured under ``name``."""
+
+    name: str
+
+
+@dataclass(frozen=True, slots=True)
+class WildcardSegment:
+    """``*``: one whole non-empty segment, not captured."""
+
+
+@dataclass(frozen=True, slots=True)
+class RestSegment:
+    """``**``: zero or more remaining segments; only ever the last segment."""
+
+
+Segment = LiteralSegment | ParamSegment | WildcardSegment | RestSegment
+
+
+@dataclass(frozen=True, slots=True)
+class Pattern:
+    """A parsed route pattern."""
+
+    text: str
+    segments: tuple[Segment, ...]
+    param_names: tuple[str, ...]
+
+
+def parse_pattern(text: str) -> Pattern:
+    """Parse a route pattern such as ``/v1/orgs/{org}/**``.
+
+    Literal segments are normalised with the request-path rules, so ``/café`` matches a
+    request for ``/caf%C3%A9``; a literal ``{`` or ``*`` can be written ``%7B`` / ``%2A``.
+    A trailing slash is kept as a final empty literal segment.
+
+    Raises PatternError if the pattern does not start with '/', has an empty segment
+    other than the trailing one, a partial wildcard (``/a{b}``, ``/x*``), an invalid or
+    duplicate parameter name, ``**`` anywhere but last, a dot segment, or a literal that
+    is not a valid path segment.
+    """
+    if not text.startswith("/"):
+        raise PatternError("pattern must start with '/'")
+    parts = text[1:].split("/")
+    last = len(parts) - 1
+    segments: list[Segment] = []
+    names: list[str] = []
+    for i, part in enumerate(parts):
+        if part == "**":
+            if i != last:
+                raise PatternError("'**' is only allowed as the last segment")
+            segments.append(RestSegment())
+        elif part == "*":
+            segments.append(WildcardSegment())
+        elif part.startswith("{") and part.endswith("}") and len(part) >= 2:
+            name = part[1:-1]
+            if not _PARAM_NAME.fullmatch(name):
+                raise PatternError(f"parameter name {name!r} must match [A-Za-z_][A-Za-z0-9_]*")
+            if name in names:
+                raise PatternError(f"parameter {{{name}}} appears more than once")
+            names.append(name)
+            segments.append(ParamSegment(name))
+        elif "{" in part or "}" in part or "*" in part:
+            raise PatternError(
+                f"segment {part!r}: '{{name}}', '*' and '**' must be a whole segment"
+            )
+        elif part == "":
+            if i != last:
+                raise PatternError("empty segment ('//') in pattern")
+            segments.append(LiteralSegment(""))
+        else:
+            segments.append(LiteralSegment(_normalise_literal(part)))
+    return Pattern(text=text, segments=tuple(segments), param_names=tuple(names))
+
+
+def _normalise_literal(part: str) -> str:
+    try:
+        normalised = normalise_path("/" + part)
+    except InvalidPath as exc:
+        raise PatternError(f"segment {part!r}: {exc.reason}") from None
+    value = normalised[1:]
+    # Normalised request paths never contain dot segments, so a pattern with one could
+    # never match; "." or ".." collapse to "" or fail here.
+    if value == "" or "/" in value:
+        raise PatternError(f"segment {part!r}: dot segments are not allowed in patterns")
+    return value
+
+
+class RouteLike(Protocol):
+    """What the table needs from a configured route."""
+
+    @property
+    def path(self) -> str:
+        """The route's pattern text."""
+        ...
+
+    @property
+    def methods(self) -> frozenset[str] | None:
+        """Allowed upper-case method names; None allows every method."""
+        ...
+
+
+R = TypeVar("R", bound=RouteLike)
+
+
+@dataclass(frozen=True, slots=True)
+class RouteMatch(Generic[R]):
+    """The winning route and its captured parameters (percent-decoded)."""
+
+    route: R
+    params: Mapping[str, str]
+
+
+@dataclass(slots=True)
+class _Node:
+    literals: dict[str, _Node] = field(default_factory=dict)
+    # One child shared by '{name}' and '*': neither captures during the walk, the winning
+    # route's capture positions are applied afterwards.
+    param: _Node | None = None
+    # Route indices (ascending) whose pattern is '**' at this depth.
+    rest: list[int] = field(default_factory=list)
+    # Route indices (ascending) whose pattern ends exactly here.
+    terminal: list[int] = field(default_factory=list)
+    # Lowest route index anywhere in this subtree, to prune branches that cannot win.
+    min_index: int = -1
+
+
+_NO_ROUTE = 1 << 62
+
+
+class RouteTable(Generic[R]):
+    """Routes compiled into a segment trie; first match in file order wins."""
+
+    __slots__ = ("_allowed", "_captures", "_root", "_routes")
+
+    def __init__(
+        self,
+        routes: tuple[R, ...],
+        root: _Node,
+        allowed: tuple[frozenset[str] | None, ...],
+        captures: tuple[tuple[tuple[int, str], ...], ...],
+    ) -> None:
+        """Use ``RouteTable.compile``; this only stores already-compiled parts."""
+        self._routes = routes
+        self._root = root
+        self._allowed = allowed
+        self._captures = captures
+
+    @classmethod
+    def compile(cls, routes: Sequence[R]) -> RouteTable[R]:
+        """Compile routes, in file order, into a table.
+
+        Raises PatternError naming the index and pattern of the first bad route.
+        """
+        root = _Node()
+        allowed: list[frozenset[str] | None] = []
+        captures: list[tuple[tuple[int, str], ...]] = []
+        for index, route in enumerate(routes):
+            try:
+                pattern = parse_pattern(route.path)
+            except PatternError as exc:
+                raise PatternError(f"route {index} ({route.path!r}): {exc}") from None
+            _insert(root, pattern, index)
+            allowed.append(_allowed_methods(route.methods))
+            captures.append(
+                tuple(
+                    (position, seg.name)
+                    for position, seg in enumerate(pattern.segments)
+                    if isinstance(seg, ParamSegment)
+                )
+            )
+        _set_min_index(root)
+        return cls(tuple(routes), root, tuple(allowed), tuple(captures))
+
+    def match(self, method: str, path: str) -> RouteMatch[R] | None:
+        """Return the lowest-index route matching ``path`` and allowing ``method``.
+
+        ``path`` must be normalised (see ``normalise_path``); ``method`` upper-case.
+        Returns None when no route matches, whether by path or by method.
+        """
+        if not path.startswith("/"):
+            return None
+        segments = path[1:].split("/")
+        best = self._best(self._root, segments, 0, method, _NO_ROUTE)
+        if best == _NO_ROUTE:
+            return None
+        params = {name: unquote(segments[pos]) for pos, name in self._captures[best]}
+        return RouteMatch(route=self._routes[best], params=params)
+
+    def __len__(self) -> int:
+        """Number of routes in the table."""
+        return len(self._routes)
+
+    def _best(self, node: _Node, segments: list[str], depth: int, method: str, best: int) -> int:
+        # Each trie node sits at a fixed depth and is reached by at most one walk, so this
+        # visits no more nodes than the trie holds, however long the request path.
+        if node.min_index < 0 or node.min_index >= best:
+            return best
+        best = self._first_allowed(node.rest, method, best)
+        if depth == len(segments):
+            return self._first_allowed(node.terminal, method, best)
+        segment = segments[depth]
+        child = node.literals.get(segment)
+        if child is not None:
+            best = self._best(child, segments, depth + 1, method, best)
+        if node.param is not None and segment != "":
+            best = self._best(node.param, segments, depth + 1, method, best)
+        return best
+
+    def _first_allowed(self, indices: list[int], method: str, best: int) -> int:
+        for index in indices:
+            if index >= best:
+                break
+            allowed = self._allowed[index]
+            if allowed is None or method in allowed:
+                return index
+        return best
+
+
+def _allowed_methods(methods: frozenset[str] | None) -> frozenset[str] | None:
+    if methods is None:
+        return None
+    upper = frozenset(m.upper() for m in methods)
+    # Spec §4: GET implies HEAD (HEAD is GET without the body).
+    if "GET" in upper:
+        upper |= {"HEAD"}
+    return upper
+
+
+def _insert(root: _Node, pattern: Pattern, index: int) -> None:
+    node = root
+    for seg in pattern.segments:
+        if isinstance(seg, RestSegment):
+            node.rest.append(index)
+            return
+        if isinstance(seg, LiteralSegment):
+            node = node.literals.setdefault(seg.value, _Node())
+        else:
+            if node.param is None:
+                node.param = _Node()
+            node = node.param
+    node.terminal.append(index)
+
+
+def _set_min_index(node: _Node) -> int:
+    # Indices are inserted in ascending order, so each list's first element is its minimum.
+    lows = [_NO_ROUTE]
+    if node.rest:
+        lows.append(node.rest[0])
+    if node.terminal:
+        lows.append(node.terminal[0])
+    for child in node.literals.values():
+        lows.append(_set_min_index(child))
+    if node.param is not None:
+        lows.append(_set_min_index(node.param))
+    low = min(lows)
+    node.min_index = -1 if low == _NO_ROUTE else low
+    return low

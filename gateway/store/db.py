@@ -1,0 +1,125 @@
+"""The Postgres connection pool, and turning driver failures into one clear error."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from collections.abc import AsyncIterator
+from urllib.parse import urlsplit, urlunsplit
+
+import asyncpg
+
+from gateway.keys.errors import ServiceError, StoreUnavailable
+
+
+class NotMigrated(ServiceError):
+    code = "not_migrated"
+    status = 503
+
+Connection = asyncpg.Connection
+# Failures that mean "the database is not there right now" (as opposed to a bad query).
+UNAVAILABLE = (
+    OSError,
+    asyncio.TimeoutError,
+    asyncpg.exceptions.CannotConnectNowError,
+    asyncpg.exceptions.ConnectionDoesNotExistError,
+    asyncpg.exceptions.InterfaceError,
+    asyncpg.exceptions.TooManyConnectionsError,
+    asyncpg.exceptions.InvalidCatalogNameError,
+    asyncpg.exceptions.InvalidAuthorizationSpecificationError,
+    asyncpg.exceptions.InvalidPasswordError,
+    asyncpg.exceptions.AdminShutdownError,
+    asyncpg.exceptions.CrashShutdownError,
+)
+
+
+def redact_url(url: str) -> str:
+    """The URL with any password replaced by `***`, for messages and logs."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "<unparseable URL>"
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.rsplit("@", 1)
+    userinfo = parts.username or ""
+    return urlunsplit(parts._replace(netloc=f"{userinfo}:***@{netloc[-1]}"))
+
+
+async def _init_connection(conn: Connection) -> None:
+    await conn.set_type_codec("jsonb", encoder=json.dumps, decoder=json.loads, schema="pg_catalog")
+
+
+class Database:
+    """A lazily opened asyncpg pool with a timeout on every call."""
+
+    def __init__(self, url: str, *, timeout: float = 5.0, max_size: int = 10) -> None:
+        self.url = url
+        self.timeout = timeout
+        self._max_size = max_size
+        self._pool: asyncpg.Pool | None = None
+        self._lock = asyncio.Lock()
+
+    def unavailable(self, exc: BaseException) -> StoreUnavailable:
+        reason = str(exc).strip() or type(exc).__name__
+        return StoreUnavailable(f"cannot reach the database at {redact_url(self.url)}: {reason}")
+
+    async def pool(self) -> asyncpg.Pool:
+        if self._pool is not None:
+            return self._pool
+        async with self._lock:
+            if self._pool is None:
+                try:
+                    self._pool = await asyncpg.create_pool(
+                        self.url,
+                        min_size=1,
+                        max_size=self._max_size,
+                        timeout=self.timeout,
+                        command_timeout=self.timeout,
+                        statement_cache_size=0,  # PgBouncer-safe
+                        init=_init_connection,
+                    )
+                except UNAVAILABLE as exc:
+                    raise self.unavailable(exc) from None
+                except ValueError as exc:  # malformed DSN
+                    raise StoreUnavailable(f"invalid database URL {redact_url(self.url)}: {exc}") from None
+        return self._pool
+
+    @contextlib.asynccontextmanager
+    async def connection(self) -> AsyncIterator[Connection]:
+        pool = await self.pool()
+        try:
+            async with pool.acquire(timeout=self.timeout) as conn:
+                yield conn
+        except asyncpg.exceptions.UndefinedTableError:
+            raise NotMigrated(
+                f"the database at {redact_url(self.url)} has no Keygate schema: run `keygate migrate`"
+            ) from None
+        except UNAVAILABLE as exc:
+            raise self.unavailable(exc) from None
+
+    @contextlib.asynccontextmanager
+    async def transaction(self) -> AsyncIterator[Connection]:
+        async with self.connection() as conn:
+            try:
+                async with conn.transaction():
+                    yield conn
+            except UNAVAILABLE as exc:
+                raise self.unavailable(exc) from None
+
+    async def ping(self) -> bool:
+        try:
+            async with self.connection() as conn:
+                await conn.fetchval("SELECT 1", timeout=self.timeout)
+            return True
+        except StoreUnavailable:
+            return False
+
+    async def close(self) -> None:
+        if self._pool is not None:
+            pool, self._pool = self._pool, None
+            try:
+                await asyncio.wait_for(pool.close(), self.timeout)
+            except (asyncio.TimeoutError, OSError):
+                pool.terminate()

@@ -1,0 +1,185 @@
+"""The shared Redis tier of the key cache, and change notifications between processes.
+
+One Redis hash per key id, `keygate:key:<id>`:
+  v  the row's version (bumped by every change in Postgres)
+  s  the key's state as JSON: org, env, prefix, scopes, expiry, revoked; no hash, no secret
+  h  the keyed verifier HMAC(server secret, id:secret), once a gateway verified the key
+
+Writes are version-checked in Lua so a cache fill that read Postgres before a change can
+never overwrite the newer state the change wrote (a revoked key leaves a tombstone).
+Every change is also published on `keygate:invalidate` so gateways evict their local copy.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError
+
+from gateway.keys.models import ApiKey
+
+if TYPE_CHECKING:
+    from gateway.config import Config
+
+log = logging.getLogger("keygate.cache")
+
+CHANNEL = "keygate:invalidate"
+_PREFIX = "keygate:key:"
+
+# Store state only when not older than what is there; the verifier is per key id and the
+# secret never changes for an id, so any writer may (re)set it.
+_FILL = """
+local cur = redis.call('HGET', KEYS[1], 'v')
+if (not cur) or tonumber(cur) <= tonumber(ARGV[1]) then
+  redis.call('HSET', KEYS[1], 'v', ARGV[1], 's', ARGV[2])
+end
+if ARGV[3] ~= '' then redis.call('HSET', KEYS[1], 'h', ARGV[3]) end
+redis.call('PEXPIRE', KEYS[1], ARGV[4])
+return 1
+"""
+
+
+@dataclass(frozen=True)
+class KeyState:
+    """What every tier of the cache knows about a key. Never holds the secret."""
+
+    id: str
+    org: str
+    prefix: str
+    env: str
+    scopes: tuple[str, ...]
+    expires_at: float | None  # unix seconds
+    revoked: bool
+    version: int
+
+    @property
+    def display_prefix(self) -> str:
+        return self.prefix + self.id
+
+    @classmethod
+    def of(cls, key: ApiKey) -> KeyState:
+        return cls(
+            id=key.id,
+            org=key.org,
+            prefix=key.prefix,
+            env=key.env,
+            scopes=key.scopes,
+            expires_at=key.expires_at.timestamp() if key.expires_at else None,
+            revoked=key.revoked_at is not None,
+            version=key.version,
+        )
+
+    def to_json(self) -> str:
+        return json.dumps(
+            {"id": self.id, "org": self.org, "prefix": self.prefix, "env": self.env,
+             "scopes": list(self.scopes), "expires_at": self.expires_at,
+             "revoked": self.revoked, "version": self.version},
+            separators=(",", ":"),
+        )
+
+    @classmethod
+    def from_json(cls, text: str | bytes) -> KeyState:
+        d: dict[str, Any] = json.loads(text)
+        return cls(d["id"], d["org"], d["prefix"], d["env"], tuple(d["scopes"]),
+                   d["expires_at"], bool(d["revoked"]), int(d["version"]))
+
+
+@dataclass(frozen=True)
+class CachedEntry:
+    state: KeyState
+    verifier: bytes | None
+
+
+class RedisKeyCache:
+    """Reads and version-checked writes of key entries, plus invalidation pub/sub."""
+
+    def __init__(self, client: aioredis.Redis, ttl: float) -> None:
+        self.client = client
+        self.ttl_ms = int(ttl * 1000)
+        self._fill = client.register_script(_FILL)
+
+    @classmethod
+    def connect(cls, url: str, ttl: float, timeout: float) -> RedisKeyCache:
+        client = aioredis.Redis.from_url(
+            url,
+            socket_timeout=timeout,
+            socket_connect_timeout=timeout,
+            health_check_interval=10,
+            retry_on_timeout=False,
+        )
+        return cls(client, ttl)
+
+    async def get(self, key_id: str) -> CachedEntry | None:
+        raw = await self.client.hmget(_PREFIX + key_id, ["s", "h"])
+        if raw[0] is None:
+            return None
+        return CachedEntry(KeyState.from_json(raw[0]), raw[1])
+
+    async def put(self, state: KeyState, verifier: bytes | None) -> None:
+        await self._fill(
+            keys=[_PREFIX + state.id],
+            args=[state.version, state.to_json(), verifier or b"", self.ttl_ms],
+        )
+
+    async def key_changed(self, key: ApiKey) -> None:
+        """Write the new state (never older than what is there) and tell every gateway."""
+        await self.put(KeyState.of(key), None)
+        await self.client.publish(CHANNEL, key.id)
+
+    async def subscribe(self) -> AsyncIterator[str]:
+        """Key ids as changes are published; raises RedisError when the link drops."""
+        pubsub = self.client.pubsub(ignore_subscribe_messages=True)
+        try:
+            await pubsub.subscribe(CHANNEL)
+            yield ""  # subscribed: the caller may treat its local cache as trustworthy now
+            while True:
+                message = await pubsub.get_message(timeout=1.0)
+                if message is not None and message.get("type") == "message":
+                    data = message["data"]
+                    yield data.decode() if isinstance(data, bytes) else str(data)
+        finally:
+            try:
+                await pubsub.aclose()
+            except (RedisError, OSError):
+                pass
+
+    async def ping(self) -> bool:
+        try:
+            return bool(await self.client.ping())
+        except (RedisError, OSError):
+            return False
+
+    async def close(self) -> None:
+        await self.client.aclose()
+
+
+class KeyCacheWriter:
+    """The CLI's side: publish changes when Redis is reachable, warn when it is not."""
+
+    def __init__(self, cache: RedisKeyCache | None) -> None:
+        self.cache = cache
+
+    @classmethod
+    def from_config(cls, config: Config) -> KeyCacheWriter:
+        return cls(RedisKeyCache.connect(config.redis_url, config.cache.redis_ttl, timeout=2.0))
+
+    async def key_changed(self, key: ApiKey) -> None:
+        if self.cache is None:
+            return
+        try:
+            await self.cache.key_changed(key)
+        except (RedisError, OSError) as exc:
+            log.warning(
+                "Redis unreachable (%s): gateways will see the change of %s within their cache TTL",
+                type(exc).__name__,
+                key.display_prefix,
+            )
+
+    async def close(self) -> None:
+        if self.cache is not None:
+            await self.cache.close()

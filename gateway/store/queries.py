@@ -1,0 +1,258 @@
+"""Every SQL statement the service runs, as thin typed functions; rows become records here."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+import asyncpg
+
+from gateway.keys.models import ApiKey, AuditEntry, Org
+from gateway.store.db import Connection
+
+UniqueViolation = asyncpg.exceptions.UniqueViolationError
+
+_KEY_COLUMNS = """id, org, name, prefix, env, secret_hash, scopes, metadata, created_at,
+    created_by, expires_at, last_used_at, revoked_at, revoked_by, revoke_reason,
+    rolled_from, version"""
+
+
+def _org(row: asyncpg.Record) -> Org:
+    return Org(slug=row["slug"], name=row["name"], created_at=row["created_at"])
+
+
+def _key(row: asyncpg.Record) -> ApiKey:
+    return ApiKey(
+        id=row["id"],
+        org=row["org"],
+        name=row["name"],
+        prefix=row["prefix"],
+        env=row["env"],
+        scopes=tuple(row["scopes"]),
+        metadata=row["metadata"],
+        created_at=row["created_at"],
+        created_by=row["created_by"],
+        expires_at=row["expires_at"],
+        last_used_at=row["last_used_at"],
+        revoked_at=row["revoked_at"],
+        revoked_by=row["revoked_by"],
+        revoke_reason=row["revoke_reason"],
+        rolled_from=row["rolled_from"],
+        version=row["version"],
+        secret_hash=row["secret_hash"],
+    )
+
+
+def _audit(row: asyncpg.Record) -> AuditEntry:
+    return AuditEntry(
+        id=row["id"],
+        at=row["at"],
+        org=row["org"],
+        key_id=row["key_id"],
+        action=row["action"],
+        principal=row["principal"],
+        old_scopes=None if row["old_scopes"] is None else tuple(row["old_scopes"]),
+        new_scopes=None if row["new_scopes"] is None else tuple(row["new_scopes"]),
+        client_ip=row["client_ip"],
+        request_id=row["request_id"],
+        traceparent=row["traceparent"],
+        details=row["details"],
+    )
+
+
+# --- orgs -------------------------------------------------------------------------------
+
+
+async def insert_org(conn: Connection, slug: str, name: str, now: datetime) -> Org:
+    row = await conn.fetchrow(
+        "INSERT INTO orgs (slug, name, created_at) VALUES ($1, $2, $3) RETURNING *",
+        slug,
+        name,
+        now,
+    )
+    return _org(row)
+
+
+async def get_org(conn: Connection, slug: str) -> Org | None:
+    row = await conn.fetchrow("SELECT * FROM orgs WHERE slug = $1", slug)
+    return None if row is None else _org(row)
+
+
+async def list_orgs(conn: Connection) -> list[Org]:
+    return [_org(r) for r in await conn.fetch("SELECT * FROM orgs ORDER BY slug")]
+
+
+# --- keys -------------------------------------------------------------------------------
+
+
+async def insert_key(conn: Connection, key: ApiKey) -> ApiKey:
+    row = await conn.fetchrow(
+        f"""INSERT INTO api_keys (id, org, name, prefix, env, secret_hash, scopes, metadata,
+                created_at, created_by, expires_at, rolled_from)
+            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
+            RETURNING {_KEY_COLUMNS}""",
+        key.id,
+        key.org,
+        key.name,
+        key.prefix,
+        key.env,
+        key.secret_hash,
+        list(key.scopes),
+        key.metadata,
+        key.created_at,
+        key.created_by,
+        key.expires_at,
+        key.rolled_from,
+    )
+    return _key(row)
+
+
+async def get_key(conn: Connection, key_id: str, *, for_update: bool = False) -> ApiKey | None:
+    lock = " FOR UPDATE" if for_update else ""
+    row = await conn.fetchrow(f"SELECT {_KEY_COLUMNS} FROM api_keys WHERE id = $1{lock}", key_id)
+    return None if row is None else _key(row)
+
+
+_STATUS_FILTERS = {
+    "all": "TRUE",
+    "revoked": "revoked_at IS NOT NULL",
+    "expired": "revoked_at IS NULL AND expires_at IS NOT NULL AND expires_at <= p.now",
+    "active": "revoked_at IS NULL AND (expires_at IS NULL OR expires_at > p.now)",
+}
+
+
+async def list_keys(
+    conn: Connection,
+    org: str,
+    status: str,
+    now: datetime,
+    limit: int,
+    after: tuple[datetime, str] | None,
+) -> list[ApiKey]:
+    """Keys of `org`, newest first, keyset-paginated after (created_at, id)."""
+    where = _STATUS_FILTERS[status]
+    args: list[Any] = [org, now, limit]
+    page = ""
+    if after is not None:
+        page = " AND (created_at, id) < ($4, $5)"
+        args.extend(after)
+    rows = await conn.fetch(
+        f"""SELECT {_KEY_COLUMNS} FROM api_keys, (SELECT $2::timestamptz AS now) AS p
+            WHERE org = $1 AND ({where}){page}
+            ORDER BY created_at DESC, id DESC LIMIT $3""",
+        *args,
+    )
+    return [_key(r) for r in rows]
+
+
+async def update_key(
+    conn: Connection, key_id: str, name: str, scopes: Sequence[str]
+) -> ApiKey:
+    row = await conn.fetchrow(
+        f"""UPDATE api_keys SET name = $2, scopes = $3, version = version + 1
+            WHERE id = $1 RETURNING {_KEY_COLUMNS}""",
+        key_id,
+        name,
+        list(scopes),
+    )
+    return _key(row)
+
+
+async def revoke_key(
+    conn: Connection, key_id: str, now: datetime, by: str, reason: str | None
+) -> ApiKey:
+    row = await conn.fetchrow(
+        f"""UPDATE api_keys SET revoked_at = $2, revoked_by = $3, revoke_reason = $4,
+                version = version + 1
+            WHERE id = $1 RETURNING {_KEY_COLUMNS}""",
+        key_id,
+        now,
+        by,
+        reason,
+    )
+    return _key(row)
+
+
+async def set_key_expiry(conn: Connection, key_id: str, expires_at: datetime) -> ApiKey:
+    row = await conn.fetchrow(
+        f"""UPDATE api_keys SET expires_at = $2, version = version + 1
+            WHERE id = $1 RETURNING {_KEY_COLUMNS}""",
+        key_id,
+        expires_at,
+    )
+    return _key(row)
+
+
+async def stamp_last_used(conn: Connection, key_ids: Sequence[str], at: Sequence[datetime]) -> int:
+    """One statement for a batch; never moves a stamp backwards."""
+    result: str = await conn.execute(
+        """UPDATE api_keys AS k SET last_used_at = s.at
+           FROM unnest($1::text[], $2::timestamptz[]) AS s(id, at)
+           WHERE k.id = s.id AND (k.last_used_at IS NULL OR k.last_used_at < s.at)""",
+        list(key_ids),
+        list(at),
+    )
+    return int(result.rsplit(" ", 1)[-1])
+
+
+# --- audit ------------------------------------------------------------------------------
+
+
+async def insert_audit(
+    conn: Connection,
+    *,
+    at: datetime,
+    org: str,
+    key_id: str | None,
+    action: str,
+    principal: str,
+    old_scopes: Sequence[str] | None,
+    new_scopes: Sequence[str] | None,
+    client_ip: str | None,
+    request_id: str | None,
+    traceparent: str | None,
+    details: dict[str, Any],
+) -> None:
+    await conn.execute(
+        """INSERT INTO audit_log (at, org, key_id, action, principal, old_scopes, new_scopes,
+               client_ip, request_id, traceparent, details)
+           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)""",
+        at,
+        org,
+        key_id,
+        action,
+        principal,
+        None if old_scopes is None else list(old_scopes),
+        None if new_scopes is None else list(new_scopes),
+        client_ip,
+        request_id,
+        traceparent,
+        details,
+    )
+
+
+async def list_audit(
+    conn: Connection,
+    org: str,
+    *,
+    key_id: str | None,
+    action: str | None,
+    limit: int,
+    before_id: int | None,
+) -> list[AuditEntry]:
+    """Entries of `org`, newest first, keyset-paginated before `before_id`."""
+    rows = await conn.fetch(
+        """SELECT * FROM audit_log
+           WHERE org = $1
+             AND ($2::text IS NULL OR key_id = $2)
+             AND ($3::text IS NULL OR action = $3)
+             AND ($4::bigint IS NULL OR id < $4)
+           ORDER BY id DESC LIMIT $5""",
+        org,
+        key_id,
+        action,
+        before_id,
+        limit,
+    )
+    return [_audit(r) for r in rows]
