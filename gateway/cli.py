@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import getpass
 import json
 import sys
@@ -54,14 +55,26 @@ def _json_object_arg(text: str) -> dict[str, Any]:
     return value
 
 
-def build_parser() -> argparse.ArgumentParser:
+def _common_options(default: Any) -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--config", help="config file (default: $KEYGATE_CONFIG or config/keygate.yaml)")
-    common.add_argument("--json", action="store_true", help="print machine-readable JSON")
+    common.add_argument(
+        "--config", default=default,
+        help="config file (default: $KEYGATE_CONFIG or config/keygate.yaml)",
+    )
+    common.add_argument("--json", action="store_true", default=default, help="print machine-readable JSON")
+    return common
+
+
+def build_parser() -> argparse.ArgumentParser:
+    # The options are accepted before and after the command. Subcommands must not reset
+    # them to their defaults (argparse would drop `keygate --config X check-config`'s X).
+    common = _common_options(argparse.SUPPRESS)
 
     parser = argparse.ArgumentParser(
-        prog="keygate", description="Keygate: an authenticating API-key gateway.", parents=[common]
+        prog="keygate", description="Keygate: an authenticating API-key gateway.",
+        parents=[_common_options(None)],
     )
+    parser.set_defaults(json=False)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     serve = sub.add_parser("serve", parents=[common], help="run the proxy and admin listeners")
@@ -323,7 +336,8 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None, err: Text
     err = err or sys.stderr
     parser = build_parser()
     try:
-        args = parser.parse_args(argv)
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            args = parser.parse_args(argv)  # usage errors and --help go to out/err too
     except SystemExit as exc:
         return int(exc.code or 0)
     output = Output(args.json, out, err)

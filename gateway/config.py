@@ -456,15 +456,19 @@ def parse_config(text: str, source: str, env: Mapping[str, str]) -> Config:
     routes = _read_routes(doc, problems, upstreams)
     top.done()
 
-    database_url = env.get("KEYGATE_DATABASE_URL") or database_url
-    redis_url = env.get("KEYGATE_REDIS_URL") or redis_url
-    secret = env.get("KEYGATE_SECRET") or secret
+    database_url = _override(env, "KEYGATE_DATABASE_URL", database_url, problems,
+                             _url(("postgresql", "postgres")))
+    redis_url = _override(env, "KEYGATE_REDIS_URL", redis_url, problems,
+                          _url(("redis", "rediss", "unix")))
     admin_token = env.get("KEYGATE_ADMIN_TOKEN") or admin_token
+    if env.get("KEYGATE_SECRET"):
+        secret = env["KEYGATE_SECRET"]
+        secret_path, secret_line = "KEYGATE_SECRET", None
+    else:
+        secret_path, secret_line = "secret", doc.line_of(("secret",))
     if secret is not None and len(secret.encode()) < MIN_SECRET_BYTES:
         problems.append(
-            ConfigProblem(
-                "secret", None, f"KEYGATE_SECRET must be at least {MIN_SECRET_BYTES} bytes"
-            )
+            ConfigProblem(secret_path, secret_line, f"must be at least {MIN_SECRET_BYTES} bytes")
         )
     if problems:
         raise ConfigError(source, problems)
@@ -485,6 +489,24 @@ def parse_config(text: str, source: str, env: Mapping[str, str]) -> Config:
         upstreams=upstreams,
         routes=routes,
     )
+
+
+def _override(
+    env: Mapping[str, str],
+    name: str,
+    current: str,
+    problems: list[ConfigProblem],
+    convert: Callable[[Any], str],
+) -> str:
+    """The environment's value for a field when set, checked like the file's."""
+    value = env.get(name)
+    if not value:
+        return current
+    try:
+        return convert(value)
+    except ValueError as exc:
+        problems.append(ConfigProblem(name, None, str(exc)))
+        return current
 
 
 def config_path(explicit: str | None, env: Mapping[str, str]) -> Path | None:

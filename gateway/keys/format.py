@@ -19,6 +19,7 @@ SECRET_LENGTH = 32
 CHECKSUM_LENGTH = 6
 BODY_LENGTH = ID_LENGTH + SECRET_LENGTH + CHECKSUM_LENGTH
 MAX_KEY_LENGTH = 16 + BODY_LENGTH
+MAX_REFERENCE_LENGTH = 16 + ID_LENGTH  # the longest display prefix
 
 
 class MalformedKey(ValueError):
@@ -97,6 +98,9 @@ def split_key_reference(text: str) -> tuple[str | None, str]:
     prefix, key_id = text[:-ID_LENGTH], text[-ID_LENGTH:]
     if 1 <= len(prefix) <= 16 and is_key_id(key_id):
         return prefix, key_id
+    # Echo the input only when it is too short to be a full key: a pasted key must not
+    # come back in an error message (which may be logged or returned by the admin API).
+    shown = repr(text) if len(text) <= MAX_REFERENCE_LENGTH else f"a {len(text)}-character value"
     raise MalformedKey(
-        f"{text!r} is not a key id (8 base62 characters) or a display prefix such as kg_live_a1B2c3D4"
+        f"{shown} is not a key id (8 base62 characters) or a display prefix such as kg_live_a1B2c3D4"
     )

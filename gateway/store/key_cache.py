@@ -3,7 +3,9 @@
 One Redis hash per key id, `keygate:key:<id>`:
   v  the row's version (bumped by every change in Postgres)
   s  the key's state as JSON: org, env, prefix, scopes, expiry, revoked; no hash, no secret
-  h  the keyed verifier HMAC(server secret, id:secret), once a gateway verified the key
+  h.<fp>  the keyed verifier HMAC(server secret, id:secret), once a gateway verified the
+          key; <fp> fingerprints the server secret, so fleets with different secrets
+          sharing one Redis never read each other's verifiers as wrong
 
 Writes are version-checked in Lua so a cache fill that read Postgres before a change can
 never overwrite the newer state the change wrote (a revoked key leaves a tombstone).
@@ -12,6 +14,7 @@ Every change is also published on `keygate:invalidate` so gateways evict their l
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 from collections.abc import AsyncIterator
@@ -38,7 +41,7 @@ local cur = redis.call('HGET', KEYS[1], 'v')
 if (not cur) or tonumber(cur) <= tonumber(ARGV[1]) then
   redis.call('HSET', KEYS[1], 'v', ARGV[1], 's', ARGV[2])
 end
-if ARGV[3] ~= '' then redis.call('HSET', KEYS[1], 'h', ARGV[3]) end
+if ARGV[3] ~= '' then redis.call('HSET', KEYS[1], ARGV[5], ARGV[3]) end
 redis.call('PEXPIRE', KEYS[1], ARGV[4])
 return 1
 """
@@ -98,13 +101,16 @@ class CachedEntry:
 class RedisKeyCache:
     """Reads and version-checked writes of key entries, plus invalidation pub/sub."""
 
-    def __init__(self, client: aioredis.Redis, ttl: float) -> None:
+    def __init__(self, client: aioredis.Redis, ttl: float, server_secret: bytes = b"") -> None:
         self.client = client
         self.ttl_ms = int(ttl * 1000)
+        self.verifier_field = "h." + hashlib.sha256(b"keygate-fp:" + server_secret).hexdigest()[:12]
         self._fill = client.register_script(_FILL)
 
     @classmethod
-    def connect(cls, url: str, ttl: float, timeout: float) -> RedisKeyCache:
+    def connect(
+        cls, url: str, ttl: float, timeout: float, server_secret: bytes = b""
+    ) -> RedisKeyCache:
         client = aioredis.Redis.from_url(
             url,
             socket_timeout=timeout,
@@ -112,10 +118,10 @@ class RedisKeyCache:
             health_check_interval=10,
             retry_on_timeout=False,
         )
-        return cls(client, ttl)
+        return cls(client, ttl, server_secret)
 
     async def get(self, key_id: str) -> CachedEntry | None:
-        raw = await self.client.hmget(_PREFIX + key_id, ["s", "h"])
+        raw = await self.client.hmget(_PREFIX + key_id, ["s", self.verifier_field])
         if raw[0] is None:
             return None
         return CachedEntry(KeyState.from_json(raw[0]), raw[1])
@@ -123,7 +129,7 @@ class RedisKeyCache:
     async def put(self, state: KeyState, verifier: bytes | None) -> None:
         await self._fill(
             keys=[_PREFIX + state.id],
-            args=[state.version, state.to_json(), verifier or b"", self.ttl_ms],
+            args=[state.version, state.to_json(), verifier or b"", self.ttl_ms, self.verifier_field],
         )
 
     async def key_changed(self, key: ApiKey) -> None:

@@ -1,0 +1,163 @@
+"""Composition root: builds one worker's proxy and admin servers and owns their lifetimes."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import secrets
+import time
+from dataclasses import dataclass, field
+
+from aiohttp import web
+from redis.exceptions import RedisError
+
+from gateway.admin.health import health_routes
+from gateway.auth.failures import FailureLimiter
+from gateway.auth.last_used import LastUsedRecorder
+from gateway.auth.local_cache import LocalKeyCache
+from gateway.auth.resolver import KeyResolver
+from gateway.config import Config, RouteConfig
+from gateway.keys.hashing import SecretHasher
+from gateway.observability.access_log import AccessLog
+from gateway.proxy.handler import ProxyHandler
+from gateway.proxy.routes import RouteTable
+from gateway.proxy.upstreams import Upstream, close_upstreams, open_upstreams
+from gateway.proxy.websocket import WebSocketSessions
+from gateway.store.db import Database
+from gateway.store.key_cache import RedisKeyCache
+
+log = logging.getLogger("keygate")
+# While the invalidation channel is down, local entries live at most this long.
+DEGRADED_LOCAL_TTL = 1.0
+
+
+def server_secret(config: Config) -> bytes:
+    if config.secret:
+        return config.secret.encode()
+    if config.dev:
+        return secrets.token_bytes(32)
+    raise SystemExit(
+        "keygate: KEYGATE_SECRET is not set: give it at least 32 random bytes, the same on "
+        "every instance (or set dev: true in the config for local development)"
+    )
+
+
+@dataclass
+class Gateway:
+    """The long-lived parts of one worker."""
+
+    config: Config
+    db: Database
+    redis: RedisKeyCache
+    hasher: SecretHasher
+    local: LocalKeyCache
+    resolver: KeyResolver
+    recorder: LastUsedRecorder
+    sessions: WebSocketSessions
+    upstreams: dict[str, Upstream]
+    handler: ProxyHandler
+    tasks: list[asyncio.Task[None]] = field(default_factory=list)
+
+
+def build_gateway(config: Config, secret: bytes) -> Gateway:
+    timeout = config.server.store_timeout
+    db = Database(config.database_url, timeout=timeout, max_size=10)
+    redis = RedisKeyCache.connect(config.redis_url, config.cache.redis_ttl, timeout, secret)
+    hasher = SecretHasher(config.keys.argon2, threads=config.keys.verify_threads)
+    local = LocalKeyCache(config.cache.local_ttl, config.cache.max_entries)
+    resolver = KeyResolver(
+        local=local, redis=redis, db=db, hasher=hasher, server_secret=secret,
+        failures=FailureLimiter(config.cache.failed_ttl, config.cache.max_failures_per_key),
+    )
+    recorder = LastUsedRecorder(db, config.last_used.flush_interval, config.last_used.max_pending)
+    sessions = WebSocketSessions()
+    upstreams = open_upstreams(config.upstreams)
+    routes: RouteTable[RouteConfig] = RouteTable.compile(config.routes)
+    handler = ProxyHandler(
+        config, routes, resolver, upstreams, sessions,
+        AccessLog(config.log.access_log, config.log.format), recorder.record,
+    )
+    return Gateway(config, db, redis, hasher, local, resolver, recorder, sessions, upstreams, handler)
+
+
+async def start_background(gw: Gateway) -> None:
+    gw.tasks.append(asyncio.create_task(gw.recorder.run(), name="last-used"))
+    gw.tasks.append(asyncio.create_task(listen_for_changes(gw), name="invalidations"))
+    gw.tasks.append(asyncio.create_task(watch_websocket_keys(gw), name="ws-expiry"))
+
+
+async def stop_gateway(gw: Gateway) -> None:
+    for task in gw.tasks:
+        task.cancel()
+    for task in gw.tasks:
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await task
+    try:
+        await gw.recorder.flush()
+    except Exception as exc:
+        log.error("final last_used flush failed; %d stamps lost: %s", len(gw.recorder), exc)
+    await close_upstreams(gw.upstreams)
+    await gw.redis.close()
+    await gw.db.close()
+    gw.hasher.close()
+
+
+async def listen_for_changes(gw: Gateway) -> None:
+    """Evict keys changed anywhere; while the channel is down, keep local entries short."""
+    configured = gw.local.ttl
+    backoff = 0.1
+    while True:
+        try:
+            async for key_id in gw.redis.subscribe():
+                if not key_id:  # (re)subscribed: whatever was missed meanwhile is dropped
+                    if gw.local.ttl != configured:
+                        gw.local.clear()
+                    gw.local.ttl = configured
+                    backoff = 0.1
+                    continue
+                gw.local.evict(key_id)
+                if key_id in gw.sessions.keys():
+                    await close_if_refused(gw, key_id)
+        except (RedisError, OSError, asyncio.TimeoutError) as exc:
+            if gw.local.ttl == configured:
+                log.warning("invalidation channel lost (%s); local TTL shortened", type(exc).__name__)
+            gw.local.ttl = min(configured, DEGRADED_LOCAL_TTL)
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, 5.0)
+
+
+async def close_if_refused(gw: Gateway, key_id: str) -> None:
+    try:
+        entry = await gw.redis.get(key_id)
+    except (RedisError, OSError, asyncio.TimeoutError):
+        return
+    if entry is None:
+        return
+    state = entry.state
+    if state.revoked:
+        await gw.sessions.close_key(key_id, "API key revoked")
+    elif state.expires_at is not None and state.expires_at <= time.time():
+        await gw.sessions.close_key(key_id, "API key expired")
+
+
+async def watch_websocket_keys(gw: Gateway, interval: float = 0.25) -> None:
+    """Close sessions whose key expired, and re-check keys when the channel is degraded."""
+    while True:
+        await asyncio.sleep(interval)
+        for key_id in gw.sessions.keys():
+            await close_if_refused(gw, key_id)
+
+
+def proxy_server(gw: Gateway) -> web.Server:
+    return web.Server(gw.handler.handle, handler_cancellation=True, access_log=None)
+
+
+def admin_app(gw: Gateway) -> web.Application:
+    app = web.Application()
+
+    async def redis_ok() -> bool:
+        return await gw.redis.ping()
+
+    app.add_routes(health_routes(gw.db.ping, redis_ok))
+    return app

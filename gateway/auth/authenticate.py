@@ -1,0 +1,74 @@
+"""The authentication steps of a request, top to bottom, each raising one Refusal."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+
+from multidict import CIMultiDictProxy
+
+from gateway.auth.credentials import read_credential
+from gateway.auth.errors import ExpiredKey, InsufficientScope, InvalidKey, MissingKey, RevokedKey, WrongOrg
+from gateway.auth.resolver import KeyResolver
+from gateway.config import KeysConfig
+from gateway.keys.format import MalformedKey, ParsedKey, parse_key
+from gateway.keys.scopes import missing_scopes
+from gateway.store.key_cache import KeyState
+
+
+def parse_presented(presented: str, keys: KeysConfig) -> ParsedKey:
+    """Checksum and prefix checks: no store is touched for a typo or a random string."""
+    try:
+        parsed = parse_key(presented, keys.prefixes)
+    except MalformedKey:
+        raise InvalidKey() from None
+    if parsed.env not in keys.accept_envs:
+        raise InvalidKey()
+    return parsed
+
+
+def check_status(state: KeyState, now: float) -> None:
+    if state.revoked:
+        raise RevokedKey()
+    if state.expires_at is not None and state.expires_at <= now:
+        raise ExpiredKey()
+
+
+def check_scopes(state: KeyState, required: tuple[str, ...]) -> None:
+    if required and missing_scopes(state.scopes, required):
+        raise InsufficientScope(required)
+
+
+def check_org(state: KeyState, org_param: str | None, params: Mapping[str, str]) -> None:
+    if org_param is not None and params.get(org_param) != state.org:
+        raise WrongOrg()
+
+
+async def authenticate(
+    headers: CIMultiDictProxy[str],
+    *,
+    scopes: tuple[str, ...],
+    org_param: str | None,
+    params: Mapping[str, str],
+    resolver: KeyResolver,
+    keys: KeysConfig,
+) -> KeyState:
+    """The key's state when it may use this route; raise the matching Refusal otherwise."""
+    presented = read_credential(headers)
+    if presented is None:
+        raise MissingKey()
+    parsed = parse_presented(presented, keys)
+    state = await resolver.resolve(parsed)
+    check_status(state, time.time())
+    check_scopes(state, scopes)
+    check_org(state, org_param, params)
+    return state
+
+
+def identity_headers(state: KeyState) -> dict[str, str]:
+    return {
+        "X-Keygate-Org": state.org,
+        "X-Keygate-Key-Id": state.display_prefix,
+        "X-Keygate-Scopes": " ".join(state.scopes),
+        "X-Keygate-Env": state.env,
+    }

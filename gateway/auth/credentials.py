@@ -1,0 +1,36 @@
+"""Reading the API key from request headers (and only from headers)."""
+
+from __future__ import annotations
+
+from multidict import CIMultiDictProxy
+
+from gateway.auth.errors import InvalidRequest
+
+AUTHORIZATION = "Authorization"
+X_API_KEY = "X-API-Key"
+
+
+def read_credential(headers: CIMultiDictProxy[str]) -> str | None:
+    """The presented key, or None when none was sent.
+
+    `Authorization: Bearer <key>` (scheme case-insensitive) or `X-API-Key: <key>`. A
+    repeated header, or both headers with different keys, is ambiguous: 400.
+    Authorization with another scheme (Basic, …) is not ours and is ignored.
+    """
+    bearer = None
+    auth_values = headers.getall(AUTHORIZATION, ())
+    if len(auth_values) > 1:
+        raise InvalidRequest("Send the Authorization header only once.")
+    if auth_values:
+        scheme, _, rest = auth_values[0].strip().partition(" ")
+        if scheme.lower() == "bearer":
+            bearer = rest.strip()
+    api_keys = headers.getall(X_API_KEY, ())
+    if len(api_keys) > 1:
+        raise InvalidRequest("Send the X-API-Key header only once.")
+    header_key = api_keys[0].strip() if api_keys else None
+    if bearer is not None and header_key is not None and bearer != header_key:
+        raise InvalidRequest(
+            "Authorization and X-API-Key carry different keys; send one API key only."
+        )
+    return bearer if bearer is not None else header_key

@@ -1,0 +1,94 @@
+"""Refusals: every way a proxied request can be turned away, as values with their response.
+
+Each class carries its HTTP status, its machine code (also the metrics `outcome`) and a
+constant message; messages never include anything the client sent. One place
+(`gateway.proxy.responses`) turns a Refusal into a response.
+"""
+
+from __future__ import annotations
+
+REALM = 'Bearer realm="keygate"'
+
+
+class Refusal(Exception):
+    status = 400
+    code = "invalid_request"
+    message = "The request is invalid."
+
+    def __init__(self, message: str | None = None) -> None:
+        super().__init__(message or self.message)
+        if message is not None:
+            self.message = message
+
+    def headers(self) -> dict[str, str]:
+        return {}
+
+
+class InvalidRequest(Refusal):
+    message = "Send one API key, in either 'Authorization: Bearer <key>' or 'X-API-Key: <key>'."
+
+    def headers(self) -> dict[str, str]:
+        return {"WWW-Authenticate": f'{REALM}, error="invalid_request"'}
+
+
+class MissingKey(Refusal):
+    status = 401
+    code = "missing_api_key"
+    message = "An API key is required: send 'Authorization: Bearer <key>' or 'X-API-Key: <key>'."
+
+    def headers(self) -> dict[str, str]:
+        return {"WWW-Authenticate": REALM}
+
+
+class _InvalidToken(Refusal):
+    status = 401
+
+    def headers(self) -> dict[str, str]:
+        return {
+            "WWW-Authenticate": f'{REALM}, error="invalid_token", error_description="{self.message}"'
+        }
+
+
+class InvalidKey(_InvalidToken):
+    code = "invalid_api_key"
+    message = "The API key is invalid."
+
+
+class ExpiredKey(_InvalidToken):
+    code = "expired_api_key"
+    message = "API key has expired"
+
+
+class RevokedKey(_InvalidToken):
+    code = "revoked_api_key"
+    message = "The API key has been revoked."
+
+
+class InsufficientScope(Refusal):
+    status = 403
+    code = "insufficient_scope"
+    message = "The API key lacks a scope this route requires."
+
+    def __init__(self, required: tuple[str, ...]) -> None:
+        super().__init__(f"The API key lacks a scope this route requires: {' '.join(required)}.")
+        self.required = required
+
+    def headers(self) -> dict[str, str]:
+        scope = " ".join(self.required)
+        return {"WWW-Authenticate": f'{REALM}, error="insufficient_scope", scope="{scope}"'}
+
+
+class WrongOrg(Refusal):
+    status = 403
+    code = "wrong_org"
+    message = "The API key does not belong to the organisation named in the path."
+
+
+class AuthUnavailable(Refusal):
+    status = 503
+    code = "auth_unavailable"
+    message = "The key store is unreachable, so the API key cannot be checked; retry shortly."
+    retry_after = 2
+
+    def headers(self) -> dict[str, str]:
+        return {"Retry-After": str(self.retry_after)}

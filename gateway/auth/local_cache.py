@@ -1,0 +1,64 @@
+"""The in-process tier of the key cache: bounded (LRU) and short-lived (TTL)."""
+
+from __future__ import annotations
+
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from gateway.store.key_cache import KeyState
+
+
+@dataclass(frozen=True)
+class LocalEntry:
+    """`state` None: the id is unknown. `verifier` None: the right secret not seen yet,
+    so `secret_hash` is kept to verify candidates without another database read."""
+
+    state: KeyState | None
+    verifier: bytes | None
+    secret_hash: str | None
+    expires: float
+
+
+class LocalKeyCache:
+    def __init__(
+        self, ttl: float, max_entries: int, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.ttl = ttl
+        self.max_entries = max_entries
+        self.clock = clock
+        self._entries: OrderedDict[str, LocalEntry] = OrderedDict()
+
+    def get(self, key_id: str) -> LocalEntry | None:
+        entry = self._entries.get(key_id)
+        if entry is None:
+            return None
+        if entry.expires <= self.clock():
+            del self._entries[key_id]
+            return None
+        self._entries.move_to_end(key_id)
+        return entry
+
+    def put(
+        self,
+        key_id: str,
+        state: KeyState | None,
+        verifier: bytes | None = None,
+        secret_hash: str | None = None,
+        ttl: float | None = None,
+    ) -> None:
+        lifetime = self.ttl if ttl is None else min(ttl, self.ttl)
+        self._entries[key_id] = LocalEntry(state, verifier, secret_hash, self.clock() + lifetime)
+        self._entries.move_to_end(key_id)
+        while len(self._entries) > self.max_entries:
+            self._entries.popitem(last=False)
+
+    def evict(self, key_id: str) -> None:
+        self._entries.pop(key_id, None)
+
+    def clear(self) -> None:
+        self._entries.clear()
+
+    def __len__(self) -> int:
+        return len(self._entries)

@@ -1,0 +1,139 @@
+"""Key resolution: in-process cache, then Redis, then Postgres, then one argon2 verify.
+
+After the first successful verify, the key's keyed hash (HMAC under KEYGATE_SECRET) is
+cached in every tier, so a request costs one HMAC and one constant-time comparison.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+
+from redis.exceptions import RedisError
+
+from gateway.auth.errors import AuthUnavailable, InvalidKey
+from gateway.auth.failures import FailureLimiter
+from gateway.auth.local_cache import LocalKeyCache
+from gateway.keys.errors import StoreUnavailable
+from gateway.keys.format import ParsedKey
+from gateway.keys.hashing import SecretHasher, fast_verifier, same_verifier
+from gateway.observability import metrics
+from gateway.store import queries
+from gateway.store.db import Database
+from gateway.store.key_cache import CachedEntry, KeyState, RedisKeyCache
+
+log = logging.getLogger("keygate.auth")
+
+
+class KeyResolver:
+    def __init__(
+        self,
+        *,
+        local: LocalKeyCache,
+        redis: RedisKeyCache | None,
+        db: Database,
+        hasher: SecretHasher,
+        server_secret: bytes,
+        failures: FailureLimiter,
+    ) -> None:
+        self.local = local
+        self.redis = redis
+        self.db = db
+        self.hasher = hasher
+        self.server_secret = server_secret
+        self.failures = failures
+        # One argon2 verify per (key, candidate) at a time: a cold burst waits on it.
+        self._in_flight: dict[bytes, asyncio.Future[KeyState]] = {}
+
+    async def resolve(self, parsed: ParsedKey) -> KeyState:
+        """The state of the key whose secret was presented; raise InvalidKey/AuthUnavailable."""
+        verifier = fast_verifier(self.server_secret, parsed.key_id, parsed.secret)
+        entry = self.local.get(parsed.key_id)
+        if entry is not None:
+            metrics.LOCAL_HIT.inc()
+            if entry.state is None:
+                raise InvalidKey()
+            if entry.verifier is not None:
+                return _checked(entry.state, entry.verifier, verifier, parsed)
+        else:
+            metrics.LOCAL_MISS.inc()
+            cached = await self._from_redis(parsed.key_id)
+            if cached is not None and cached.verifier is not None:
+                self.local.put(parsed.key_id, cached.state, cached.verifier)
+                return _checked(cached.state, cached.verifier, verifier, parsed)
+        pending = self._in_flight.get(verifier)
+        if pending is not None:
+            return await asyncio.shield(pending)
+        future: asyncio.Future[KeyState] = asyncio.get_running_loop().create_future()
+        self._in_flight[verifier] = future
+        try:
+            state = await self._verify_from_store(parsed, verifier)
+            future.set_result(state)
+            return state
+        except BaseException as exc:
+            future.set_exception(exc)
+            future.exception()  # retrieved: waiters re-raise it, nobody else needs to
+            raise
+        finally:
+            del self._in_flight[verifier]
+
+    async def _from_redis(self, key_id: str) -> CachedEntry | None:
+        if self.redis is None:
+            return None
+        try:
+            cached = await self.redis.get(key_id)
+        except (RedisError, OSError, asyncio.TimeoutError):
+            metrics.REDIS_ERRORS.inc()
+            return None
+        (metrics.REDIS_HIT if cached is not None else metrics.REDIS_MISS).inc()
+        return cached
+
+    async def _verify_from_store(self, parsed: ParsedKey, verifier: bytes) -> KeyState:
+        entry = self.local.get(parsed.key_id)
+        if entry is not None and entry.state is not None and entry.secret_hash is not None:
+            state, secret_hash = entry.state, entry.secret_hash
+        else:
+            try:
+                async with self.db.connection() as conn:
+                    row = await queries.get_key(conn, parsed.key_id)
+            except StoreUnavailable:
+                metrics.POSTGRES_ERRORS.inc()
+                raise AuthUnavailable() from None
+            if row is None:
+                metrics.POSTGRES_MISS.inc()
+                self.local.put(parsed.key_id, None)
+                raise InvalidKey()
+            metrics.POSTGRES_HIT.inc()
+            state, secret_hash = KeyState.of(row), row.secret_hash
+        if self.failures.blocked(parsed.key_id):
+            metrics.key_verifications.labels("throttled").inc()
+            raise InvalidKey()
+        started = time.perf_counter()
+        ok = await self.hasher.verify_async(secret_hash, parsed.secret)
+        metrics.key_verification_duration.observe(time.perf_counter() - started)
+        metrics.key_verifications.labels("valid" if ok else "invalid").inc()
+        if not ok:
+            self.failures.record_failure(parsed.key_id)
+            self.local.put(parsed.key_id, state, None, secret_hash)
+            raise InvalidKey()
+        self.local.put(parsed.key_id, state, verifier)
+        await self._fill_redis(state, verifier)
+        return _checked(state, verifier, verifier, parsed)
+
+    async def _fill_redis(self, state: KeyState, verifier: bytes) -> None:
+        if self.redis is None:
+            return
+        try:
+            await self.redis.put(state, verifier)
+        except (RedisError, OSError, asyncio.TimeoutError):
+            metrics.REDIS_ERRORS.inc()
+
+    def evict(self, key_id: str) -> None:
+        self.local.evict(key_id)
+
+
+def _checked(state: KeyState, known: bytes, presented: bytes, parsed: ParsedKey) -> KeyState:
+    if not same_verifier(known, presented) or state.prefix != parsed.prefix:
+        raise InvalidKey()
+    return state

@@ -1,0 +1,82 @@
+"""Prometheus metrics with the names of the contract (SPEC §8).
+
+Labels are bounded: route names come from the config, outcomes and tiers are fixed sets.
+Never a path, a key, an org or anything else a client controls.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+# Sub-millisecond resolution for the gateway's own overhead, up to upstream-scale latencies.
+LATENCY_BUCKETS = (
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05,
+    0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+)
+
+REGISTRY = CollectorRegistry(auto_describe=True)
+
+requests_total = Counter(
+    "keygate_requests_total",
+    "Proxied requests by route, method, status code and outcome.",
+    ["route", "method", "code", "outcome"],
+    registry=REGISTRY,
+)
+request_duration = Histogram(
+    "keygate_request_duration_seconds",
+    "Time from request received to response finished, by route.",
+    ["route"],
+    buckets=LATENCY_BUCKETS,
+    registry=REGISTRY,
+)
+upstream_duration = Histogram(
+    "keygate_upstream_duration_seconds",
+    "Time from request sent upstream to response headers received, by upstream.",
+    ["upstream"],
+    buckets=LATENCY_BUCKETS,
+    registry=REGISTRY,
+)
+key_cache_requests = Counter(
+    "keygate_key_cache_requests_total",
+    "Key lookups by cache tier and result.",
+    ["tier", "result"],
+    registry=REGISTRY,
+)
+key_verifications = Counter(
+    "keygate_key_verifications_total",
+    "argon2 verifications of presented secrets by result.",
+    ["result"],
+    registry=REGISTRY,
+)
+key_verification_duration = Histogram(
+    "keygate_key_verification_duration_seconds",
+    "Time of one argon2 verification, including the wait for a verify thread.",
+    buckets=LATENCY_BUCKETS,
+    registry=REGISTRY,
+)
+last_used_pending = Gauge(
+    "keygate_last_used_pending",
+    "last_used_at stamps waiting to be flushed.",
+    registry=REGISTRY,
+)
+last_used_flushes = Counter(
+    "keygate_last_used_flushes_total",
+    "Batched last_used_at flushes.",
+    registry=REGISTRY,
+)
+store_errors = Counter(
+    "keygate_store_errors_total",
+    "Failed calls to a store.",
+    ["store"],
+    registry=REGISTRY,
+)
+
+# Pre-resolved children for the hot path (label lookup costs a dict access and a lock).
+LOCAL_HIT = key_cache_requests.labels("local", "hit")
+LOCAL_MISS = key_cache_requests.labels("local", "miss")
+REDIS_HIT = key_cache_requests.labels("redis", "hit")
+REDIS_MISS = key_cache_requests.labels("redis", "miss")
+POSTGRES_HIT = key_cache_requests.labels("postgres", "hit")
+POSTGRES_MISS = key_cache_requests.labels("postgres", "miss")
+POSTGRES_ERRORS = store_errors.labels("postgres")
+REDIS_ERRORS = store_errors.labels("redis")

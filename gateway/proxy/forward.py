@@ -1,0 +1,96 @@
+"""Forwarding one HTTP request upstream and streaming the response back."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+
+import aiohttp
+from aiohttp import web
+from multidict import CIMultiDict
+
+from gateway.observability import metrics
+from gateway.proxy.errors import BodyTooLarge, UpstreamTimeout, UpstreamUnavailable
+from gateway.proxy.headers import downstream_response_headers
+from gateway.proxy.responses import SERVER_NAME
+from gateway.proxy.upstreams import Upstream
+
+CHUNK = 64 * 1024
+
+
+class _Limited:
+    """Streams the request body, stopping once it exceeds `limit` bytes."""
+
+    def __init__(self, request: web.BaseRequest, limit: int) -> None:
+        self.request = request
+        self.limit = limit
+        self.exceeded = False
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        seen = 0
+        async for chunk in self.request.content.iter_chunked(CHUNK):
+            seen += len(chunk)
+            if seen > self.limit:
+                self.exceeded = True
+                raise BodyTooLarge()
+            yield chunk
+
+
+def _body(request: web.BaseRequest, max_body: int | None) -> object:
+    if not request.body_exists:
+        return None
+    if max_body is None:
+        return request.content  # streamed by aiohttp, never buffered whole
+    length = request.content_length
+    if length is not None and length > max_body:
+        raise BodyTooLarge()
+    return _Limited(request, max_body) if length is None else request.content
+
+
+async def forward_http(
+    request: web.BaseRequest,
+    upstream: Upstream,
+    path: str,
+    query: str,
+    headers: CIMultiDict[str],
+    max_body: int | None,
+    request_id: str,
+) -> web.StreamResponse:
+    """Send the request upstream and stream the answer back; map failures to refusals."""
+    body = _body(request, max_body)
+    started = time.perf_counter()
+    try:
+        async with upstream.session.request(
+            request.method, upstream.url(path, query), headers=headers, data=body,
+            allow_redirects=False, compress=None, chunked=None,
+        ) as reply:
+            metrics.upstream_duration.labels(upstream.config.name).observe(
+                time.perf_counter() - started
+            )
+            response = web.StreamResponse(
+                status=reply.status, reason=reply.reason,
+                headers=downstream_response_headers(reply.headers, request_id),
+            )
+            response.headers["Server"] = SERVER_NAME
+            await response.prepare(request)
+            try:
+                async for chunk in reply.content.iter_any():
+                    await response.write(chunk)
+            except (aiohttp.ClientError, asyncio.TimeoutError):
+                # Too late for a status: cut the connection so the client sees truncation.
+                if request.transport is not None:
+                    request.transport.abort()
+                return response
+            await response.write_eof()
+            return response
+    except BodyTooLarge:
+        raise
+    except (aiohttp.ServerTimeoutError, asyncio.TimeoutError):
+        raise UpstreamTimeout() from None
+    except aiohttp.ClientConnectorError:
+        raise UpstreamUnavailable() from None
+    except aiohttp.ClientError:
+        if isinstance(body, _Limited) and body.exceeded:
+            raise BodyTooLarge() from None
+        raise UpstreamUnavailable() from None

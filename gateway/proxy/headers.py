@@ -1,0 +1,76 @@
+"""Header rules for forwarding: what is dropped, what is added, both directions."""
+
+from __future__ import annotations
+
+from multidict import CIMultiDict, CIMultiDictProxy, istr
+
+# RFC 9110 §7.6.1 hop-by-hop fields, plus the de-facto ones proxies drop.
+HOP_BY_HOP = frozenset(
+    istr(h)
+    for h in (
+        "Connection", "Keep-Alive", "Proxy-Connection", "Proxy-Authenticate",
+        "Proxy-Authorization", "TE", "Trailer", "Transfer-Encoding", "Upgrade",
+    )
+)
+CREDENTIALS = frozenset((istr("Authorization"), istr("X-API-Key")))
+# Replaced by the gateway's own values (or, for Expect, answered by the gateway itself).
+REPLACED = frozenset(
+    istr(h)
+    for h in ("Host", "X-Request-Id", "X-Forwarded-Proto", "X-Forwarded-Host",
+              "X-Forwarded-For", "Expect")
+)
+# Set by aiohttp's server on every response: never copy the upstream's.
+RESPONSE_OWN = frozenset(istr(h) for h in ("Server", "Date", "X-Request-Id"))
+KEYGATE_PREFIX = "x-keygate-"
+
+
+def connection_listed(headers: CIMultiDictProxy[str]) -> frozenset[str]:
+    """Field names the sender listed in Connection: hop-by-hop for this message only."""
+    listed: set[str] = set()
+    for value in headers.getall("Connection", ()):
+        listed.update(istr(token.strip()) for token in value.split(",") if token.strip())
+    return frozenset(listed)
+
+
+def upstream_request_headers(
+    incoming: CIMultiDictProxy[str],
+    *,
+    forward_credentials: bool,
+    identity: dict[str, str],
+    request_id: str,
+    client_ip: str | None,
+    scheme: str,
+) -> CIMultiDict[str]:
+    """The headers sent upstream: end-to-end fields of the client plus the gateway's own."""
+    dropped = HOP_BY_HOP | REPLACED | connection_listed(incoming)
+    if not forward_credentials:
+        dropped = dropped | CREDENTIALS
+    out: CIMultiDict[str] = CIMultiDict()
+    for name, value in incoming.items():
+        if name in dropped or name.lower().startswith(KEYGATE_PREFIX):
+            continue
+        out.add(name, value)
+    for name, value in identity.items():
+        out[name] = value
+    out["X-Request-Id"] = request_id
+    forwarded_for = ", ".join(incoming.getall("X-Forwarded-For", ()))
+    if client_ip:
+        forwarded_for = f"{forwarded_for}, {client_ip}" if forwarded_for else client_ip
+    if forwarded_for:
+        out["X-Forwarded-For"] = forwarded_for
+    out["X-Forwarded-Proto"] = scheme
+    host = incoming.get("Host")
+    if host:
+        out["X-Forwarded-Host"] = host
+    return out
+
+
+def downstream_response_headers(upstream: CIMultiDictProxy[str], request_id: str) -> CIMultiDict[str]:
+    """The upstream's response headers minus hop-by-hop ones, plus X-Request-Id."""
+    dropped = HOP_BY_HOP | RESPONSE_OWN | connection_listed(upstream)
+    out: CIMultiDict[str] = CIMultiDict()
+    for name, value in upstream.items():
+        if name not in dropped:
+            out.add(name, value)
+    out["X-Request-Id"] = request_id
+    return out

@@ -1,0 +1,147 @@
+"""WebSocket relay: after the upgrade is authenticated, frames pass both ways until a close.
+
+Open sessions are registered by key id so a revoked or expired key's sessions can be
+closed with 1008 (policy violation).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections import defaultdict
+
+import aiohttp
+from aiohttp import WSMsgType, web
+from multidict import CIMultiDict, istr
+
+from gateway.proxy.errors import UpstreamTimeout, UpstreamUnavailable
+from gateway.proxy.upstreams import Upstream
+
+POLICY_VIOLATION = 1008
+_HANDSHAKE = frozenset(
+    istr(h)
+    for h in ("Sec-WebSocket-Key", "Sec-WebSocket-Version", "Sec-WebSocket-Extensions",
+              "Sec-WebSocket-Protocol", "Content-Length")
+)
+AnyWebSocket = web.WebSocketResponse | aiohttp.ClientWebSocketResponse
+
+
+class WebSocketSessions:
+    """The open client-side sockets of each key, for closing on revocation."""
+
+    def __init__(self) -> None:
+        self._by_key: defaultdict[str, set[web.WebSocketResponse]] = defaultdict(set)
+
+    def add(self, key_id: str, ws: web.WebSocketResponse) -> None:
+        self._by_key[key_id].add(ws)
+
+    def remove(self, key_id: str, ws: web.WebSocketResponse) -> None:
+        sockets = self._by_key.get(key_id)
+        if sockets is not None:
+            sockets.discard(ws)
+            if not sockets:
+                del self._by_key[key_id]
+
+    def keys(self) -> list[str]:
+        return list(self._by_key)
+
+    async def close_key(self, key_id: str, reason: str) -> int:
+        sockets = list(self._by_key.get(key_id, ()))
+        for ws in sockets:
+            await ws.close(code=POLICY_VIOLATION, message=reason.encode())
+        return len(sockets)
+
+    async def close_all(self, code: int = 1001, reason: str = "gateway shutting down") -> None:
+        for key_id in self.keys():
+            for ws in list(self._by_key.get(key_id, ())):
+                await ws.close(code=code, message=reason.encode())
+
+    def __len__(self) -> int:
+        return sum(len(s) for s in self._by_key.values())
+
+
+async def relay_websocket(
+    request: web.BaseRequest,
+    upstream: Upstream,
+    path: str,
+    query: str,
+    headers: CIMultiDict[str],
+    sessions: WebSocketSessions,
+    key_id: str | None,
+) -> web.WebSocketResponse:
+    """Connect upstream first (so its failure is a clean 502/504), then accept the client."""
+    protocols = [
+        p.strip()
+        for value in request.headers.getall("Sec-WebSocket-Protocol", ())
+        for p in value.split(",")
+        if p.strip()
+    ]
+    up_headers = CIMultiDict((k, v) for k, v in headers.items() if k not in _HANDSHAKE)
+    try:
+        up = await upstream.session.ws_connect(
+            upstream.ws_url(path, query), headers=up_headers, protocols=protocols,
+            autoclose=False, autoping=False, max_msg_size=0,
+        )
+    except (aiohttp.ServerTimeoutError, asyncio.TimeoutError):
+        raise UpstreamTimeout() from None
+    except aiohttp.ClientError:
+        raise UpstreamUnavailable() from None
+    down = web.WebSocketResponse(
+        protocols=(up.protocol,) if up.protocol else (),
+        autoclose=False, autoping=False, max_msg_size=0,
+    )
+    down.headers["X-Request-Id"] = headers["X-Request-Id"]
+    try:
+        await down.prepare(request)
+    except BaseException:
+        await up.close()
+        raise
+    if key_id is not None:
+        sessions.add(key_id, down)
+    try:
+        await _pump_both(down, up)
+    finally:
+        if key_id is not None:
+            sessions.remove(key_id, down)
+        await up.close()
+    return down
+
+
+async def _pump_both(down: web.WebSocketResponse, up: aiohttp.ClientWebSocketResponse) -> None:
+    to_up = asyncio.create_task(_pump(down, up))
+    to_down = asyncio.create_task(_pump(up, down))
+    try:
+        done, pending = await asyncio.wait({to_up, to_down}, return_when=asyncio.FIRST_COMPLETED)
+    except asyncio.CancelledError:
+        to_up.cancel()
+        to_down.cancel()
+        raise
+    for task in pending:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await task
+    for task in done:
+        task.result()
+
+
+async def _pump(src: AnyWebSocket, dst: AnyWebSocket) -> None:
+    """Copy frames from `src` to `dst`; on a close, pass its code on and finish."""
+    while True:
+        msg = await src.receive()
+        if msg.type == WSMsgType.TEXT:
+            await dst.send_str(msg.data)
+        elif msg.type == WSMsgType.BINARY:
+            await dst.send_bytes(msg.data)
+        elif msg.type == WSMsgType.PING:
+            await dst.ping(msg.data)
+        elif msg.type == WSMsgType.PONG:
+            await dst.pong(msg.data)
+        elif msg.type == WSMsgType.CLOSE:
+            code = msg.data if isinstance(msg.data, int) else 1000
+            reason = (msg.extra or "").encode()
+            await dst.close(code=code, message=reason)
+            await src.close(code=code, message=reason)
+            return
+        else:  # CLOSING, CLOSED, ERROR: the peer is gone without a close frame
+            await dst.close(code=src.close_code or 1011)
+            return

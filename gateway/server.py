@@ -1,0 +1,118 @@
+"""`keygate serve`: worker processes sharing the proxy port, signals, graceful shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import multiprocessing
+import signal
+import sys
+from collections.abc import Coroutine
+from typing import Any
+
+from aiohttp import web
+
+from gateway.app import admin_app, build_gateway, proxy_server, server_secret, start_background, stop_gateway
+from gateway.config import Config
+
+log = logging.getLogger("keygate")
+
+
+def split_host_port(value: str) -> tuple[str, int]:
+    host, _, port = value.rpartition(":")
+    return host.strip("[]") or "0.0.0.0", int(port)  # noqa: S104 - empty host means all
+
+
+def run_async(main: Coroutine[Any, Any, Any]) -> Any:
+    """Run on uvloop when it is installed, else on asyncio's own loop."""
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.run(main)
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        return runner.run(main)
+
+
+class _JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        entry = {"time": self.formatTime(record), "level": record.levelname.lower(),
+                 "logger": record.name, "message": record.getMessage()}
+        if record.exc_info and record.exc_info[0] is not None:
+            entry["error"] = record.exc_info[0].__name__  # never a traceback with request data
+        return json.dumps(entry)
+
+
+def configure_logging(config: Config) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    if config.log.format == "json":
+        handler.setFormatter(_JsonFormatter())
+    else:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(config.log.level.upper())
+    # aiohttp logs malformed requests with their raw bytes at debug/error: keep those quiet,
+    # so a key in a broken request line can never reach the logs.
+    logging.getLogger("aiohttp.server").setLevel(logging.CRITICAL)
+    logging.getLogger("aiohttp.access").setLevel(logging.CRITICAL)
+
+
+async def run_worker(config: Config, secret: bytes, *, shared_port: bool) -> None:
+    """One worker: proxy and admin listeners until SIGTERM/SIGINT, then a graceful stop."""
+    gw = build_gateway(config, secret)
+    proxy_runner = web.ServerRunner(
+        proxy_server(gw), shutdown_timeout=config.server.drain_timeout, handle_signals=False
+    )
+    admin_runner = web.AppRunner(admin_app(gw), access_log=None, handle_signals=False)
+    await proxy_runner.setup()
+    await admin_runner.setup()
+    host, port = split_host_port(config.listen.proxy)
+    await web.TCPSite(proxy_runner, host, port, reuse_port=shared_port, backlog=2048).start()
+    admin_host, admin_port = split_host_port(config.listen.admin)
+    await web.TCPSite(admin_runner, admin_host, admin_port, reuse_port=shared_port).start()
+    await start_background(gw)
+    log.info("proxy listening on %s, admin on %s", config.listen.proxy, config.listen.admin)
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    log.info("shutting down: draining in-flight requests (up to %ss)", config.server.drain_timeout)
+    await proxy_runner.cleanup()  # stops accepting, then waits for in-flight requests
+    await admin_runner.cleanup()
+    await stop_gateway(gw)
+
+
+def _worker_process(config: Config, secret: bytes) -> None:
+    configure_logging(config)
+    run_async(run_worker(config, secret, shared_port=True))
+
+
+def serve(config: Config, workers: int | None = None) -> int:
+    """Run until signalled; returns the exit code."""
+    configure_logging(config)
+    secret = server_secret(config)
+    count = workers or config.server.workers
+    if count < 1:
+        raise SystemExit("keygate: --workers must be at least 1")
+    if count == 1:
+        run_async(run_worker(config, secret, shared_port=False))
+        return 0
+    ctx = multiprocessing.get_context("spawn")
+    procs = [ctx.Process(target=_worker_process, args=(config, secret), name=f"keygate-worker-{i}")
+             for i in range(count)]
+    for proc in procs:
+        proc.start()
+
+    def forward(_signum: int, _frame: object) -> None:
+        for proc in procs:
+            if proc.is_alive():
+                proc.terminate()  # SIGTERM: each worker drains and exits 0
+
+    signal.signal(signal.SIGTERM, forward)
+    signal.signal(signal.SIGINT, forward)
+    for proc in procs:
+        proc.join()
+    return 0 if all(p.exitcode == 0 for p in procs) else 1

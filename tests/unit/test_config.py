@@ -1,0 +1,303 @@
+"""Tests for gateway.config and `keygate check-config`: the example, errors with paths and
+lines, several errors at once, environment overrides."""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+from pathlib import Path
+
+import pytest
+import yaml
+
+from gateway.cli import main
+from gateway.config import (
+    AdminConfig,
+    CacheConfig,
+    Config,
+    ConfigError,
+    KeysConfig,
+    LastUsedConfig,
+    ListenConfig,
+    LogConfig,
+    RouteConfig,
+    ServerConfig,
+    UpstreamConfig,
+    load_config,
+    parse_config,
+)
+
+ROOT = Path(__file__).resolve().parents[2]
+EXAMPLE = ROOT / "config" / "keygate.example.yaml"
+SECRET = "s" * 32
+ENV_VARS = ("KEYGATE_CONFIG", "KEYGATE_DATABASE_URL", "KEYGATE_REDIS_URL", "KEYGATE_SECRET",
+            "KEYGATE_ADMIN_TOKEN")
+
+
+@pytest.fixture(autouse=True)
+def _no_keygate_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    for name in ENV_VARS:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.chdir(tmp_path)  # no config/keygate.yaml lying around
+
+
+def run(*args: str) -> tuple[int, str, str]:
+    out, err = io.StringIO(), io.StringIO()
+    code = main(list(args), out=out, err=err)
+    return code, out.getvalue(), err.getvalue()
+
+
+def problems_of(text: str, env: dict[str, str] | None = None) -> list[str]:
+    with pytest.raises(ConfigError) as info:
+        parse_config(text, "test.yaml", env or {})
+    return [str(p) for p in info.value.problems]
+
+
+def write(tmp_path: Path, text: str) -> str:
+    path = tmp_path / "keygate.yaml"
+    path.write_text(text)
+    return str(path)
+
+
+# --- the shipped example -------------------------------------------------------------
+
+
+def test_check_config_accepts_the_shipped_example() -> None:
+    assert run("check-config", "--config", str(EXAMPLE)) == (0, "ok\n", "")
+
+
+def test_config_option_before_the_command_is_used(tmp_path: Path) -> None:
+    assert run("--config", str(EXAMPLE), "check-config") == (0, "ok\n", "")
+    code, _, err = run("--config", write(tmp_path, "cache: {local_tl: 1s}\n"), "check-config")
+    assert code == 1 and "cache.local_tl" in err
+
+
+def test_example_loads_to_the_documented_values() -> None:
+    config = parse_config(EXAMPLE.read_text(), str(EXAMPLE), {})
+    assert config.listen == ListenConfig("0.0.0.0:8080", "127.0.0.1:8081")
+    assert dict(config.keys.prefixes) == {"live": "kg_live_", "test": "kg_test_"}
+    assert config.keys.accept_envs == {"live", "test"}
+    assert (config.keys.argon2.time_cost, config.keys.argon2.memory_kib, config.keys.argon2.parallelism) == (2, 19456, 1)
+    assert config.cache.local_ttl == 5.0 and config.cache.redis_ttl == 600.0
+    assert config.upstreams["sessions"].url == "http://127.0.0.1:9000"
+    assert [r.path for r in config.routes][:2] == ["/api/v1/sessions/**"] * 2
+    assert config.routes[1].max_body == 10 * 1024 * 1024
+    assert config.routes[-1].public and config.routes[-1].name == "health"
+    assert config.routes[2].org_param == "org"
+
+
+def _field_names(cls: type) -> set[str]:
+    return {f.name for f in dataclasses.fields(cls)}
+
+
+def test_example_documents_every_field() -> None:
+    data = yaml.safe_load(EXAMPLE.read_text())
+    text = EXAMPLE.read_text()
+    sections = {
+        "listen": ListenConfig, "keys": KeysConfig, "cache": CacheConfig,
+        "last_used": LastUsedConfig, "server": ServerConfig, "log": LogConfig,
+        "admin": AdminConfig,
+    }
+    for name, cls in sections.items():
+        documented = set(data[name] or {}) | {
+            line.split(":")[0].strip("# ") for line in text.splitlines() if line.lstrip().startswith("#")
+        }
+        assert _field_names(cls) <= documented, name
+    assert set(data["keys"]["argon2"]) == {"time_cost", "memory_kib", "parallelism"}
+    assert _field_names(UpstreamConfig) - {"name"} <= set(data["upstreams"]["sessions"])
+    top = (_field_names(Config) - {"source", "secret", "admin_token"}) | {"routes", "upstreams"}
+    assert top <= set(data)
+    for field in _field_names(RouteConfig) - {"line"}:
+        assert f"# {field}:" in text or f"{field}:" in text, field
+    assert "KEYGATE_SECRET" in text and "KEYGATE_ADMIN_TOKEN" in text
+
+
+# --- errors name the field and the line --------------------------------------------------
+
+TYPO = """\
+listen:
+  proxy: "0.0.0.0:8080"
+cache:
+  local_ttl: 5s
+  max_entires: 100
+"""
+
+
+def test_typo_field_is_named_with_its_line(tmp_path: Path) -> None:
+    code, out, err = run("check-config", "--config", write(tmp_path, TYPO))
+    assert (code, out) == (1, "")
+    assert "line 5" in err and "cache.max_entires" in err and "unknown field" in err
+    assert "max_entries" in err  # the known fields are listed as a hint
+
+
+def test_config_error_in_other_commands_is_one_line_and_exit_1(tmp_path: Path) -> None:
+    code, out, err = run("keys", "list", "--org", "x", "--config", write(tmp_path, TYPO))
+    assert (code, out) == (1, "")
+    assert err.count("\n") == 1 and "cache.max_entires" in err
+
+
+SEVERAL = """\
+listen:
+  proxy: nope
+cache:
+  local_ttl: forever
+keys:
+  argon2: {time_cost: 0}
+  prefixes: {live: "kg live"}
+upstreams:
+  a: {url: "http://127.0.0.1:9000", timeout: soon}
+routes:
+  - {path: /x, upstream: b, scopes: ["a::b"], methdos: [GET]}
+  - {upstream: a}
+bogus: 1
+"""
+
+
+def test_every_problem_is_reported_at_once(tmp_path: Path) -> None:
+    code, _, err = run("check-config", "--config", write(tmp_path, SEVERAL))
+    assert code == 1
+    lines = err.splitlines()
+    expected = [
+        ("line 2", "listen.proxy"),
+        ("line 4", "cache.local_ttl"),
+        ("line 6", "keys.argon2.time_cost"),
+        ("line 7", "keys.prefixes.live"),
+        ("line 9", "upstreams.a.timeout"),
+        ("line 11", "routes[0].upstream"),
+        ("line 11", "routes[0].scopes"),
+        ("line 11", "routes[0].methdos"),
+        ("line 12", "routes[1].path"),
+        ("line 13", "bogus"),
+    ]
+    for where, path in expected:
+        assert any(where + ":" in line and f" {path}:" in line for line in lines), (path, err)
+    assert len(lines) == len(expected)
+    assert all(line.startswith(str(tmp_path)) for line in lines)  # each names the file
+
+
+@pytest.mark.parametrize(
+    ("text", "line", "path"),
+    [
+        ("dev: yes please\n", 1, "dev"),
+        ("server:\n  workers: 0\n", 2, "server.workers"),
+        ("log:\n  level: loud\n", 2, "log.level"),
+        ("keys:\n  accept_envs: [prod]\n", 2, "keys.accept_envs"),
+        ("keys:\n  prefixes: {live: a_, test: a_}\n", 2, "keys.prefixes"),
+        ("database_url: mysql://x\n", 1, "database_url"),
+        ("redis_url: 6379\n", 1, "redis_url"),
+        ("cache:\n  local_ttl: 0s\n", 2, "cache.local_ttl"),
+        ("cache:\n  local_ttl: 5\n", 2, "cache.local_ttl"),
+        ("upstreams:\n  a: {url: 'ftp://x'}\n", 2, "upstreams.a.url"),
+        ("upstreams:\n  a: {timeout: 5s}\n", 2, "upstreams.a.url"),
+        ("upstreams: {a: {url: 'http://x'}}\nroutes:\n  - {path: /x, upstream: a, max_body: lots}\n",
+         3, "routes[0].max_body"),
+        ("upstreams: {a: {url: 'http://x'}}\nroutes:\n  - {path: /x, upstream: a, public: true, scopes: [r]}\n",
+         3, "routes[0].public"),
+        ("upstreams: {a: {url: 'http://x'}}\nroutes:\n  - {path: /x, upstream: a, org_param: org}\n",
+         3, "routes[0].org_param"),
+        ("routes: {a: 1}\n", 1, "routes"),
+        ("cache: 5\n", 1, "cache"),
+    ],
+)
+def test_bad_values_name_path_and_line(text: str, line: int, path: str) -> None:
+    found = problems_of(text)
+    assert any(p.startswith(f"line {line}: {path}:") for p in found), found
+
+
+@pytest.mark.parametrize(
+    ("text", "line"),
+    [
+        ("cache:\n  local_ttl: 5s\n   bad: [\n", 3),
+        ("listen: {proxy: '0.0.0.0:8080'\n", 2),
+        ("cache:\n\tlocal_ttl: 5s\n", 2),
+        ("cache: {}\nlog: {}\ncache: {}\n", 3),  # duplicate keys are an error, not last-wins
+        ("a: 'unterminated\n", 2),
+    ],
+)
+def test_bad_yaml_gives_a_line(text: str, line: int, tmp_path: Path) -> None:
+    code, out, err = run("check-config", "--config", write(tmp_path, text))
+    assert (code, out) == (1, "")
+    assert f"line {line}:" in err, err
+
+
+def test_top_level_must_be_a_mapping() -> None:
+    assert problems_of("- listen\n") == ["line 1: must be a mapping of fields"]
+
+
+def test_missing_file_is_a_clear_error(tmp_path: Path) -> None:
+    code, _, err = run("check-config", "--config", str(tmp_path / "nope.yaml"))
+    assert code == 1
+    assert "nope.yaml" in err and "cannot read" in err
+
+
+def test_empty_file_gives_the_defaults(tmp_path: Path) -> None:
+    config = load_config(write(tmp_path, ""), env={})
+    assert config.database_url == "postgresql://keygate@localhost/keygate"
+    assert config.cache.local_ttl == 5.0
+    assert config.routes == ()
+
+
+# --- environment overrides -------------------------------------------------------------
+
+
+def test_environment_overrides_the_file(tmp_path: Path) -> None:
+    path = write(tmp_path, "database_url: postgresql://file/db\nredis_url: redis://file/0\n"
+                           "admin_token: from-file\n")
+    env = {
+        "KEYGATE_DATABASE_URL": "postgresql://u:p@env:5433/db",
+        "KEYGATE_REDIS_URL": "redis://env:6380/1",
+        "KEYGATE_ADMIN_TOKEN": "from-env",
+        "KEYGATE_SECRET": SECRET,
+    }
+    config = load_config(path, env=env)
+    assert config.database_url == "postgresql://u:p@env:5433/db"
+    assert config.redis_url == "redis://env:6380/1"
+    assert config.admin_token == "from-env"
+    assert config.secret == SECRET
+    unset = load_config(path, env={})
+    assert (unset.database_url, unset.redis_url, unset.admin_token, unset.secret) == (
+        "postgresql://file/db", "redis://file/0", "from-file", None,
+    )
+
+
+def test_keygate_config_selects_the_file(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("KEYGATE_CONFIG", write(tmp_path, "cache: {local_ttl: 7s}\n"))
+    assert load_config().cache.local_ttl == 7.0
+    # --config wins over KEYGATE_CONFIG.
+    assert load_config(str(EXAMPLE)).cache.local_ttl == 5.0
+
+
+def test_default_path_is_used_when_present(tmp_path: Path) -> None:
+    (tmp_path / "config").mkdir()
+    (tmp_path / "config" / "keygate.yaml").write_text("cache: {local_ttl: 9s}\n")
+    assert load_config(env={}).cache.local_ttl == 9.0
+    assert load_config(env={}).source == "config/keygate.yaml"
+
+
+@pytest.mark.parametrize("secret", ["short", "x" * 31])
+def test_short_secret_from_env_is_rejected(secret: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("KEYGATE_SECRET", secret)
+    code, out, err = run("check-config", "--config", str(EXAMPLE))
+    assert (code, out) == (1, "")
+    assert "KEYGATE_SECRET" in err and "32 bytes" in err
+    assert secret not in err.replace("KEYGATE_SECRET", "")  # the secret itself is not printed
+
+
+def test_short_secret_in_file_names_its_line() -> None:
+    assert problems_of("log: {}\nsecret: tooshort\n") == ["line 2: secret: must be at least 32 bytes"]
+
+
+def test_secret_of_32_bytes_is_accepted() -> None:
+    assert parse_config("", "x", {"KEYGATE_SECRET": "x" * 32}).secret == "x" * 32
+    # Bytes, not characters: 16 two-byte characters are enough.
+    assert parse_config("", "x", {"KEYGATE_SECRET": "é" * 16}).secret == "é" * 16
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [("KEYGATE_DATABASE_URL", "mysql://u:hunter2@db/x"), ("KEYGATE_REDIS_URL", "memcached://x")],
+)
+def test_bad_env_urls_are_rejected(name: str, value: str) -> None:
+    found = problems_of("", {name: value})
+    assert len(found) == 1 and found[0].startswith(f"{name}:")
+    assert "hunter2" not in found[0]
