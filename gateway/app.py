@@ -10,6 +10,7 @@ import time
 from dataclasses import dataclass, field
 
 from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from redis.exceptions import RedisError
 
 from gateway.admin.health import health_routes
@@ -19,6 +20,7 @@ from gateway.auth.local_cache import LocalKeyCache
 from gateway.auth.resolver import KeyResolver
 from gateway.config import Config, RouteConfig
 from gateway.keys.hashing import SecretHasher
+from gateway.observability import metrics
 from gateway.observability.access_log import AccessLog
 from gateway.proxy.handler import ProxyHandler
 from gateway.proxy.routes import RouteTable
@@ -159,5 +161,10 @@ def admin_app(gw: Gateway) -> web.Application:
     async def redis_ok() -> bool:
         return await gw.redis.ping()
 
+    async def metrics_endpoint(_: web.Request) -> web.Response:
+        body = generate_latest(metrics.REGISTRY)
+        return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
     app.add_routes(health_routes(gw.db.ping, redis_ok))
+    app.router.add_get("/metrics", metrics_endpoint)
     return app

@@ -72,6 +72,9 @@ class EmbeddedPostgres:
     def _bin(self, name: str) -> str:
         return str(_pgserver_bin() / name)
 
+    def __post_init__(self) -> None:
+        self.data_dir = self.data_dir.resolve()  # pg_ctl runs as another user, elsewhere
+
     def _prepare(self) -> dict[str, str]:
         run_as = self._run_as()
         self.data_dir.mkdir(parents=True, exist_ok=True)
@@ -99,11 +102,14 @@ class EmbeddedPostgres:
                 check=True, capture_output=True, **run_as,  # type: ignore[call-overload]
             )
         options = f"-h 127.0.0.1 -p {self.port} -k {self.data_dir} -c fsync=off"
-        subprocess.run(
+        started = subprocess.run(
             [self._bin("pg_ctl"), "-D", str(self.data_dir), "-w", "-t", "30",
              "-o", options, "-l", str(log), "start"],
-            check=True, capture_output=True, **run_as,  # type: ignore[call-overload]
+            check=False, capture_output=True, **run_as,  # type: ignore[call-overload]
         )
+        if started.returncode != 0:
+            tail = log.read_text(errors="replace")[-2000:] if log.exists() else ""
+            raise RuntimeError(f"PostgreSQL in {self.data_dir} did not start:\n{tail}")
         _wait_for_port(self.port, 30, "PostgreSQL", log)
         self._ensure_database()
 
@@ -139,6 +145,9 @@ class EmbeddedRedis:
     port: int = field(default_factory=free_port)
     persist: bool = False
     process: subprocess.Popen[bytes] | None = None
+
+    def __post_init__(self) -> None:
+        self.data_dir = self.data_dir.resolve()
 
     @property
     def url(self) -> str:

@@ -44,25 +44,25 @@ def check_org(state: KeyState, org_param: str | None, params: Mapping[str, str])
         raise WrongOrg()
 
 
-async def authenticate(
-    headers: CIMultiDictProxy[str],
-    *,
-    scopes: tuple[str, ...],
-    org_param: str | None,
-    params: Mapping[str, str],
-    resolver: KeyResolver,
-    keys: KeysConfig,
+async def identify(
+    headers: CIMultiDictProxy[str], *, resolver: KeyResolver, keys: KeysConfig
 ) -> KeyState:
-    """The key's state when it may use this route; raise the matching Refusal otherwise."""
+    """Who is calling: the state of a valid, live key; raise the matching Refusal otherwise."""
     presented = read_credential(headers)
     if presented is None:
         raise MissingKey()
     parsed = parse_presented(presented, keys)
     state = await resolver.resolve(parsed)
     check_status(state, time.time())
+    return state
+
+
+def authorise(
+    state: KeyState, *, scopes: tuple[str, ...], org_param: str | None, params: Mapping[str, str]
+) -> None:
+    """May this key use this route: its scopes, and the org named in the path."""
     check_scopes(state, scopes)
     check_org(state, org_param, params)
-    return state
 
 
 def identity_headers(state: KeyState) -> dict[str, str]:

@@ -433,7 +433,19 @@ def _check_metadata(value: Mapping[str, Any] | None) -> dict[str, Any]:
     if len(encoded.encode()) > MAX_METADATA_BYTES:
         raise InvalidInput(f"metadata is larger than {MAX_METADATA_BYTES} bytes", "metadata")
     result: dict[str, Any] = json.loads(encoded)
+    if _has_nul(result):  # Postgres jsonb cannot store U+0000
+        raise InvalidInput("metadata cannot contain the NUL character (\\u0000)", "metadata")
     return result
+
+
+def _has_nul(value: Any) -> bool:
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, dict):
+        return any(_has_nul(k) or _has_nul(v) for k, v in value.items())
+    if isinstance(value, list):
+        return any(_has_nul(v) for v in value)
+    return False
 
 
 def _check_limit(limit: int) -> int:

@@ -14,7 +14,7 @@ from urllib.parse import urlsplit
 
 from aiohttp import web
 
-from gateway.auth.authenticate import authenticate, identity_headers
+from gateway.auth.authenticate import authorise, identify, identity_headers
 from gateway.auth.errors import Refusal
 from gateway.auth.resolver import KeyResolver
 from gateway.config import Config, RouteConfig
@@ -102,10 +102,10 @@ class ProxyHandler:
         exchange.route = route.name
         identity: dict[str, str] = {}
         if not route.public:
-            exchange.key = key = await authenticate(
-                request.headers, scopes=route.scopes, org_param=route.org_param,
-                params=match.params, resolver=self.resolver, keys=self.keys,
+            exchange.key = key = await identify(
+                request.headers, resolver=self.resolver, keys=self.keys
             )
+            authorise(key, scopes=route.scopes, org_param=route.org_param, params=match.params)
             identity = identity_headers(key)
             self.record_use(key.id)
         headers = upstream_request_headers(
