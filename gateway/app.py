@@ -10,24 +10,31 @@ import time
 from dataclasses import dataclass, field
 
 from aiohttp import web
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST
 from redis.exceptions import RedisError
 
+from gateway.admin.api import admin_api
 from gateway.admin.health import health_routes
+from gateway.admin.principals import AdminAuth
 from gateway.auth.failures import FailureLimiter
 from gateway.auth.last_used import LastUsedRecorder
 from gateway.auth.local_cache import LocalKeyCache
 from gateway.auth.resolver import KeyResolver
 from gateway.config import Config, RouteConfig
 from gateway.keys.hashing import SecretHasher
+from gateway.keys.models import ApiKey
+from gateway.keys.service import KeyService
 from gateway.observability import metrics
 from gateway.observability.access_log import AccessLog
 from gateway.proxy.handler import ProxyHandler
+from gateway.proxy.responses import proxy_request
 from gateway.proxy.routes import RouteTable
 from gateway.proxy.upstreams import Upstream, close_upstreams, open_upstreams
 from gateway.proxy.websocket import WebSocketSessions
+from gateway.keys.errors import StoreUnavailable
+from gateway.store import queries
 from gateway.store.db import Database
-from gateway.store.key_cache import RedisKeyCache
+from gateway.store.key_cache import KeyState, RedisKeyCache
 
 log = logging.getLogger("keygate")
 # While the invalidation channel is down, local entries live at most this long.
@@ -87,6 +94,7 @@ async def start_background(gw: Gateway) -> None:
     gw.tasks.append(asyncio.create_task(gw.recorder.run(), name="last-used"))
     gw.tasks.append(asyncio.create_task(listen_for_changes(gw), name="invalidations"))
     gw.tasks.append(asyncio.create_task(watch_websocket_keys(gw), name="ws-expiry"))
+    gw.tasks.append(asyncio.create_task(resync_periodically(gw), name="resync"))
 
 
 async def stop_gateway(gw: Gateway) -> None:
@@ -115,6 +123,7 @@ async def listen_for_changes(gw: Gateway) -> None:
                 if not key_id:  # (re)subscribed: whatever was missed meanwhile is dropped
                     if gw.local.ttl != configured:
                         gw.local.clear()
+                    await resync_recent_changes(gw)
                     gw.local.ttl = configured
                     backoff = 0.1
                     continue
@@ -127,6 +136,32 @@ async def listen_for_changes(gw: Gateway) -> None:
             gw.local.ttl = min(configured, DEGRADED_LOCAL_TTL)
             await asyncio.sleep(backoff)
             backoff = min(backoff * 2, 5.0)
+
+
+async def resync_recent_changes(gw: Gateway) -> int:
+    """Write the state of every key changed within the Redis TTL into Redis.
+
+    A change made while Redis was unreachable (its writer could not update the entry nor
+    publish) would otherwise linger in a stale Redis entry until it expired; no entry is
+    older than the Redis TTL, so re-syncing that window repairs every one of them.
+    """
+    try:
+        async with gw.db.connection() as conn:
+            changed = await queries.keys_changed_within(conn, gw.config.cache.redis_ttl)
+        for key in changed:
+            await gw.redis.put(KeyState.of(key), None)
+            gw.local.evict(key.id)
+    except (StoreUnavailable, RedisError, OSError, TimeoutError) as exc:
+        log.warning("re-sync of recently changed keys failed: %s", type(exc).__name__)
+        return 0
+    return len(changed)
+
+
+async def resync_periodically(gw: Gateway, interval: float = 30.0) -> None:
+    """Also repair entries whose writer's Redis call failed while Redis stayed up."""
+    while True:
+        await asyncio.sleep(interval)
+        await resync_recent_changes(gw)
 
 
 async def close_if_refused(gw: Gateway, key_id: str) -> None:
@@ -152,18 +187,45 @@ async def watch_websocket_keys(gw: Gateway, interval: float = 0.25) -> None:
 
 
 def proxy_server(gw: Gateway) -> web.Server:
-    return web.Server(gw.handler.handle, handler_cancellation=True, access_log=None)
+    return web.Server(
+        gw.handler.handle, handler_cancellation=True, access_log=None, request_factory=proxy_request
+    )
+
+
+def admin_api_mode(config: Config) -> str | None:
+    """Why the admin API may run ("token", "loopback"), or None when it must not."""
+    if config.admin_token:
+        return "token"
+    host = config.listen.admin.rpartition(":")[0].strip("[]")
+    if config.admin.allow_unauthenticated_loopback and host in ("127.0.0.1", "::1", "localhost"):
+        return "loopback"
+    return None
 
 
 def admin_app(gw: Gateway) -> web.Application:
     app = web.Application()
+    mode = admin_api_mode(gw.config)
+    if mode is None:
+        log.warning(
+            "admin API disabled: set KEYGATE_ADMIN_TOKEN (or admin.allow_unauthenticated_loopback"
+            " with a loopback listen.admin); /healthz, /readyz and /metrics still answer"
+        )
+    else:
+        async def key_changed(key: ApiKey) -> None:
+            gw.local.evict(key.id)
+            await gw.redis.key_changed(key)
+
+        service = KeyService(gw.db, gw.config.keys, gw.hasher, on_change=key_changed)
+        auth = AdminAuth(gw.config.admin_token, mode == "loopback", gw.resolver, gw.config.keys)
+        app.add_subapp("/admin/v1", admin_api(service, auth))
 
     async def redis_ok() -> bool:
         return await gw.redis.ping()
 
     async def metrics_endpoint(_: web.Request) -> web.Response:
-        body = generate_latest(metrics.REGISTRY)
-        return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+        return web.Response(
+            body=metrics.exposition(), headers={"Content-Type": CONTENT_TYPE_LATEST}
+        )
 
     app.add_routes(health_routes(gw.db.ping, redis_ok))
     app.router.add_get("/metrics", metrics_endpoint)

@@ -61,7 +61,9 @@ def _common_options(default: Any) -> argparse.ArgumentParser:
         "--config", default=default,
         help="config file (default: $KEYGATE_CONFIG or config/keygate.yaml)",
     )
-    common.add_argument("--json", action="store_true", default=default, help="print machine-readable JSON")
+    common.add_argument(
+        "--json", action="store_true", default=default, help="print machine-readable JSON"
+    )
     return common
 
 
@@ -121,7 +123,9 @@ def build_parser() -> argparse.ArgumentParser:
     revoke.add_argument("key_id", metavar="KEY_ID")
     revoke.add_argument("--reason")
 
-    roll = keys.add_parser("roll", parents=[common], help="replace a key; the old one expires after --grace")
+    roll = keys.add_parser(
+        "roll", parents=[common], help="replace a key; the old one expires after --grace"
+    )
     roll.add_argument("key_id", metavar="KEY_ID")
     roll.add_argument("--grace", type=_duration_arg, default=86400.0, metavar="DURATION")
     roll_expiry = roll.add_mutually_exclusive_group()
@@ -176,9 +180,14 @@ class Output:
     def line(self, text: str = "") -> None:
         self.out.write(text + "\n")
 
-    def table(self, headers: Sequence[str], rows: Iterator[Sequence[str]] | list[Sequence[str]]) -> None:
+    def table(
+        self, headers: Sequence[str], rows: Iterator[Sequence[str]] | list[Sequence[str]]
+    ) -> None:
         rows = [list(map(str, r)) for r in rows]
-        widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(headers)]
+        widths = [
+            max(len(h), *(len(r[i]) for r in rows)) if rows else len(h)
+            for i, h in enumerate(headers)
+        ]
         self.line("  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True)).rstrip())
         for r in rows:
             self.line("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
@@ -196,7 +205,9 @@ def _show_key(out: Output, key: ApiKey) -> None:
 
 
 def _print_secret(out: Output, key: ApiKey, secret: str, verb: str) -> None:
-    out.line(f"{verb} key {key.display_prefix} in org {key.org} (scopes: {' '.join(key.scopes) or '-'})")
+    out.line(
+        f"{verb} key {key.display_prefix} in org {key.org} (scopes: {' '.join(key.scopes) or '-'})"
+    )
     out.line()
     out.line(f"    {secret}")
     out.line()
@@ -213,7 +224,10 @@ async def _cmd_orgs(args: argparse.Namespace, svc: KeyService, out: Output) -> N
     if out.as_json:
         out.json({"items": [o.to_json() for o in orgs]})
     else:
-        out.table(["SLUG", "NAME", "CREATED"], [[o.slug, o.name, rfc3339(o.created_at) or ""] for o in orgs])
+        out.table(
+            ["SLUG", "NAME", "CREATED"],
+            [[o.slug, o.name, rfc3339(o.created_at) or ""] for o in orgs],
+        )
 
 
 async def _all_keys(svc: KeyService, org: str, status: str, limit: int | None) -> list[ApiKey]:
@@ -262,7 +276,11 @@ async def _cmd_keys(args: argparse.Namespace, svc: KeyService, out: Output) -> N
         out.json(key.to_json(now)) if out.as_json else out.line(f"Revoked key {key.display_prefix}")
     elif args.action == "roll":
         rolled = await svc.roll_key(
-            actor, args.key_id, grace=args.grace, expires_in=args.expires_in, expires_at=args.expires_at
+            actor,
+            args.key_id,
+            grace=args.grace,
+            expires_in=args.expires_in,
+            expires_at=args.expires_at,
         )
         if out.as_json:
             out.json({"key": rolled.key.to_json(now), "secret": rolled.secret,
@@ -285,13 +303,18 @@ async def _cmd_audit(args: argparse.Namespace, svc: KeyService, out: Output) -> 
         return
     out.table(
         ["TIME", "ACTION", "KEY", "PRINCIPAL", "CHANGE"],
-        [[rfc3339(e.at) or "", e.action, e.key_id or "-", e.principal, _change(e)] for e in entries],
+        [
+            [rfc3339(e.at) or "", e.action, e.key_id or "-", e.principal, _change(e)]
+            for e in entries
+        ],
     )
 
 
 def _change(entry: AuditEntry) -> str:
     if entry.old_scopes is not None or entry.new_scopes is not None:
-        return f"scopes {' '.join(entry.old_scopes or ()) or '-'} -> {' '.join(entry.new_scopes or ()) or '-'}"
+        old = " ".join(entry.old_scopes or ()) or "-"
+        new = " ".join(entry.new_scopes or ()) or "-"
+        return f"scopes {old} -> {new}"
     return ", ".join(f"{k}={v}" for k, v in entry.details.items() if v is not None)
 
 
@@ -325,12 +348,16 @@ _SERVICE_COMMANDS: dict[str, ServiceCommand] = {
 }
 
 
-async def _with_service(cmd: ServiceCommand, args: argparse.Namespace, config: Config, out: Output) -> None:
+async def _with_service(
+    cmd: ServiceCommand, args: argparse.Namespace, config: Config, out: Output
+) -> None:
     async with open_service(config) as svc:
         await cmd(args, svc, out)
 
 
-def main(argv: Sequence[str] | None = None, out: TextIO | None = None, err: TextIO | None = None) -> int:
+def main(
+    argv: Sequence[str] | None = None, out: TextIO | None = None, err: TextIO | None = None
+) -> int:
     """Entry point of the console script; returns the process exit code."""
     out = out or sys.stdout
     err = err or sys.stderr

@@ -249,7 +249,9 @@ def _url(schemes: tuple[str, ...]) -> Callable[[Any], str]:
     def check(value: Any) -> str:
         text = _str(value)
         if not text.startswith(tuple(f"{s}://" for s in schemes)):
-            raise ValueError(f"must be a URL starting with {' or '.join(s + '://' for s in schemes)}")
+            raise ValueError(
+                f"must be a URL starting with {' or '.join(s + '://' for s in schemes)}"
+            )
         return text
 
     return check
@@ -284,7 +286,7 @@ def _read_keys(r: _Reader) -> KeysConfig:
         parallelism=a.get("parallelism", 1, _positive_int),
     )
     if argon2.memory_kib < 8 * argon2.parallelism:
-        a.problem(("memory_kib",), "must be at least 8 × parallelism")
+        a.problem(("memory_kib",), "must be at least 8 times parallelism")
     a.done()
     verify_threads = r.get("verify_threads", KeysConfig().verify_threads, _positive_int)
     r.done()

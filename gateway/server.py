@@ -6,8 +6,11 @@ import asyncio
 import json
 import logging
 import multiprocessing
+import os
+import shutil
 import signal
 import sys
+import tempfile
 from collections.abc import Coroutine
 from typing import Any
 
@@ -100,6 +103,8 @@ def serve(config: Config, workers: int | None = None) -> int:
     if count == 1:
         run_async(run_worker(config, secret, shared_port=False))
         return 0
+    metrics_dir = tempfile.mkdtemp(prefix="keygate-metrics-")
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir  # inherited by the workers
     ctx = multiprocessing.get_context("spawn")
     procs = [ctx.Process(target=_worker_process, args=(config, secret), name=f"keygate-worker-{i}")
              for i in range(count)]
@@ -115,4 +120,5 @@ def serve(config: Config, workers: int | None = None) -> int:
     signal.signal(signal.SIGINT, forward)
     for proc in procs:
         proc.join()
+    shutil.rmtree(metrics_dir, ignore_errors=True)
     return 0 if all(p.exitcode == 0 for p in procs) else 1

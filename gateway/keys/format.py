@@ -102,5 +102,6 @@ def split_key_reference(text: str) -> tuple[str | None, str]:
     # come back in an error message (which may be logged or returned by the admin API).
     shown = repr(text) if len(text) <= MAX_REFERENCE_LENGTH else f"a {len(text)}-character value"
     raise MalformedKey(
-        f"{shown} is not a key id (8 base62 characters) or a display prefix such as kg_live_a1B2c3D4"
+        f"{shown} is not a key id (8 base62 characters)"
+        " or a display prefix such as kg_live_a1B2c3D4"
     )

@@ -21,7 +21,7 @@ from gateway.keys import format as key_format
 from gateway.keys.errors import Conflict, Forbidden, InvalidInput, NotFound, ScopeNotHeld
 from gateway.keys.hashing import SecretHasher
 from gateway.keys.models import Actor, ApiKey, AuditEntry, Org, utcnow
-from gateway.keys.scopes import ScopeError, missing_scopes, normalise_scopes
+from gateway.keys.scopes import ScopeError, grants, missing_scopes, normalise_scopes
 from gateway.store import queries
 from gateway.store.db import Connection, Database
 
@@ -51,7 +51,9 @@ class RolledKey:
     previous: ApiKey
 
     def __repr__(self) -> str:
-        return f"RolledKey(key={self.key.display_prefix!r}, previous={self.previous.display_prefix!r})"
+        return (
+            f"RolledKey(key={self.key.display_prefix!r}, previous={self.previous.display_prefix!r})"
+        )
 
 
 @dataclass(frozen=True)
@@ -85,7 +87,8 @@ class KeyService:
             raise Forbidden("only the root admin can create organisations")
         if not isinstance(slug, str) or not SLUG.fullmatch(slug):
             raise InvalidInput(
-                f"invalid org slug {slug!r}: use 2-63 of a-z 0-9 '-', starting with a letter or digit",
+                f"invalid org slug {slug!r}: "
+                "use 2-63 of a-z 0-9 '-', starting with a letter or digit",
                 "slug",
             )
         name = _check_name(name if name is not None else slug, "name")
@@ -119,7 +122,7 @@ class KeyService:
         expires_at: datetime | None = None,
         metadata: Mapping[str, Any] | None = None,
     ) -> CreatedKey:
-        self._check_org_access(actor, org)
+        self._check_org_access(actor, org, write=True)
         name = _check_name(name, "name")
         clean_scopes = self._check_scopes(actor, scopes)
         if env not in self.keys.prefixes:
@@ -149,7 +152,9 @@ class KeyService:
     ) -> Page:
         self._check_org_access(actor, org)
         if status not in ("all", "active", "expired", "revoked"):
-            raise InvalidInput(f"invalid status {status!r}: use active, revoked, expired or all", "status")
+            raise InvalidInput(
+                f"invalid status {status!r}: use active, revoked, expired or all", "status"
+            )
         limit = _check_limit(limit)
         after = _decode_key_cursor(cursor) if cursor else None
         now = self.clock()
@@ -187,14 +192,24 @@ class KeyService:
                 # A key principal may not change a key that holds more than it does.
                 self._check_scopes(actor, list(old.scopes))
             key = await queries.update_key(
-                conn, old.id, new_name or old.name, new_scopes if new_scopes is not None else old.scopes
+                conn,
+                old.id,
+                new_name or old.name,
+                new_scopes if new_scopes is not None else old.scopes,
             )
             scopes_changed = key.scopes != old.scopes
             await self._audit(
-                conn, actor, now, "key.update", key.org, key.id,
+                conn,
+                actor,
+                now,
+                "key.update",
+                key.org,
+                key.id,
                 old_scopes=old.scopes if scopes_changed else None,
                 new_scopes=key.scopes if scopes_changed else None,
-                details={"old_name": old.name, "new_name": key.name} if key.name != old.name else {},
+                details={"old_name": old.name, "new_name": key.name}
+                if key.name != old.name
+                else {},
             )
         await self._changed(key)
         return key
@@ -233,7 +248,9 @@ class KeyService:
         async with self.db.transaction() as conn:
             old = await self._find_key(conn, actor, ref, org, for_update=True)
             if old.revoked_at is not None:
-                raise Conflict(f"key {old.display_prefix} is revoked; a revoked key cannot be rolled")
+                raise Conflict(
+                    f"key {old.display_prefix} is revoked; a revoked key cannot be rolled"
+                )
             self._check_scopes(actor, list(old.scopes))
             if expires_in is None and expires_at is None and old.expires_at is not None:
                 expiry: datetime | None = now + (old.expires_at - old.created_at)
@@ -298,10 +315,11 @@ class KeyService:
 
     # --- internals ------------------------------------------------------------------
 
-    def _check_org_access(self, actor: Actor, org: str) -> None:
+    def _check_org_access(self, actor: Actor, org: str, *, write: bool = False) -> None:
         if actor.org is not None and actor.org != org:
             # Another org's resources do not exist for this principal.
             raise NotFound(f"unknown org {org!r}", "org")
+        _check_permission(actor, write=write)
 
     def _check_scopes(self, actor: Actor, scopes: list[str] | tuple[str, ...]) -> tuple[str, ...]:
         if not isinstance(scopes, list | tuple):
@@ -344,6 +362,7 @@ class KeyService:
         )
         if key is None or hidden:
             raise NotFound(f"unknown key {ref!r}", "key_id")
+        _check_permission(actor, write=for_update)  # every change locks the row first
         return key
 
     async def _insert_new_key(
@@ -411,6 +430,19 @@ class KeyService:
             )
 
 
+MANAGE_SCOPE = "keys:manage"
+READ_SCOPE = "keys:read"
+
+
+def _check_permission(actor: Actor, *, write: bool) -> None:
+    """API-key principals need keys:manage to change keys, keys:read (or manage) to read."""
+    if actor.org is None:
+        return
+    needed = (MANAGE_SCOPE,) if write else (MANAGE_SCOPE, READ_SCOPE)
+    if not any(grants(held, want) for held in actor.scopes for want in needed):
+        raise Forbidden(f"the acting key needs the {' or '.join(needed)} scope")
+
+
 def _check_name(value: object, field: str) -> str:
     if not isinstance(value, str) or not value.strip():
         raise InvalidInput(f"{field} must be a non-empty string", field)
@@ -454,7 +486,9 @@ def _check_limit(limit: int) -> int:
     return limit
 
 
-def _expiry(now: datetime, expires_in: float | None, expires_at: datetime | None) -> datetime | None:
+def _expiry(
+    now: datetime, expires_in: float | None, expires_at: datetime | None
+) -> datetime | None:
     if expires_in is not None and expires_at is not None:
         raise InvalidInput("give expires_in or expires_at, not both", "expires_at")
     if expires_in is not None:
@@ -463,7 +497,9 @@ def _expiry(now: datetime, expires_in: float | None, expires_at: datetime | None
         return now + timedelta(seconds=expires_in)
     if expires_at is not None:
         if expires_at.tzinfo is None:
-            raise InvalidInput("expires_at needs a time zone, for example 2030-01-01T00:00:00Z", "expires_at")
+            raise InvalidInput(
+                "expires_at needs a time zone, for example 2030-01-01T00:00:00Z", "expires_at"
+            )
         if expires_at <= now:
             raise InvalidInput("expires_at is in the past", "expires_at")
         return expires_at
@@ -483,7 +519,9 @@ def _decode_cursor(cursor: str) -> dict[str, Any]:
         padded = cursor + "=" * (-len(cursor) % 4)
         data = json.loads(base64.urlsafe_b64decode(padded.encode()))
     except (ValueError, binascii.Error, UnicodeError):
-        raise InvalidInput("invalid cursor; pass next_cursor from the previous page", "cursor") from None
+        raise InvalidInput(
+            "invalid cursor; pass next_cursor from the previous page", "cursor"
+        ) from None
     if not isinstance(data, dict):
         raise InvalidInput("invalid cursor; pass next_cursor from the previous page", "cursor")
     return data
@@ -494,7 +532,9 @@ def _decode_key_cursor(cursor: str) -> tuple[datetime, str]:
     try:
         return datetime.fromisoformat(data["c"]), str(data["i"])
     except (KeyError, TypeError, ValueError):
-        raise InvalidInput("invalid cursor; pass next_cursor from the previous page", "cursor") from None
+        raise InvalidInput(
+            "invalid cursor; pass next_cursor from the previous page", "cursor"
+        ) from None
 
 
 def _decode_audit_cursor(cursor: str) -> int:

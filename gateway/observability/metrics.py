@@ -6,7 +6,10 @@ Never a path, a key, an org or anything else a client controls.
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+import os
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import multiprocess
 
 # Sub-millisecond resolution for the gateway's own overhead, up to upstream-scale latencies.
 LATENCY_BUCKETS = (
@@ -58,6 +61,7 @@ last_used_pending = Gauge(
     "keygate_last_used_pending",
     "last_used_at stamps waiting to be flushed.",
     registry=REGISTRY,
+    multiprocess_mode="livesum",  # summed over the live workers of an instance
 )
 last_used_flushes = Counter(
     "keygate_last_used_flushes_total",
@@ -80,3 +84,16 @@ POSTGRES_HIT = key_cache_requests.labels("postgres", "hit")
 POSTGRES_MISS = key_cache_requests.labels("postgres", "miss")
 POSTGRES_ERRORS = store_errors.labels("postgres")
 REDIS_ERRORS = store_errors.labels("redis")
+
+
+def exposition() -> bytes:
+    """The text exposition: this process's metrics, or every worker's when several run.
+
+    `keygate serve --workers N` sets PROMETHEUS_MULTIPROC_DIR before starting workers, so
+    each writes its samples to shared files and any worker's /metrics sums them all.
+    """
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)
+        return generate_latest(registry)
+    return generate_latest(REGISTRY)

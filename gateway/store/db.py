@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import json
 from collections.abc import AsyncIterator
+from typing import TypeAlias
 from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
@@ -17,7 +18,8 @@ class NotMigrated(ServiceError):
     code = "not_migrated"
     status = 503
 
-Connection = asyncpg.Connection
+
+Connection: TypeAlias = asyncpg.Connection
 # Failures that mean "the database is not there right now" (as opposed to a bad query).
 UNAVAILABLE = (
     OSError,
@@ -83,7 +85,9 @@ class Database:
                 except UNAVAILABLE as exc:
                     raise self.unavailable(exc) from None
                 except ValueError as exc:  # malformed DSN
-                    raise StoreUnavailable(f"invalid database URL {redact_url(self.url)}: {exc}") from None
+                    raise StoreUnavailable(
+                        f"invalid database URL {redact_url(self.url)}: {exc}"
+                    ) from None
         return self._pool
 
     @contextlib.asynccontextmanager
@@ -94,7 +98,8 @@ class Database:
                 yield conn
         except asyncpg.exceptions.UndefinedTableError:
             raise NotMigrated(
-                f"the database at {redact_url(self.url)} has no Keygate schema: run `keygate migrate`"
+                f"the database at {redact_url(self.url)} has no Keygate schema:"
+                " run `keygate migrate`"
             ) from None
         except UNAVAILABLE as exc:
             raise self.unavailable(exc) from None
@@ -121,5 +126,5 @@ class Database:
             pool, self._pool = self._pool, None
             try:
                 await asyncio.wait_for(pool.close(), self.timeout)
-            except (asyncio.TimeoutError, OSError):
+            except (TimeoutError, OSError):
                 pool.terminate()

@@ -46,7 +46,9 @@ async def migrate(db: Database) -> list[Migration]:
                        name        text NOT NULL,
                        applied_at  timestamptz NOT NULL DEFAULT now())"""
             )
-            done = {r["version"] for r in await conn.fetch("SELECT version FROM keygate_migrations")}
+            done = {
+                r["version"] for r in await conn.fetch("SELECT version FROM keygate_migrations")
+            }
             for migration in bundled_migrations():
                 if migration.version in done:
                     continue

@@ -256,3 +256,13 @@ async def list_audit(
         limit,
     )
     return [_audit(r) for r in rows]
+
+
+async def keys_changed_within(conn: Connection, seconds: float) -> list[ApiKey]:
+    """Keys whose state changed in the last `seconds` (for re-syncing the Redis tier)."""
+    rows = await conn.fetch(
+        f"""SELECT {_KEY_COLUMNS} FROM api_keys
+            WHERE updated_at > now() - make_interval(secs => $1)""",
+        seconds,
+    )
+    return [_key(r) for r in rows]

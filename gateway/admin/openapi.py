@@ -1,0 +1,209 @@
+"""The OpenAPI 3.1 description of the admin API, kept next to its handlers (api.py)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from gateway import __version__
+
+_TIME = {"type": ["string", "null"], "format": "date-time"}
+_SLUG = {"type": "string", "pattern": "^[a-z0-9][a-z0-9-]{1,62}$"}
+_SCOPE = {"type": "string", "pattern": r"^(?:[A-Za-z0-9_.-]+:)*(?:[A-Za-z0-9_.-]+|\*)$",
+          "maxLength": 128}
+_DURATION = {"type": "string", "pattern": r"^(?:\d+(?:\.\d+)?(?:ms|s|m|h|d))+$",
+             "examples": ["24h"]}
+
+
+def _ref(name: str) -> dict[str, str]:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"schema": schema}}}
+
+
+def _errors(*statuses: int) -> dict[str, Any]:
+    text = {400: "Invalid input (the field is named)", 401: "Missing or invalid admin credential",
+            403: "Not allowed for this principal", 404: "Unknown org or key",
+            409: "Conflict with the current state", 503: "Database unreachable"}
+    return {str(s): _json(_ref("Error"), text[s]) for s in statuses}
+
+
+def _body(schema: dict[str, Any], required: bool = True) -> dict[str, Any]:
+    return {"required": required, "content": {"application/json": {"schema": schema}}}
+
+
+_ORG_PARAM = {"name": "org", "in": "path", "required": True, "schema": _SLUG}
+_KEY_PARAM = {"name": "key_id", "in": "path", "required": True,
+              "schema": {"type": "string", "pattern": "^(?:[A-Za-z0-9_-]{1,16})?[0-9A-Za-z]{8}$"}}
+_LIMIT = {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 1000}}
+_CURSOR = {"name": "cursor", "in": "query", "schema": {"type": "string"}}
+
+_SCHEMAS: dict[str, Any] = {
+    "Error": {
+        "type": "object", "required": ["error"],
+        "properties": {"error": {
+            "type": "object", "required": ["code", "message", "request_id"],
+            "properties": {"code": {"type": "string"}, "message": {"type": "string"},
+                           "request_id": {"type": "string"}, "field": {"type": "string"}},
+        }},
+    },
+    "Org": {
+        "type": "object", "required": ["slug", "name", "created_at"],
+        "properties": {"slug": _SLUG, "name": {"type": "string"},
+                       "created_at": {"type": "string", "format": "date-time"}},
+    },
+    "Key": {
+        "type": "object",
+        "required": ["id", "display_prefix", "org", "name", "scopes", "env", "status",
+                     "created_at", "created_by", "expires_at", "last_used_at", "revoked_at",
+                     "revoked_by", "revoke_reason", "metadata", "rolled_from"],
+        "properties": {
+            "id": {"type": "string"}, "display_prefix": {"type": "string"},
+            "org": _SLUG, "name": {"type": "string"},
+            "scopes": {"type": "array", "items": {"type": "string"}},
+            "env": {"enum": ["live", "test"]},
+            "status": {"enum": ["active", "expired", "revoked"]},
+            "created_at": {"type": "string", "format": "date-time"},
+            "created_by": {"type": "string"}, "expires_at": _TIME, "last_used_at": _TIME,
+            "revoked_at": _TIME, "revoked_by": {"type": ["string", "null"]},
+            "revoke_reason": {"type": ["string", "null"]}, "metadata": {"type": "object"},
+            "rolled_from": {"type": ["string", "null"]},
+        },
+    },
+    "KeyWithSecret": {
+        "type": "object", "required": ["key", "secret"],
+        "properties": {"key": _ref("Key"), "secret": {"type": "string"},
+                       "previous": _ref("Key")},
+    },
+    "AuditEntry": {
+        "type": "object",
+        "required": ["id", "at", "org", "key_id", "action", "principal"],
+        "properties": {
+            "id": {"type": "integer"}, "at": {"type": "string", "format": "date-time"},
+            "org": {"type": "string"}, "key_id": {"type": ["string", "null"]},
+            "action": {"type": "string"}, "principal": {"type": "string"},
+            "old_scopes": {"type": ["array", "null"], "items": {"type": "string"}},
+            "new_scopes": {"type": ["array", "null"], "items": {"type": "string"}},
+            "client_ip": {"type": ["string", "null"]}, "request_id": {"type": ["string", "null"]},
+            "traceparent": {"type": ["string", "null"]}, "details": {"type": "object"},
+        },
+    },
+}
+
+
+def _page(item: str) -> dict[str, Any]:
+    return {"type": "object", "required": ["items", "next_cursor"],
+            "properties": {"items": {"type": "array", "items": _ref(item)},
+                           "next_cursor": {"type": ["string", "null"]}}}
+
+
+def openapi_document() -> dict[str, Any]:
+    """The document served at /admin/v1/openapi.json."""
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "Keygate admin API", "version": __version__,
+                 "description": "Manage organisations, API keys and the audit log. "
+                                "Bearer: the root token (KEYGATE_ADMIN_TOKEN) or an API key "
+                                "with keys:manage / keys:read, acting inside its own org."},
+        "servers": [{"url": "/admin/v1"}],
+        "security": [{"bearer": []}],
+        "components": {
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+            "schemas": _SCHEMAS,
+        },
+        "paths": {
+            "/orgs": {
+                "post": {
+                    "operationId": "createOrg",
+                    "requestBody": _body({"type": "object", "required": ["slug"],
+                                          "additionalProperties": False,
+                                          "properties": {"slug": _SLUG, "name": {"type": "string", "minLength": 1}}}),
+                    "responses": {"201": _json(_ref("Org"), "Created"),
+                                  **_errors(400, 401, 403, 409, 503)},
+                },
+                "get": {
+                    "operationId": "listOrgs",
+                    "responses": {"200": _json({"type": "object", "required": ["items"],
+                                                "properties": {"items": {"type": "array", "items": _ref("Org")}}}, "Orgs"),
+                                  **_errors(401, 503)},
+                },
+            },
+            "/orgs/{org}/keys": {
+                "parameters": [_ORG_PARAM],
+                "post": {
+                    "operationId": "createKey",
+                    "requestBody": _body({
+                        "type": "object", "required": ["name", "scopes"], "additionalProperties": False,
+                        "properties": {
+                            "name": {"type": "string", "minLength": 1, "maxLength": 200},
+                            "scopes": {"type": "array", "items": _SCOPE},
+                            "env": {"enum": ["live", "test"]},
+                            "expires_at": {"type": "string", "format": "date-time"},
+                            "expires_in": _DURATION,
+                            "metadata": {"type": "object"},
+                        },
+                    }),
+                    "responses": {"201": _json(_ref("KeyWithSecret"), "Created; the secret is shown once"),
+                                  **_errors(400, 401, 403, 404, 503)},
+                },
+                "get": {
+                    "operationId": "listKeys",
+                    "parameters": [{"name": "status", "in": "query",
+                                    "schema": {"enum": ["active", "revoked", "expired", "all"]}},
+                                   _LIMIT, _CURSOR],
+                    "responses": {"200": _json(_page("Key"), "Keys, newest first"),
+                                  **_errors(400, 401, 403, 404, 503)},
+                },
+            },
+            "/orgs/{org}/keys/{key_id}": {
+                "parameters": [_ORG_PARAM, _KEY_PARAM],
+                "get": {"operationId": "showKey",
+                        "responses": {"200": _json(_ref("Key"), "The key"),
+                                      **_errors(400, 401, 403, 404, 503)}},
+                "patch": {
+                    "operationId": "updateKey",
+                    "requestBody": _body({"type": "object", "additionalProperties": False,
+                                          "minProperties": 1,
+                                          "properties": {"name": {"type": "string", "minLength": 1, "maxLength": 200},
+                                                         "scopes": {"type": "array", "items": _SCOPE}}}),
+                    "responses": {"200": _json(_ref("Key"), "Updated"),
+                                  **_errors(400, 401, 403, 404, 503)},
+                },
+            },
+            "/orgs/{org}/keys/{key_id}/revoke": {
+                "parameters": [_ORG_PARAM, _KEY_PARAM],
+                "post": {
+                    "operationId": "revokeKey",
+                    "requestBody": _body({"type": "object", "additionalProperties": False,
+                                          "properties": {"reason": {"type": "string", "minLength": 1, "maxLength": 200}}},
+                                         required=False),
+                    "responses": {"200": _json(_ref("Key"), "Revoked"),
+                                  **_errors(400, 401, 403, 404, 409, 503)},
+                },
+            },
+            "/orgs/{org}/keys/{key_id}/roll": {
+                "parameters": [_ORG_PARAM, _KEY_PARAM],
+                "post": {
+                    "operationId": "rollKey",
+                    "requestBody": _body({"type": "object", "additionalProperties": False,
+                                          "properties": {"grace": _DURATION, "expires_in": _DURATION,
+                                                         "expires_at": {"type": "string", "format": "date-time"}}},
+                                         required=False),
+                    "responses": {"201": _json(_ref("KeyWithSecret"), "Rolled; the new secret is shown once"),
+                                  **_errors(400, 401, 403, 404, 409, 503)},
+                },
+            },
+            "/orgs/{org}/audit": {
+                "parameters": [_ORG_PARAM],
+                "get": {
+                    "operationId": "listAudit",
+                    "parameters": [{"name": "key_id", "in": "query", "schema": {"type": "string"}},
+                                   {"name": "action", "in": "query", "schema": {"type": "string"}},
+                                   _LIMIT, _CURSOR],
+                    "responses": {"200": _json(_page("AuditEntry"), "Entries, newest first"),
+                                  **_errors(400, 401, 403, 404, 503)},
+                },
+            },
+        },
+    }

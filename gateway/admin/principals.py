@@ -1,0 +1,65 @@
+"""Who is calling the admin API: the root token, or an API key acting inside its own org."""
+
+from __future__ import annotations
+
+import hmac
+import time
+from dataclasses import dataclass
+
+from aiohttp import web
+
+from gateway.auth.authenticate import check_status, parse_presented
+from gateway.auth.credentials import read_credential
+from gateway.auth.errors import Refusal
+from gateway.auth.resolver import KeyResolver
+from gateway.config import KeysConfig
+from gateway.keys.models import Actor
+from gateway.observability.request_ids import valid_traceparent
+
+
+class AdminUnauthorized(Refusal):
+    status = 401
+    code = "unauthorized"
+    message = "Send the admin token or an API key with keys:read / keys:manage as a Bearer token."
+
+    def headers(self) -> dict[str, str]:
+        return {"WWW-Authenticate": 'Bearer realm="keygate-admin"'}
+
+
+@dataclass(frozen=True)
+class AdminAuth:
+    root_token: str | None
+    allow_anonymous_root: bool  # loopback-only listeners with allow_unauthenticated_loopback
+    resolver: KeyResolver
+    keys: KeysConfig
+
+    async def actor(self, request: web.Request, request_id: str) -> Actor:
+        """The acting principal, with the request's context for the audit log."""
+        context = {
+            "client_ip": request.remote,
+            "request_id": request_id,
+            "traceparent": valid_traceparent(request.headers.get("traceparent")),
+        }
+        try:
+            presented = read_credential(request.headers)
+        except Refusal:
+            raise AdminUnauthorized() from None
+        if presented is None:
+            if self.allow_anonymous_root:
+                return Actor(principal="root", **context)
+            raise AdminUnauthorized()
+        if self.root_token is not None and hmac.compare_digest(
+            presented.encode(), self.root_token.encode()
+        ):
+            return Actor(principal="root", **context)
+        try:
+            parsed = parse_presented(presented, self.keys)
+            state = await self.resolver.resolve(parsed)
+            check_status(state, time.time())
+        except Refusal as refusal:
+            if refusal.status == 503:
+                raise
+            raise AdminUnauthorized() from None
+        return Actor(
+            principal=state.display_prefix, org=state.org, scopes=state.scopes, **context
+        )
