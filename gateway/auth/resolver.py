@@ -115,7 +115,11 @@ class KeyResolver:
         metrics.key_verifications.labels("valid" if ok else "invalid").inc()
         if not ok:
             self.failures.record_failure(parsed.key_id)
-            self.local.put(parsed.key_id, state, None, secret_hash)
+            current = self.local.get(parsed.key_id)
+            # A right secret verified meanwhile stays known: dropping its verifier would
+            # send valid requests back to argon2, which the failures just blocked.
+            if current is None or current.verifier is None:
+                self.local.put(parsed.key_id, state, None, secret_hash)
             raise InvalidKey()
         self.local.put(parsed.key_id, state, verifier)
         await self._fill_redis(state, verifier)

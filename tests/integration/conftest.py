@@ -93,7 +93,7 @@ def db(clean_stores: Stores) -> Db:
     return Db(clean_stores.database_url)
 
 
-def _with_database(url: str, name: str) -> str:
+def with_database(url: str, name: str) -> str:
     parts = urlsplit(url)
     return urlunsplit(parts._replace(path="/" + name))
 
@@ -102,7 +102,7 @@ def _with_database(url: str, name: str) -> str:
 def fresh_database_url(stores: Stores) -> Iterator[str]:
     """An empty database (no schema) in the session's server, dropped afterwards."""
     name = "keygate_fresh_" + uuid.uuid4().hex[:12]
-    admin_url = _with_database(stores.database_url, "postgres")
+    admin_url = with_database(stores.database_url, "postgres")
 
     async def run(sql: str) -> None:
         conn = await asyncpg.connect(admin_url)
@@ -113,6 +113,6 @@ def fresh_database_url(stores: Stores) -> Iterator[str]:
 
     asyncio.run(run(f'CREATE DATABASE "{name}"'))
     try:
-        yield _with_database(stores.database_url, name)
+        yield with_database(stores.database_url, name)
     finally:
         asyncio.run(run(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))

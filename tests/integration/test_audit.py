@@ -32,20 +32,32 @@ def test_every_mutation_is_audited(cli: Cli) -> None:
     cli.ok("orgs", "create", "acme", "--name", "Acme")
     entry = newest(cli)
     assert (entry["action"], entry["principal"], entry["org"], entry["key_id"]) == (
-        "org.create", PRINCIPAL, "acme", None,
+        "org.create",
+        PRINCIPAL,
+        "acme",
+        None,
     )
 
-    key = cli.ok("keys", "create", "--org", "acme", "--name", "ci", "--scope", "read",
-                 "--json").json()["key"]
+    key = cli.ok(
+        "keys", "create", "--org", "acme", "--name", "ci", "--scope", "read", "--json"
+    ).json()["key"]
     entry = newest(cli)
-    assert (entry["action"], entry["principal"], entry["key_id"]) == ("key.create", PRINCIPAL, key["id"])
+    assert (entry["action"], entry["principal"], entry["key_id"]) == (
+        "key.create",
+        PRINCIPAL,
+        key["id"],
+    )
     assert entry["new_scopes"] == ["read"] and entry["old_scopes"] is None
     assert entry["details"]["name"] == "ci" and entry["details"]["env"] == "live"
     assert abs((datetime.fromisoformat(entry["at"]) - datetime.now(UTC)).total_seconds()) < 10
 
     cli.ok("keys", "update", key["id"], "--scope", "read", "--scope", "send")
     entry = newest(cli)
-    assert (entry["action"], entry["principal"], entry["key_id"]) == ("key.update", PRINCIPAL, key["id"])
+    assert (entry["action"], entry["principal"], entry["key_id"]) == (
+        "key.update",
+        PRINCIPAL,
+        key["id"],
+    )
     assert (entry["old_scopes"], entry["new_scopes"]) == (["read"], ["read", "send"])
 
     cli.ok("keys", "update", key["id"], "--name", "renamed")
@@ -58,7 +70,9 @@ def test_every_mutation_is_audited(cli: Cli) -> None:
     new_id = rolled["key"]["id"]
     create_entry, roll_entry = audit(cli)[:2]
     assert (roll_entry["action"], roll_entry["key_id"], roll_entry["principal"]) == (
-        "key.roll", key["id"], PRINCIPAL,
+        "key.roll",
+        key["id"],
+        PRINCIPAL,
     )
     assert roll_entry["details"]["new_key_id"] == new_id
     assert roll_entry["details"]["grace_seconds"] == 3600
@@ -68,19 +82,32 @@ def test_every_mutation_is_audited(cli: Cli) -> None:
 
     cli.ok("keys", "revoke", new_id, "--reason", "done")
     entry = newest(cli)
-    assert (entry["action"], entry["principal"], entry["key_id"]) == ("key.revoke", PRINCIPAL, new_id)
+    assert (entry["action"], entry["principal"], entry["key_id"]) == (
+        "key.revoke",
+        PRINCIPAL,
+        new_id,
+    )
     assert entry["details"] == {"reason": "done"}
 
     actions = [e["action"] for e in audit(cli)]
-    assert actions == ["key.revoke", "key.create", "key.roll", "key.update", "key.update",
-                       "key.create", "org.create"]
+    assert actions == [
+        "key.revoke",
+        "key.create",
+        "key.roll",
+        "key.update",
+        "key.update",
+        "key.create",
+        "org.create",
+    ]
     ids = [e["id"] for e in audit(cli)]
     assert ids == sorted(ids, reverse=True)
 
 
 def test_reads_are_not_audited(cli: Cli, db: Db) -> None:
     cli.ok("orgs", "create", "acme")
-    key = cli.ok("keys", "create", "--org", "acme", "--name", "ci", "--scope", "read", "--json").json()
+    key = cli.ok(
+        "keys", "create", "--org", "acme", "--name", "ci", "--scope", "read", "--json"
+    ).json()
     before = db.counts()["audit"]
     cli.ok("keys", "list", "--org", "acme")
     cli.ok("keys", "show", key["key"]["id"])
@@ -92,8 +119,12 @@ def test_reads_are_not_audited(cli: Cli, db: Db) -> None:
 def test_audit_filters_limit_and_text_output(cli: Cli) -> None:
     cli.ok("orgs", "create", "acme")
     cli.ok("orgs", "create", "globex")
-    a = cli.ok("keys", "create", "--org", "acme", "--name", "a", "--scope", "read", "--json").json()["key"]
-    b = cli.ok("keys", "create", "--org", "acme", "--name", "b", "--scope", "read", "--json").json()["key"]
+    a = cli.ok(
+        "keys", "create", "--org", "acme", "--name", "a", "--scope", "read", "--json"
+    ).json()["key"]
+    b = cli.ok(
+        "keys", "create", "--org", "acme", "--name", "b", "--scope", "read", "--json"
+    ).json()["key"]
     cli.ok("keys", "create", "--org", "globex", "--name", "g", "--scope", "read")
     cli.ok("keys", "update", a["id"], "--scope", "send")
     cli.ok("keys", "revoke", b["id"])
@@ -115,8 +146,12 @@ def test_audit_filters_limit_and_text_output(cli: Cli) -> None:
 
 
 async def test_service_records_request_context_and_pages(service: KeyService, clock: Clock) -> None:
-    actor = Actor(principal="admin:root", client_ip="203.0.113.7", request_id="req-123",
-                  traceparent="00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01")
+    actor = Actor(
+        principal="admin:root",
+        client_ip="203.0.113.7",
+        request_id="req-123",
+        traceparent="00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
+    )
     await service.create_org(actor, "acme")
     key = (await service.create_key(actor, "acme", "k", ["read"])).key
     for i in range(4):
@@ -132,7 +167,10 @@ async def test_service_records_request_context_and_pages(service: KeyService, cl
     assert [e.action for e in entries] == ["key.update"] * 4 + ["key.create", "org.create"]
     for e in entries:
         assert (e.principal, e.client_ip, e.request_id, e.traceparent) == (
-            "admin:root", "203.0.113.7", "req-123", actor.traceparent,
+            "admin:root",
+            "203.0.113.7",
+            "req-123",
+            actor.traceparent,
         )
         assert e.at == clock.now
 

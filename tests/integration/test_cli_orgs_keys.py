@@ -20,9 +20,22 @@ from tests.integration.conftest import ROOT_ACTOR, Clock, Db
 
 PREFIXES = {"live": "kg_live_", "test": "kg_test_"}
 KEY_FIELDS = {
-    "id", "display_prefix", "org", "name", "scopes", "env", "status", "created_at",
-    "created_by", "expires_at", "last_used_at", "revoked_at", "revoked_by", "revoke_reason",
-    "metadata", "rolled_from",
+    "id",
+    "display_prefix",
+    "org",
+    "name",
+    "scopes",
+    "env",
+    "status",
+    "created_at",
+    "created_by",
+    "expires_at",
+    "last_used_at",
+    "revoked_at",
+    "revoked_by",
+    "revoke_reason",
+    "metadata",
+    "rolled_from",
 }
 PRINCIPAL = f"cli:{getpass.getuser()}"
 
@@ -36,7 +49,9 @@ def close_to(value: datetime, expected: datetime, slack: float = 10.0) -> bool:
     return abs((value - expected).total_seconds()) <= slack
 
 
-def create(cli: Cli, *extra: str, org: str = "acme", name: str = "ci", scopes: tuple[str, ...] = ("read",)) -> dict[str, Any]:
+def create(
+    cli: Cli, *extra: str, org: str = "acme", name: str = "ci", scopes: tuple[str, ...] = ("read",)
+) -> dict[str, Any]:
     args = ["keys", "create", "--org", org, "--name", name, "--json", *extra]
     for s in scopes:
         args += ["--scope", s]
@@ -61,11 +76,17 @@ def test_orgs_create_and_list(cli: Cli, db: Db) -> None:
     assert close_to(ts(made["created_at"]), datetime.now(UTC))
 
     listed = cli.ok("orgs", "list", "--json").json()
-    assert [(o["slug"], o["name"]) for o in listed["items"]] == [("acme", "acme"), ("globex", "Globex Corp")]
+    assert [(o["slug"], o["name"]) for o in listed["items"]] == [
+        ("acme", "acme"),
+        ("globex", "Globex Corp"),
+    ]
     table = cli.ok("orgs", "list").out.splitlines()
     assert table[0].split() == ["SLUG", "NAME", "CREATED"]
     assert table[1].startswith("acme") and "Globex Corp" in table[2]
-    assert [r["slug"] for r in db.fetch("SELECT slug FROM orgs ORDER BY slug")] == ["acme", "globex"]
+    assert [r["slug"] for r in db.fetch("SELECT slug FROM orgs ORDER BY slug")] == [
+        "acme",
+        "globex",
+    ]
 
 
 def test_json_option_is_accepted_before_the_command(acme: Cli) -> None:
@@ -80,8 +101,9 @@ def test_empty_org_list(cli: Cli) -> None:
 
 
 def test_create_prints_the_full_key_once_with_a_warning(acme: Cli, db: Db) -> None:
-    result = acme.ok("keys", "create", "--org", "acme", "--name", "ci", "--scope", "read",
-                     "--scope", "send")
+    result = acme.ok(
+        "keys", "create", "--org", "acme", "--name", "ci", "--scope", "read", "--scope", "send"
+    )
     keys = [w for w in result.out.split() if w.startswith("kg_live_") and len(w) > 40]
     assert len(keys) == 1
     parsed = parse_key(keys[0], PREFIXES)
@@ -89,7 +111,12 @@ def test_create_prints_the_full_key_once_with_a_warning(acme: Cli, db: Db) -> No
     assert parsed.display_prefix in result.out
     assert "shown only once" in result.err and keys[0] not in result.err
     row = db.key_row(parsed.key_id)
-    assert (row["org"], row["name"], row["scopes"], row["env"]) == ("acme", "ci", ["read", "send"], "live")
+    assert (row["org"], row["name"], row["scopes"], row["env"]) == (
+        "acme",
+        "ci",
+        ["read", "send"],
+        "live",
+    )
     # The stored hash is an argon2id hash of the secret part and nothing else.
     hasher = SecretHasher(load_config(str(TEST_CONFIG)).keys.argon2)
     try:
@@ -104,8 +131,23 @@ def test_create_prints_the_full_key_once_with_a_warning(acme: Cli, db: Db) -> No
 
 
 def test_create_json_gives_key_and_secret(acme: Cli) -> None:
-    result = acme.ok("keys", "create", "--org", "acme", "--name", "ci", "--scope", "send",
-                     "--scope", "read", "--scope", "read", "--metadata", '{"team": "a", "n": 1}', "--json")
+    result = acme.ok(
+        "keys",
+        "create",
+        "--org",
+        "acme",
+        "--name",
+        "ci",
+        "--scope",
+        "send",
+        "--scope",
+        "read",
+        "--scope",
+        "read",
+        "--metadata",
+        '{"team": "a", "n": 1}',
+        "--json",
+    )
     data = result.json()
     assert set(data) == {"key", "secret"}
     key = data["key"]
@@ -118,7 +160,14 @@ def test_create_json_gives_key_and_secret(acme: Cli) -> None:
     assert key["created_by"] == PRINCIPAL
     assert close_to(ts(key["created_at"]), datetime.now(UTC))
     assert key["metadata"] == {"team": "a", "n": 1}
-    for absent in ("expires_at", "last_used_at", "revoked_at", "revoked_by", "revoke_reason", "rolled_from"):
+    for absent in (
+        "expires_at",
+        "last_used_at",
+        "revoked_at",
+        "revoked_by",
+        "revoke_reason",
+        "rolled_from",
+    ):
         assert key[absent] is None
     assert "only once" in result.err
 
@@ -145,11 +194,17 @@ def test_list_newest_first_with_status_filter(acme: Cli) -> None:
     acme.ok("keys", "revoke", ids[1])
     listed = acme.ok("keys", "list", "--org", "acme", "--json").json()["items"]
     assert [k["id"] for k in listed] == ids[::-1]
-    active = acme.ok("keys", "list", "--org", "acme", "--status", "active", "--json").json()["items"]
+    active = acme.ok("keys", "list", "--org", "acme", "--status", "active", "--json").json()[
+        "items"
+    ]
     assert [k["id"] for k in active] == [ids[3], ids[2], ids[0]]
-    revoked = acme.ok("keys", "list", "--org", "acme", "--status", "revoked", "--json").json()["items"]
+    revoked = acme.ok("keys", "list", "--org", "acme", "--status", "revoked", "--json").json()[
+        "items"
+    ]
     assert [(k["id"], k["status"]) for k in revoked] == [(ids[1], "revoked")]
-    assert acme.ok("keys", "list", "--org", "acme", "--status", "expired", "--json").json() == {"items": []}
+    assert acme.ok("keys", "list", "--org", "acme", "--status", "expired", "--json").json() == {
+        "items": []
+    }
     limited = acme.ok("keys", "list", "--org", "acme", "--limit", "2", "--json").json()["items"]
     assert [k["id"] for k in limited] == [ids[3], ids[2]]
 
@@ -163,7 +218,9 @@ def test_list_other_orgs_keys_are_not_shown(acme: Cli) -> None:
     acme.ok("orgs", "create", "globex")
     mine = create(acme)["key"]["id"]
     create(acme, org="globex")
-    assert [k["id"] for k in acme.ok("keys", "list", "--org", "acme", "--json").json()["items"]] == [mine]
+    assert [
+        k["id"] for k in acme.ok("keys", "list", "--org", "acme", "--json").json()["items"]
+    ] == [mine]
 
 
 def test_show_by_id_and_by_display_prefix(acme: Cli) -> None:
@@ -174,7 +231,11 @@ def test_show_by_id_and_by_display_prefix(acme: Cli) -> None:
     text = acme.ok("keys", "show", key["display_prefix"]).out
     lines = dict(line.split(None, 1) for line in text.splitlines())
     assert lines["id"] == key["id"] and lines["org"] == "acme" and lines["status"] == "active"
-    assert lines["scopes"] == "read" and lines["expires_at"] == "-" and lines["metadata"] == '{"a": [1, 2]}'
+    assert (
+        lines["scopes"] == "read"
+        and lines["expires_at"] == "-"
+        and lines["metadata"] == '{"a": [1, 2]}'
+    )
     # The right id with another prefix is not this key.
     wrong = acme("keys", "show", "kg_test_" + key["id"])
     assert wrong.code == 1 and "unknown key" in wrong.err
@@ -187,11 +248,23 @@ def test_update_name_and_scopes(acme: Cli, db: Db) -> None:
     key = create(acme, scopes=("read",))["key"]
     renamed = acme.ok("keys", "update", key["id"], "--name", "deploy bot", "--json").json()
     assert renamed["name"] == "deploy bot" and renamed["scopes"] == ["read"]
-    rescoped = acme.ok("keys", "update", key["display_prefix"], "--scope", "workflows:*",
-                       "--scope", "send", "--json").json()
+    rescoped = acme.ok(
+        "keys",
+        "update",
+        key["display_prefix"],
+        "--scope",
+        "workflows:*",
+        "--scope",
+        "send",
+        "--json",
+    ).json()
     assert rescoped["scopes"] == ["send", "workflows:*"] and rescoped["name"] == "deploy bot"
     row = db.key_row(key["id"])
-    assert (row["name"], row["scopes"], row["version"]) == ("deploy bot", ["send", "workflows:*"], 3)
+    assert (row["name"], row["scopes"], row["version"]) == (
+        "deploy bot",
+        ["send", "workflows:*"],
+        3,
+    )
     assert rescoped["id"] == key["id"] and rescoped["created_at"] == key["created_at"]
     text = acme.ok("keys", "update", key["id"], "--name", "again").out
     assert "again" in text
@@ -207,7 +280,10 @@ def test_revoke_with_reason(acme: Cli, db: Db) -> None:
     assert revoked["revoked_by"] == PRINCIPAL and revoked["revoke_reason"] == "leaked in CI logs"
     assert close_to(ts(revoked["revoked_at"]), datetime.now(UTC))
     row = db.key_row(key["id"])
-    assert row["revoked_at"] == ts(revoked["revoked_at"]) and row["revoke_reason"] == "leaked in CI logs"
+    assert (
+        row["revoked_at"] == ts(revoked["revoked_at"])
+        and row["revoke_reason"] == "leaked in CI logs"
+    )
     assert acme.ok("keys", "show", key["id"], "--json").json()["status"] == "revoked"
     other = create(acme)["key"]
     assert acme.ok("keys", "revoke", other["display_prefix"]).out.strip() == (
@@ -219,8 +295,15 @@ def test_revoke_with_reason(acme: Cli, db: Db) -> None:
 
 
 def test_roll_issues_a_replacement_and_the_old_key_expires_after_grace(acme: Cli, db: Db) -> None:
-    old = create(acme, "--metadata", '{"team": "payments"}', "--env", "test", name="billing",
-                 scopes=("read", "workflows:*"))["key"]
+    old = create(
+        acme,
+        "--metadata",
+        '{"team": "payments"}',
+        "--env",
+        "test",
+        name="billing",
+        scopes=("read", "workflows:*"),
+    )["key"]
     rolled = acme.ok("keys", "roll", old["id"], "--json")
     data = rolled.json()
     assert set(data) == {"key", "secret", "previous"}
@@ -300,11 +383,20 @@ def test_expired_key_status(acme: Cli, db: Db) -> None:
     shown = acme.ok("keys", "show", expired, "--json").json()
     assert shown["status"] == "expired" and shown["revoked_at"] is None
     by_status = {
-        status: [k["id"] for k in acme.ok("keys", "list", "--org", "acme", "--status", status,
-                                           "--json").json()["items"]]
+        status: [
+            k["id"]
+            for k in acme.ok("keys", "list", "--org", "acme", "--status", status, "--json").json()[
+                "items"
+            ]
+        ]
         for status in ("active", "expired", "revoked", "all")
     }
-    assert by_status == {"active": [live], "expired": [expired], "revoked": [], "all": [live, expired]}
+    assert by_status == {
+        "active": [live],
+        "expired": [expired],
+        "revoked": [],
+        "all": [live, expired],
+    }
     # An expired key can still be revoked, and then it counts as revoked.
     acme.ok("keys", "revoke", expired)
     assert acme.ok("keys", "show", expired, "--json").json()["status"] == "revoked"

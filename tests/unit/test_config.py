@@ -30,8 +30,13 @@ from gateway.config import (
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "config" / "keygate.example.yaml"
 SECRET = "s" * 32
-ENV_VARS = ("KEYGATE_CONFIG", "KEYGATE_DATABASE_URL", "KEYGATE_REDIS_URL", "KEYGATE_SECRET",
-            "KEYGATE_ADMIN_TOKEN")
+ENV_VARS = (
+    "KEYGATE_CONFIG",
+    "KEYGATE_DATABASE_URL",
+    "KEYGATE_REDIS_URL",
+    "KEYGATE_SECRET",
+    "KEYGATE_ADMIN_TOKEN",
+)
 
 
 @pytest.fixture(autouse=True)
@@ -77,7 +82,11 @@ def test_example_loads_to_the_documented_values() -> None:
     assert config.listen == ListenConfig("0.0.0.0:8080", "127.0.0.1:8081")
     assert dict(config.keys.prefixes) == {"live": "kg_live_", "test": "kg_test_"}
     assert config.keys.accept_envs == {"live", "test"}
-    assert (config.keys.argon2.time_cost, config.keys.argon2.memory_kib, config.keys.argon2.parallelism) == (2, 19456, 1)
+    assert (
+        config.keys.argon2.time_cost,
+        config.keys.argon2.memory_kib,
+        config.keys.argon2.parallelism,
+    ) == (2, 19456, 1)
     assert config.cache.local_ttl == 5.0 and config.cache.redis_ttl == 600.0
     assert config.upstreams["sessions"].url == "http://127.0.0.1:9000"
     assert [r.path for r in config.routes][:2] == ["/api/v1/sessions/**"] * 2
@@ -94,13 +103,19 @@ def test_example_documents_every_field() -> None:
     data = yaml.safe_load(EXAMPLE.read_text())
     text = EXAMPLE.read_text()
     sections = {
-        "listen": ListenConfig, "keys": KeysConfig, "cache": CacheConfig,
-        "last_used": LastUsedConfig, "server": ServerConfig, "log": LogConfig,
+        "listen": ListenConfig,
+        "keys": KeysConfig,
+        "cache": CacheConfig,
+        "last_used": LastUsedConfig,
+        "server": ServerConfig,
+        "log": LogConfig,
         "admin": AdminConfig,
     }
     for name, cls in sections.items():
         documented = set(data[name] or {}) | {
-            line.split(":")[0].strip("# ") for line in text.splitlines() if line.lstrip().startswith("#")
+            line.split(":")[0].strip("# ")
+            for line in text.splitlines()
+            if line.lstrip().startswith("#")
         }
         assert _field_names(cls) <= documented, name
     assert set(data["keys"]["argon2"]) == {"time_cost", "memory_kib", "parallelism"}
@@ -175,6 +190,9 @@ def test_every_problem_is_reported_at_once(tmp_path: Path) -> None:
     assert all(line.startswith(str(tmp_path)) for line in lines)  # each names the file
 
 
+ROUTES = "upstreams: {a: {url: 'http://x'}}\nroutes:\n"
+
+
 @pytest.mark.parametrize(
     ("text", "line", "path"),
     [
@@ -189,12 +207,21 @@ def test_every_problem_is_reported_at_once(tmp_path: Path) -> None:
         ("cache:\n  local_ttl: 5\n", 2, "cache.local_ttl"),
         ("upstreams:\n  a: {url: 'ftp://x'}\n", 2, "upstreams.a.url"),
         ("upstreams:\n  a: {timeout: 5s}\n", 2, "upstreams.a.url"),
-        ("upstreams: {a: {url: 'http://x'}}\nroutes:\n  - {path: /x, upstream: a, max_body: lots}\n",
-         3, "routes[0].max_body"),
-        ("upstreams: {a: {url: 'http://x'}}\nroutes:\n  - {path: /x, upstream: a, public: true, scopes: [r]}\n",
-         3, "routes[0].public"),
-        ("upstreams: {a: {url: 'http://x'}}\nroutes:\n  - {path: /x, upstream: a, org_param: org}\n",
-         3, "routes[0].org_param"),
+        (
+            ROUTES + "  - {path: /x, upstream: a, max_body: lots}\n",
+            3,
+            "routes[0].max_body",
+        ),
+        (
+            ROUTES + "  - {path: /x, upstream: a, public: true, scopes: [r]}\n",
+            3,
+            "routes[0].public",
+        ),
+        (
+            ROUTES + "  - {path: /x, upstream: a, org_param: org}\n",
+            3,
+            "routes[0].org_param",
+        ),
         ("routes: {a: 1}\n", 1, "routes"),
         ("cache: 5\n", 1, "cache"),
     ],
@@ -241,8 +268,10 @@ def test_empty_file_gives_the_defaults(tmp_path: Path) -> None:
 
 
 def test_environment_overrides_the_file(tmp_path: Path) -> None:
-    path = write(tmp_path, "database_url: postgresql://file/db\nredis_url: redis://file/0\n"
-                           "admin_token: from-file\n")
+    path = write(
+        tmp_path,
+        "database_url: postgresql://file/db\nredis_url: redis://file/0\nadmin_token: from-file\n",
+    )
     env = {
         "KEYGATE_DATABASE_URL": "postgresql://u:p@env:5433/db",
         "KEYGATE_REDIS_URL": "redis://env:6380/1",
@@ -256,7 +285,10 @@ def test_environment_overrides_the_file(tmp_path: Path) -> None:
     assert config.secret == SECRET
     unset = load_config(path, env={})
     assert (unset.database_url, unset.redis_url, unset.admin_token, unset.secret) == (
-        "postgresql://file/db", "redis://file/0", "from-file", None,
+        "postgresql://file/db",
+        "redis://file/0",
+        "from-file",
+        None,
     )
 
 
@@ -284,7 +316,9 @@ def test_short_secret_from_env_is_rejected(secret: str, monkeypatch: pytest.Monk
 
 
 def test_short_secret_in_file_names_its_line() -> None:
-    assert problems_of("log: {}\nsecret: tooshort\n") == ["line 2: secret: must be at least 32 bytes"]
+    assert problems_of("log: {}\nsecret: tooshort\n") == [
+        "line 2: secret: must be at least 32 bytes"
+    ]
 
 
 def test_secret_of_32_bytes_is_accepted() -> None:

@@ -40,7 +40,9 @@ def from_base62(digits: str) -> int:
 # --- generation and round trip ---------------------------------------------------------
 
 
-@pytest.mark.parametrize("prefix", ["kg_live_", "kg_test_", "sk-", "wa_", "flwl_live_", "x", "A" * 16])
+@pytest.mark.parametrize(
+    "prefix", ["kg_live_", "kg_test_", "sk-", "wa_", "flwl_live_", "x", "A" * 16]
+)
 def test_generated_key_has_the_spec_shape(prefix: str) -> None:
     full, parts = generate_key(prefix)
     assert full.startswith(prefix)
@@ -74,7 +76,10 @@ def test_every_generated_key_parses_back(prefix: str) -> None:
     full, made = generate_key(prefix)
     parsed = parse_key(full, {"live": prefix})
     assert (parsed.prefix, parsed.env, parsed.key_id, parsed.secret) == (
-        prefix, "live", made.key_id, made.secret,
+        prefix,
+        "live",
+        made.key_id,
+        made.secret,
     )
     assert parsed.display_prefix == prefix + made.key_id
 
@@ -129,7 +134,7 @@ def test_any_single_character_substitution_is_rejected(prefix: str, data: st.Dat
 
 @pytest.mark.parametrize("prefix", ["kg_live_", "sk-", "flwl_live_"])
 def test_every_substitution_at_every_position_is_rejected(prefix: str) -> None:
-    """Exhaustive for one key per prefix: len(key) × 63 typos, all refused."""
+    """Exhaustive for one key per prefix: len(key) * 63 typos, all refused."""
     full, _ = generate_key(prefix)
     configured = {"live": prefix, "test": "kg_test_"}
     for pos, original in enumerate(full):
@@ -198,8 +203,18 @@ def _valid() -> str:
         lambda: "Bearer " + _valid(),
     ],
     ids=[
-        "empty", "prefix-only", "no-prefix", "leading-space", "trailing-newline", "upper-cased",
-        "truncated", "extended", "non-ascii", "zeros", "long-prefix", "with-scheme",
+        "empty",
+        "prefix-only",
+        "no-prefix",
+        "leading-space",
+        "trailing-newline",
+        "upper-cased",
+        "truncated",
+        "extended",
+        "non-ascii",
+        "zeros",
+        "long-prefix",
+        "with-scheme",
     ],
 )
 def test_malformed_inputs_are_rejected(make: object) -> None:
@@ -244,8 +259,16 @@ def test_split_key_reference(text: str, expected: tuple[str | None, str]) -> Non
 
 @pytest.mark.parametrize(
     "text",
-    ["", "a1B2c3D", "a1B2c3D!", "kg_live_a1B2c3D", "kg_live_a1B2-3D4", "x" * 17 + "a1B2c3D4",
-     "kg_live_a1B2c3D4 ", "не ключ"],
+    [
+        "",
+        "a1B2c3D",
+        "a1B2c3D!",
+        "kg_live_a1B2c3D",
+        "kg_live_a1B2-3D4",
+        "x" * 17 + "a1B2c3D4",
+        "kg_live_a1B2c3D4 ",
+        "не ключ",
+    ],
 )
 def test_split_key_reference_rejects_garbage(text: str) -> None:
     with pytest.raises(MalformedKey) as info:
@@ -264,4 +287,7 @@ def test_a_full_key_given_as_reference_is_not_echoed() -> None:
 
 def test_display_prefix_of_a_generated_key_is_a_valid_reference() -> None:
     full, parts = generate_key("wa_")
-    assert split_key_reference(parse_key(full, {"live": "wa_"}).display_prefix) == ("wa_", parts.key_id)
+    assert split_key_reference(parse_key(full, {"live": "wa_"}).display_prefix) == (
+        "wa_",
+        parts.key_id,
+    )

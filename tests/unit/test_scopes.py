@@ -16,13 +16,43 @@ from gateway.keys.scopes import (
 )
 
 VALID = [
-    "read", "send", "manage", "keys:manage", "workflows:read", "workflows:*", "*",
-    "a:b:c", "a:b:*", "v1.read", "user_profile", "x-y", "A", "0", "a" * MAX_SCOPE_LENGTH,
+    "read",
+    "send",
+    "manage",
+    "keys:manage",
+    "workflows:read",
+    "workflows:*",
+    "*",
+    "a:b:c",
+    "a:b:*",
+    "v1.read",
+    "user_profile",
+    "x-y",
+    "A",
+    "0",
+    "a" * MAX_SCOPE_LENGTH,
 ]
 INVALID = [
-    "", " ", "read ", " read", "re ad", "workflows:", ":read", "a::b", "**", "*:read",
-    "workflows:*:read", "workflows*", "read,write", "read\n", "é", "a/b", "a" * (MAX_SCOPE_LENGTH + 1),
-    None, 1, ["read"],
+    "",
+    " ",
+    "read ",
+    " read",
+    "re ad",
+    "workflows:",
+    ":read",
+    "a::b",
+    "**",
+    "*:read",
+    "workflows:*:read",
+    "workflows*",
+    "read,write",
+    "read\n",
+    "é",
+    "a/b",
+    "a" * (MAX_SCOPE_LENGTH + 1),
+    None,
+    1,
+    ["read"],
 ]
 
 
@@ -44,7 +74,11 @@ def test_invalid_scope_message_names_the_scope() -> None:
 
 
 def test_normalise_sorts_and_deduplicates() -> None:
-    assert normalise_scopes(["send", "read", "send", "workflows:*"]) == ("read", "send", "workflows:*")
+    assert normalise_scopes(["send", "read", "send", "workflows:*"]) == (
+        "read",
+        "send",
+        "workflows:*",
+    )
     assert normalise_scopes([]) == ()
     with pytest.raises(ScopeError):
         normalise_scopes(["read", ""])
@@ -92,7 +126,11 @@ MISSING = [
     (["read"], ["read", "send"], ("send",)),
     (["send", "read"], ["read", "send"], ()),
     (["*"], ["read", "workflows:write", "keys:manage"], ()),
-    (["workflows:*"], ["workflows:read", "workflows", "workflowsx:read"], ("workflows", "workflowsx:read")),
+    (
+        ["workflows:*"],
+        ["workflows:read", "workflows", "workflowsx:read"],
+        ("workflows", "workflowsx:read"),
+    ),
     (["workflows:*", "workflows"], ["workflows", "workflows:read"], ()),
     (["read"], ["write", "read", "manage"], ("write", "manage")),
 ]

@@ -28,8 +28,26 @@ def test_parse_duration(text: str, seconds: float) -> None:
 
 @pytest.mark.parametrize(
     "text",
-    ["", "5", "s", "5 s", "-5s", "+5s", "5sec", "5S", "5y", "five seconds", "1h 30m", "5s,", ".5s",
-     "1e3s", "0x10s", None, 5, 5.0],
+    [
+        "",
+        "5",
+        "s",
+        "5 s",
+        "-5s",
+        "+5s",
+        "5sec",
+        "5S",
+        "5y",
+        "five seconds",
+        "1h 30m",
+        "5s,",
+        ".5s",
+        "1e3s",
+        "0x10s",
+        None,
+        5,
+        5.0,
+    ],
     ids=repr,
 )
 def test_parse_duration_rejects(text: object) -> None:

@@ -1,0 +1,188 @@
+"""Keys at speed (§5) seen from outside: changes beat the caches, floods do not starve.
+
+The gateway's local TTL is 1 s here; with Redis up, pub/sub makes changes visible much
+sooner. Times are printed for the record; assertions are on the spec's bound.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+
+import aiohttp
+import pytest
+
+from gateway.keys.format import BASE62
+from tests.integration.proxy.conftest import LOCAL_TTL, KeyMaker, MadeKey
+from tests.support.gateway_process import GatewayProcess
+
+SLACK = 0.5  # scheduling and polling on a loaded 2-core machine
+
+
+async def _status(http: aiohttp.ClientSession, gateway: GatewayProcess, key: MadeKey,
+                  secret: str | None = None) -> tuple[int, str | None]:
+    headers = {"Authorization": f"Bearer {secret or key.secret}"}
+    async with http.get(gateway.url + "/api/read/poll", headers=headers) as reply:
+        body = await reply.json()
+        code = body["error"]["code"] if reply.status != 200 else None
+        return reply.status, code
+
+
+async def _poll_until_refused(
+    http: aiohttp.ClientSession, gateway: GatewayProcess, key: MadeKey, limit: float
+) -> tuple[float, str | None]:
+    """Seconds until the key is refused (polling every 20 ms) and the refusal's code."""
+    started = time.monotonic()
+    while time.monotonic() - started < limit:
+        status, code = await _status(http, gateway, key)
+        if status != 200:
+            return time.monotonic() - started, code
+        await asyncio.sleep(0.02)
+    raise AssertionError(f"key still accepted {limit:.1f}s later")
+
+
+async def test_revoked_while_cached_is_refused_within_the_local_ttl(
+    gateway: GatewayProcess, http: aiohttp.ClientSession, keys: KeyMaker
+) -> None:
+    key = await keys.key(["read"])
+    for _ in range(5):  # warm every tier: local, Redis with its verifier
+        assert (await _status(http, gateway, key))[0] == 200
+    await keys.cli("keys", "revoke", key.id)
+    elapsed, code = await _poll_until_refused(http, gateway, key, LOCAL_TTL + 3)
+    print(f"revoked key refused {elapsed * 1000:.0f} ms after `keygate keys revoke` returned")
+    assert code == "revoked_api_key"
+    assert elapsed <= LOCAL_TTL + SLACK
+    # And it stays refused once every cache has had time to expire.
+    await asyncio.sleep(LOCAL_TTL + 0.2)
+    assert await _status(http, gateway, key) == (401, "revoked_api_key")
+
+
+async def test_scope_change_while_cached_applies_within_the_local_ttl(
+    gateway: GatewayProcess, http: aiohttp.ClientSession, keys: KeyMaker
+) -> None:
+    key = await keys.key(["read"])
+    assert (await _status(http, gateway, key))[0] == 200
+    await keys.service.update_key(keys_actor(), key.id, scopes=["write"])
+    elapsed, code = await _poll_until_refused(http, gateway, key, LOCAL_TTL + 3)
+    print(f"scope removal applied {elapsed * 1000:.0f} ms after the update")
+    assert code == "insufficient_scope"
+    assert elapsed <= LOCAL_TTL + SLACK
+
+
+def keys_actor() -> object:
+    from tests.integration.proxy.conftest import ACTOR
+
+    return ACTOR
+
+
+async def test_expired_while_cached_is_refused_on_time(
+    gateway: GatewayProcess, http: aiohttp.ClientSession, keys: KeyMaker
+) -> None:
+    key = await keys.key(["read"], expires_in=2.0)
+    assert key.expires_at is not None
+    expires = key.expires_at.timestamp()
+    accepted_after_expiry: list[float] = []
+    refused_at = None
+    while time.time() < expires + LOCAL_TTL + 2:
+        sent = time.time()
+        status, code = await _status(http, gateway, key)
+        if status == 200:
+            if sent > expires:
+                accepted_after_expiry.append(sent - expires)
+        else:
+            assert code == "expired_api_key"
+            assert sent > expires - 0.05, "refused before its expiry"
+            refused_at = sent
+            break
+        await asyncio.sleep(0.02)
+    assert refused_at is not None, "the expired key was never refused"
+    print(f"expired key refused {(refused_at - expires) * 1000:.0f} ms after expires_at")
+    # Expiry is checked on every request against the clock: no cache may extend it.
+    assert refused_at - expires <= LOCAL_TTL + SLACK
+    assert not accepted_after_expiry or max(accepted_after_expiry) < 0.1
+
+
+def _wrong_secret() -> str:
+    return "".join(random.choice(BASE62) for _ in range(32))
+
+
+async def _flood(
+    gateway: GatewayProcess, key: MadeKey, valid: int, wrong: int, concurrency: int = 40
+) -> tuple[dict[int, int], dict[int, int]]:
+    """Interleave `valid` and `wrong` requests for `key`'s id; count statuses of each."""
+    jobs = [True] * valid + [False] * wrong
+    random.shuffle(jobs)
+    valid_counts: dict[int, int] = {}
+    wrong_counts: dict[int, int] = {}
+    queue: asyncio.Queue[bool] = asyncio.Queue()
+    for job in jobs:
+        queue.put_nowait(job)
+
+    async def worker(http: aiohttp.ClientSession) -> None:
+        while not queue.empty():
+            is_valid = queue.get_nowait()
+            secret = key.secret if is_valid else key.with_secret(_wrong_secret())
+            async with http.get(gateway.url + "/api/read/flood",
+                                headers={"Authorization": f"Bearer {secret}"}) as reply:
+                await reply.read()
+                counts = valid_counts if is_valid else wrong_counts
+                counts[reply.status] = counts.get(reply.status, 0) + 1
+
+    connector = aiohttp.TCPConnector(limit=concurrency)
+    async with aiohttp.ClientSession(connector=connector) as http:
+        await asyncio.gather(*(worker(http) for _ in range(concurrency)))
+    return valid_counts, wrong_counts
+
+
+async def test_wrong_secret_flood_does_not_starve_valid_traffic(
+    gateway: GatewayProcess, http: aiohttp.ClientSession, keys: KeyMaker
+) -> None:
+    key = await keys.key(["read"])
+    assert (await _status(http, gateway, key))[0] == 200  # valid traffic is flowing
+    valid, wrong = await _flood(gateway, key, valid=300, wrong=1500)
+    print(f"flood: valid {valid}, wrong {wrong}")
+    assert valid == {200: 300}
+    assert wrong == {401: 1500}
+    # The key works normally afterwards.
+    assert (await _status(http, gateway, key))[0] == 200
+
+
+async def test_wrong_secrets_racing_the_first_verify_do_not_unlearn_it(
+    gateway: GatewayProcess, keys: KeyMaker
+) -> None:
+    """Wrong secrets verified alongside the first right one must not erase what it proved.
+
+    The right secret is sent first, then a burst of wrong ones that exceeds the per-id
+    failure limit; their argon2 verifies finish after the right one.
+    """
+    key = await keys.key(["read"])
+    connector = aiohttp.TCPConnector(limit=0)
+    async with aiohttp.ClientSession(connector=connector) as http:
+        first = asyncio.create_task(_status(http, gateway, key))
+        wrong = [asyncio.create_task(_status(http, gateway, key, key.with_secret(_wrong_secret())))
+                 for _ in range(60)]
+        assert await first == (200, None)
+        assert {r for r in await asyncio.gather(*wrong)} == {(401, "invalid_api_key")}
+        after = await asyncio.gather(*(_status(http, gateway, key) for _ in range(50)))
+    refused = [r for r in after if r[0] != 200]
+    assert not refused, f"{len(refused)} of 50 valid requests refused after the burst: {refused[0]}"
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="known gap: before a key's right secret has been verified, more than "
+    "cache.max_failures_per_key wrong secrets for its (public) id make the gateway refuse "
+    "the right one too, for cache.failed_ttl; see the report on issue 3",
+)
+async def test_wrong_secret_flood_before_first_use(
+    gateway: GatewayProcess, keys: KeyMaker
+) -> None:
+    """A flood that starts before the key's first use (nothing cached anywhere)."""
+    key = await keys.key(["read"])
+    _, wrong = await _flood(gateway, key, valid=0, wrong=100)
+    assert wrong == {401: 100}
+    valid, wrong = await _flood(gateway, key, valid=50, wrong=200)
+    print(f"cold flood: valid {valid}, wrong {wrong}")
+    assert wrong == {401: 200}
+    assert valid == {200: 50}
