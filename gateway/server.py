@@ -18,6 +18,9 @@ from aiohttp import web
 
 from gateway.app import admin_app, build_gateway, proxy_server, server_secret, start_background, stop_gateway
 from gateway.config import Config
+from gateway.keys.errors import StoreUnavailable
+from gateway.store.db import Database
+from gateway.store.migrate import pending_migrations
 
 log = logging.getLogger("keygate")
 
@@ -93,10 +96,29 @@ def _worker_process(config: Config, secret: bytes) -> None:
     run_async(run_worker(config, secret, shared_port=True))
 
 
+async def check_schema(config: Config) -> None:
+    """Refuse to serve on a database that lacks this version's migrations.
+
+    An unreachable database is not a reason to refuse: cached keys can still be served.
+    """
+    db = Database(config.database_url, timeout=config.server.store_timeout)
+    try:
+        pending = await pending_migrations(db)
+    except StoreUnavailable as exc:
+        log.warning("could not check the database schema: %s", exc)
+        return
+    finally:
+        await db.close()
+    if pending:
+        names = ", ".join(f"{m.version:04d}_{m.name}" for m in pending)
+        raise SystemExit(f"keygate: the database lacks migrations {names}: run `keygate migrate`")
+
+
 def serve(config: Config, workers: int | None = None) -> int:
     """Run until signalled; returns the exit code."""
     configure_logging(config)
     secret = server_secret(config)
+    run_async(check_schema(config))
     count = workers or config.server.workers
     if count < 1:
         raise SystemExit("keygate: --workers must be at least 1")

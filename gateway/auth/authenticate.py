@@ -8,7 +8,14 @@ from collections.abc import Mapping
 from multidict import CIMultiDictProxy
 
 from gateway.auth.credentials import read_credential
-from gateway.auth.errors import ExpiredKey, InsufficientScope, InvalidKey, MissingKey, RevokedKey, WrongOrg
+from gateway.auth.errors import (
+    ExpiredKey,
+    InsufficientScope,
+    InvalidKey,
+    MissingKey,
+    RevokedKey,
+    WrongOrg,
+)
 from gateway.auth.resolver import KeyResolver
 from gateway.config import KeysConfig
 from gateway.keys.format import MalformedKey, ParsedKey, parse_key

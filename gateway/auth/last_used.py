@@ -49,7 +49,7 @@ class LastUsedRecorder:
         try:
             async with self.db.connection() as conn:
                 written = await queries.stamp_last_used(conn, ids, stamps)
-        except (StoreUnavailable, OSError, asyncio.TimeoutError):
+        except (TimeoutError, StoreUnavailable, OSError):
             metrics.POSTGRES_ERRORS.inc()
             for key_id, at in batch.items():  # newer stamps recorded meanwhile win
                 if key_id not in self._pending:
@@ -69,5 +69,5 @@ class LastUsedRecorder:
             await asyncio.sleep(self.interval)
             try:
                 await self.flush()
-            except (StoreUnavailable, OSError, asyncio.TimeoutError) as exc:
+            except (TimeoutError, StoreUnavailable, OSError) as exc:
                 log.warning("last_used flush failed, will retry: %s", exc)

@@ -83,7 +83,7 @@ class KeyResolver:
             return None
         try:
             cached = await self.redis.get(key_id)
-        except (RedisError, OSError, asyncio.TimeoutError):
+        except (TimeoutError, RedisError, OSError):
             metrics.REDIS_ERRORS.inc()
             return None
         (metrics.REDIS_HIT if cached is not None else metrics.REDIS_MISS).inc()
@@ -130,7 +130,7 @@ class KeyResolver:
             return
         try:
             await self.redis.put(state, verifier)
-        except (RedisError, OSError, asyncio.TimeoutError):
+        except (TimeoutError, RedisError, OSError):
             metrics.REDIS_ERRORS.inc()
 
     def evict(self, key_id: str) -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import AsyncIterator
 
@@ -77,7 +76,7 @@ async def forward_http(
             try:
                 async for chunk in reply.content.iter_any():
                     await response.write(chunk)
-            except (aiohttp.ClientError, asyncio.TimeoutError):
+            except (TimeoutError, aiohttp.ClientError):
                 # Too late for a status: cut the connection so the client sees truncation.
                 if request.transport is not None:
                     request.transport.abort()
@@ -86,7 +85,7 @@ async def forward_http(
             return response
     except BodyTooLarge:
         raise
-    except (aiohttp.ServerTimeoutError, asyncio.TimeoutError):
+    except (TimeoutError, aiohttp.ServerTimeoutError):
         raise UpstreamTimeout() from None
     except aiohttp.ClientConnectorError:
         raise UpstreamUnavailable() from None

@@ -82,7 +82,7 @@ async def relay_websocket(
             upstream.ws_url(path, query), headers=up_headers, protocols=protocols,
             autoclose=False, autoping=False, max_msg_size=0,
         )
-    except (aiohttp.ServerTimeoutError, asyncio.TimeoutError):
+    except (TimeoutError, aiohttp.ServerTimeoutError):
         raise UpstreamTimeout() from None
     except aiohttp.ClientError:
         raise UpstreamUnavailable() from None

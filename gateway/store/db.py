@@ -102,7 +102,7 @@ class Database:
         try:
             async with pool.acquire(timeout=self.timeout) as conn:
                 yield conn
-        except asyncpg.exceptions.UndefinedTableError:
+        except (asyncpg.exceptions.UndefinedTableError, asyncpg.exceptions.UndefinedColumnError):
             raise NotMigrated(
                 f"the database at {redact_url(self.url)} has no Keygate schema:"
                 " run `keygate migrate`"

@@ -10,7 +10,7 @@ import re
 from dataclasses import dataclass
 from importlib import resources
 
-from gateway.store.db import Database
+from gateway.store.db import Database, NotMigrated
 
 _LOCK_ID = 0x6B657967617465  # "keygate"
 _NAME = re.compile(r"(\d{4})_([a-z0-9_]+)\.sql")
@@ -69,3 +69,12 @@ async def applied_versions(db: Database) -> list[int]:
     async with db.connection() as conn:
         rows = await conn.fetch("SELECT version FROM keygate_migrations ORDER BY version")
     return [r["version"] for r in rows]
+
+
+async def pending_migrations(db: Database) -> list[Migration]:
+    """Bundled migrations the database has not applied yet."""
+    try:
+        done = set(await applied_versions(db))
+    except NotMigrated:  # not even the migrations table yet
+        done = set()
+    return [m for m in bundled_migrations() if m.version not in done]
