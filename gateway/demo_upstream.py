@@ -79,7 +79,8 @@ async def _redirect(_: web.Request) -> web.Response:
 
 async def _gzip(_: web.Request) -> web.Response:
     body = gzip.compress(b"compressed hello " * 100)
-    return web.Response(body=body, headers={"Content-Encoding": "gzip", "Content-Type": "text/plain"})
+    headers = {"Content-Encoding": "gzip", "Content-Type": "text/plain"}
+    return web.Response(body=body, headers=headers)
 
 
 async def _ws_echo(request: web.Request) -> web.WebSocketResponse:

@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 
 from aiohttp import web
+from yarl import URL
 
 from gateway.config import Config, load_config
 from gateway.demo_upstream import demo_app
@@ -29,7 +30,7 @@ from gateway.store.migrate import migrate
 
 DATA_DIR = Path(".keygate")
 DEV_CONFIG = Path("config/dev.yaml")
-DEMO_UPSTREAM = ("127.0.0.1", 9000)
+DEMO_UPSTREAM = "demo"  # the upstream in the dev config that the demo app plays
 
 
 def _dev_secret() -> str:
@@ -65,7 +66,8 @@ async def _ensure_demo_key(config: Config, secret: str) -> str | None:
 def _print_welcome(config: Config, key: str | None) -> None:
     proxy = "http://" + config.listen.proxy
     admin = "http://" + config.listen.admin
-    print(f"\nKeygate dev is up. Proxy: {proxy}  Admin: {admin}  Demo upstream: http://127.0.0.1:9000")
+    host, port = _demo_address(config)
+    print(f"\nKeygate dev is up. Proxy: {proxy}  Admin: {admin}  Demo upstream: http://{host}:{port}")
     print(f"Postgres: {config.database_url}\nRedis:    {config.redis_url}\n")
     if key is None:
         print("The demo key was created on an earlier run and cannot be shown again.")
@@ -81,13 +83,21 @@ def _print_welcome(config: Config, key: str | None) -> None:
     print("\nPress Ctrl-C to stop everything.\n", flush=True)
 
 
+def _demo_address(config: Config) -> tuple[str, int]:
+    upstream = config.upstreams.get(DEMO_UPSTREAM)
+    url = URL(upstream.url if upstream else "http://127.0.0.1:9000")
+    return url.host or "127.0.0.1", url.port or 80
+
+
 async def _serve(config: Config, secret: str, key_printer: str | None) -> None:
     runner = web.AppRunner(demo_app(), access_log=None)
     await runner.setup()
-    await web.TCPSite(runner, *DEMO_UPSTREAM).start()
+    await web.TCPSite(runner, *_demo_address(config)).start()
     try:
-        _print_welcome(config, key_printer)
-        await run_worker(config, secret.encode(), shared_port=False)
+        await run_worker(
+            config, secret.encode(), shared_port=False,
+            on_ready=lambda: _print_welcome(config, key_printer),
+        )
     finally:
         await runner.cleanup()
 

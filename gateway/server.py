@@ -11,7 +11,7 @@ import shutil
 import signal
 import sys
 import tempfile
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 from aiohttp import web
@@ -64,7 +64,13 @@ def configure_logging(config: Config) -> None:
     logging.getLogger("aiohttp.access").setLevel(logging.CRITICAL)
 
 
-async def run_worker(config: Config, secret: bytes, *, shared_port: bool) -> None:
+async def run_worker(
+    config: Config,
+    secret: bytes,
+    *,
+    shared_port: bool,
+    on_ready: Callable[[], None] | None = None,
+) -> None:
     """One worker: proxy and admin listeners until SIGTERM/SIGINT, then a graceful stop."""
     gw = build_gateway(config, secret)
     proxy_runner = web.ServerRunner(
@@ -79,6 +85,8 @@ async def run_worker(config: Config, secret: bytes, *, shared_port: bool) -> Non
     await web.TCPSite(admin_runner, admin_host, admin_port, reuse_port=shared_port).start()
     await start_background(gw)
     log.info("proxy listening on %s, admin on %s", config.listen.proxy, config.listen.admin)
+    if on_ready is not None:
+        on_ready()
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -44,9 +44,8 @@ class _InvalidToken(Refusal):
     status = 401
 
     def headers(self) -> dict[str, str]:
-        return {
-            "WWW-Authenticate": f'{REALM}, error="invalid_token", error_description="{self.message}"'
-        }
+        description = f'error_description="{self.message}"'
+        return {"WWW-Authenticate": f'{REALM}, error="invalid_token", {description}'}
 
 
 class InvalidKey(_InvalidToken):

@@ -65,7 +65,9 @@ def upstream_request_headers(
     return out
 
 
-def downstream_response_headers(upstream: CIMultiDictProxy[str], request_id: str) -> CIMultiDict[str]:
+def downstream_response_headers(
+    upstream: CIMultiDictProxy[str], request_id: str
+) -> CIMultiDict[str]:
     """The upstream's response headers minus hop-by-hop ones, plus X-Request-Id."""
     dropped = HOP_BY_HOP | RESPONSE_OWN | connection_listed(upstream)
     out: CIMultiDict[str] = CIMultiDict()
