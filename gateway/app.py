@@ -27,7 +27,7 @@ from gateway.keys.service import KeyService
 from gateway.observability import metrics
 from gateway.observability.access_log import AccessLog
 from gateway.proxy.handler import ProxyHandler
-from gateway.proxy.responses import proxy_request
+from gateway.proxy.listener import ProxyServer
 from gateway.proxy.routes import RouteTable
 from gateway.proxy.upstreams import Upstream, close_upstreams, open_upstreams
 from gateway.proxy.websocket import WebSocketSessions
@@ -125,6 +125,7 @@ async def listen_for_changes(gw: Gateway) -> None:
                         gw.local.clear()
                     await resync_recent_changes(gw)
                     gw.local.ttl = configured
+                    gw.resolver.redis_trusted = True
                     backoff = 0.1
                     continue
                 gw.local.evict(key_id)
@@ -134,6 +135,7 @@ async def listen_for_changes(gw: Gateway) -> None:
             if gw.local.ttl == configured:
                 log.warning("invalidation channel lost (%s); local TTL shortened", type(exc).__name__)
             gw.local.ttl = min(configured, DEGRADED_LOCAL_TTL)
+            gw.resolver.redis_trusted = False  # until re-synced: entries may be stale
             await asyncio.sleep(backoff)
             backoff = min(backoff * 2, 5.0)
 
@@ -187,9 +189,7 @@ async def watch_websocket_keys(gw: Gateway, interval: float = 0.25) -> None:
 
 
 def proxy_server(gw: Gateway) -> web.Server:
-    return web.Server(
-        gw.handler.handle, handler_cancellation=True, access_log=None, request_factory=proxy_request
-    )
+    return ProxyServer(gw.handler.handle, handler_cancellation=True, access_log=None)
 
 
 def admin_api_mode(config: Config) -> str | None:

@@ -113,6 +113,13 @@ def openapi_document() -> dict[str, Any]:
             "schemas": _SCHEMAS,
         },
         "paths": {
+            "/openapi.json": {
+                "get": {
+                    "operationId": "getOpenApiDocument",
+                    "security": [],
+                    "responses": {"200": _json({"type": "object"}, "This document")},
+                },
+            },
             "/orgs": {
                 "post": {
                     "operationId": "createOrg",

@@ -12,6 +12,7 @@ from gateway.keys.errors import InvalidInput
 from gateway.units import parse_duration
 
 MAX_BODY = 64 * 1024
+MAX_DURATION = 100 * 365 * 86400.0
 
 
 async def json_body(request: web.Request, allowed: dict[str, type | tuple[type, ...]]) -> dict[str, Any]:
@@ -37,7 +38,7 @@ async def json_body(request: web.Request, allowed: dict[str, type | tuple[type, 
             known = ", ".join(sorted(allowed))
             raise InvalidInput(f"unknown field {name!r} (known fields: {known})", name)
         expected = allowed[name]
-        if value is None or isinstance(value, bool) and bool not in _tuple(expected):
+        if value is None or (isinstance(value, bool) and bool not in _tuple(expected)):
             raise InvalidInput(f"{name} must be {_type_name(expected)}", name)
         if not isinstance(value, expected):
             raise InvalidInput(f"{name} must be {_type_name(expected)}", name)
@@ -67,9 +68,12 @@ def duration(body: dict[str, Any], name: str) -> float | None:
     if value is None:
         return None
     try:
-        return parse_duration(value)
+        seconds = parse_duration(value)
     except ValueError as exc:
         raise InvalidInput(f"{name}: {exc}", name) from None
+    if seconds > MAX_DURATION:  # beyond datetime's range: would overflow, not be 400
+        raise InvalidInput(f"{name} is longer than 100 years", name)
+    return seconds
 
 
 def timestamp(body: dict[str, Any], name: str) -> datetime | None:

@@ -43,6 +43,10 @@ class KeyResolver:
         self.hasher = hasher
         self.server_secret = server_secret
         self.failures = failures
+        # False while the invalidation channel is down and until the re-sync after it is
+        # back: an entry written before a change made meanwhile may be stale, so keys are
+        # read from PostgreSQL instead (set by the change listener).
+        self.redis_trusted = True
         # One argon2 verify per (key, candidate) at a time: a cold burst waits on it.
         self._in_flight: dict[bytes, asyncio.Future[KeyState]] = {}
 
@@ -79,7 +83,7 @@ class KeyResolver:
             del self._in_flight[verifier]
 
     async def _from_redis(self, key_id: str) -> CachedEntry | None:
-        if self.redis is None:
+        if self.redis is None or not self.redis_trusted:
             return None
         try:
             cached = await self.redis.get(key_id)

@@ -8,8 +8,19 @@ from __future__ import annotations
 
 import os
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
-from prometheus_client import multiprocess
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    disable_created_metrics,
+    generate_latest,
+    multiprocess,
+)
+
+# No `*_created` series: they are not in the contract, and multiprocess mode has none, so
+# one worker and several would expose different metric names.
+disable_created_metrics()
 
 # Sub-millisecond resolution for the gateway's own overhead, up to upstream-scale latencies.
 LATENCY_BUCKETS = (

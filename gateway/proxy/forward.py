@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 import aiohttp
 from aiohttp import web
 from multidict import CIMultiDict
+from prometheus_client import Histogram
 
 from gateway.observability import metrics
 from gateway.proxy.errors import BodyTooLarge, UpstreamTimeout, UpstreamUnavailable
@@ -16,6 +17,13 @@ from gateway.proxy.responses import SERVER_NAME
 from gateway.proxy.upstreams import Upstream
 
 CHUNK = 64 * 1024
+
+
+class _ForwardedResponse(web.StreamResponse):
+    # Hold the serialized headers until the first body write (as web.Response does), so
+    # a body that arrived with the upstream's headers leaves in the same send() call.
+    # forward_http writes straight after prepare(), so headers are never delayed.
+    _send_headers_immediately = False
 
 
 class _Limited:
@@ -47,6 +55,17 @@ def _body(request: web.BaseRequest, max_body: int | None) -> object:
     return _Limited(request, max_body) if length is None else request.content
 
 
+_UPSTREAM_DURATION: dict[str, Histogram] = {}
+
+
+def _upstream_duration(name: str) -> Histogram:
+    """The histogram child of one upstream, resolved once (labels() takes a lock)."""
+    child = _UPSTREAM_DURATION.get(name)
+    if child is None:
+        child = _UPSTREAM_DURATION[name] = metrics.upstream_duration.labels(name)
+    return child
+
+
 async def forward_http(
     request: web.BaseRequest,
     upstream: Upstream,
@@ -64,16 +83,17 @@ async def forward_http(
             request.method, upstream.url(path, query), headers=headers, data=body,
             allow_redirects=False, compress=None, chunked=None,
         ) as reply:
-            metrics.upstream_duration.labels(upstream.config.name).observe(
-                time.perf_counter() - started
-            )
-            response = web.StreamResponse(
+            _upstream_duration(upstream.config.name).observe(time.perf_counter() - started)
+            response = _ForwardedResponse(
                 status=reply.status, reason=reply.reason,
                 headers=downstream_response_headers(reply.headers, request_id),
             )
             response.headers["Server"] = SERVER_NAME
             await response.prepare(request)
             try:
+                # What has already arrived (often the whole body) goes out with the
+                # headers; b"" sends the headers alone.
+                await response.write(reply.content.read_nowait())
                 async for chunk in reply.content.iter_any():
                     await response.write(chunk)
             except (TimeoutError, aiohttp.ClientError):

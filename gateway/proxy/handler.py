@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 from aiohttp import web
+from prometheus_client import Counter, Histogram
 
 from gateway.auth.authenticate import authorise, identify, identity_headers
 from gateway.auth.errors import Refusal
@@ -32,6 +33,7 @@ from gateway.proxy.websocket import WebSocketSessions, relay_websocket
 from gateway.store.key_cache import KeyState
 
 CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+_MAX_CACHED_CHILDREN = 4096
 
 
 @dataclass
@@ -76,6 +78,9 @@ class ProxyHandler:
         self.sessions = sessions
         self.access_log = access_log
         self.record_use = record_use
+        # Metric children by label values: labels() takes a lock and builds a key per call.
+        self._counted: dict[tuple[str, str, int, str], Counter] = {}
+        self._timed: dict[str, Histogram] = {}
 
     async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
         started = time.perf_counter()
@@ -87,10 +92,8 @@ class ProxyHandler:
             outcome = refusal.code
             response = refusal_response(refusal, exchange.request_id)
         duration = time.perf_counter() - started
-        metrics.requests_total.labels(
-            exchange.route, request.method, str(response.status), outcome
-        ).inc()
-        metrics.request_duration.labels(exchange.route).observe(duration)
+        self._counter(exchange.route, request.method, response.status, outcome).inc()
+        self._histogram(exchange.route).observe(duration)
         self.access_log.write(exchange, response.status, outcome, duration)
         return response
 
@@ -124,6 +127,21 @@ class ProxyHandler:
         return await forward_http(
             request, upstream, path, query, headers, route.max_body, exchange.request_id
         )
+
+    def _counter(self, route: str, method: str, status: int, outcome: str) -> Counter:
+        key = (route, method, status, outcome)
+        child = self._counted.get(key)
+        if child is None:
+            child = metrics.requests_total.labels(route, method, str(status), outcome)
+            if len(self._counted) < _MAX_CACHED_CHILDREN:  # methods are client-chosen
+                self._counted[key] = child
+        return child
+
+    def _histogram(self, route: str) -> Histogram:
+        child = self._timed.get(route)
+        if child is None:
+            child = self._timed[route] = metrics.request_duration.labels(route)
+        return child
 
     def _match(self, method: str, path: str) -> RouteMatch[RouteConfig]:
         match = self.routes.match(method, path)

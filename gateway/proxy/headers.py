@@ -22,6 +22,10 @@ REPLACED = frozenset(
 # Set by aiohttp's server on every response: never copy the upstream's.
 RESPONSE_OWN = frozenset(istr(h) for h in ("Server", "Date", "X-Request-Id"))
 KEYGATE_PREFIX = "x-keygate-"
+# The unions above, built once rather than per request.
+_REQUEST_DROPPED: frozenset[str] = HOP_BY_HOP | REPLACED
+_REQUEST_DROPPED_NO_CREDENTIALS: frozenset[str] = _REQUEST_DROPPED | CREDENTIALS
+_RESPONSE_DROPPED: frozenset[str] = HOP_BY_HOP | RESPONSE_OWN
 
 
 def connection_listed(headers: CIMultiDictProxy[str]) -> frozenset[str]:
@@ -42,9 +46,9 @@ def upstream_request_headers(
     scheme: str,
 ) -> CIMultiDict[str]:
     """The headers sent upstream: end-to-end fields of the client plus the gateway's own."""
-    dropped = HOP_BY_HOP | REPLACED | connection_listed(incoming)
-    if not forward_credentials:
-        dropped = dropped | CREDENTIALS
+    dropped = _REQUEST_DROPPED if forward_credentials else _REQUEST_DROPPED_NO_CREDENTIALS
+    if "Connection" in incoming:
+        dropped = dropped | connection_listed(incoming)
     out: CIMultiDict[str] = CIMultiDict()
     for name, value in incoming.items():
         if name in dropped or name.lower().startswith(KEYGATE_PREFIX):
@@ -69,7 +73,9 @@ def downstream_response_headers(
     upstream: CIMultiDictProxy[str], request_id: str
 ) -> CIMultiDict[str]:
     """The upstream's response headers minus hop-by-hop ones, plus X-Request-Id."""
-    dropped = HOP_BY_HOP | RESPONSE_OWN | connection_listed(upstream)
+    dropped = _RESPONSE_DROPPED
+    if "Connection" in upstream:
+        dropped = dropped | connection_listed(upstream)
     out: CIMultiDict[str] = CIMultiDict()
     for name, value in upstream.items():
         if name not in dropped:

@@ -22,11 +22,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import collections
+import contextlib
 import os
 import re
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -61,12 +61,12 @@ class Procs:
 
     def start(self, args: list[str], *, env: dict[str, str] | None = None,
               log: Path | None = None, stdout_null: bool = True,
-              cpus: str | None = None) -> subprocess.Popen[bytes]:
+              cpus: str | None = None, cwd: Path = ROOT) -> subprocess.Popen[bytes]:
         err = open(log, "ab") if log else subprocess.DEVNULL  # noqa: SIM115
         if cpus is not None:  # children (spawned workers, threads) inherit the affinity
             args = ["taskset", "-c", cpus, *args]
         proc = subprocess.Popen(
-            args, cwd=ROOT, env=env, stdin=subprocess.DEVNULL,
+            args, cwd=cwd, env=env, stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL if stdout_null else err, stderr=err,
         )
         self.running.append(proc)
@@ -112,10 +112,8 @@ def _tree(pid: int) -> list[int]:
 
 def _kill_tree(pid: int) -> None:
     for p in _tree(pid):
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.kill(p, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
 
 
 def cpu_seconds(pid: int) -> float:
@@ -200,7 +198,8 @@ upstreams:
   api: {{url: "http://127.0.0.1:{upstream_port}", connect_timeout: 2s, timeout: 30s}}
 routes:
   - {{path: "/api/v1/sessions/**", methods: [GET], upstream: api, scopes: [read]}}
-  - {{path: "/api/v1/sessions/**", methods: [POST, PUT, PATCH, DELETE], upstream: api, scopes: [manage]}}
+  - {{path: "/api/v1/sessions/**", methods: [POST, PUT, PATCH, DELETE], upstream: api,
+     scopes: [manage]}}
   - {{path: "/api/v1/orgs/{{org}}/**", upstream: api, scopes: [read], org_param: org}}
   - {{path: "/api/v1/items/**", methods: [GET], upstream: api, scopes: [read], name: items}}
   - {{path: "/health", upstream: api, public: true, name: health}}
@@ -255,6 +254,7 @@ class Scenario:
     kind: str  # direct | plain | keygate
     workers: int
     access_log: bool = False
+    root: Path = ROOT  # the source tree whose `gateway` package runs (--compare-root)
     throughput: list[WrkResult] = field(default_factory=list)
     latency: list[WrkResult] = field(default_factory=list)
 
@@ -317,13 +317,14 @@ def start_target(env: Env, sc: Scenario, cpus: str | None = None
         wait_http(f"http://127.0.0.1:{port}/health", 30, proc=proc)
         return proc, port
     admin = free_port()
-    cfg = env.tmp / f"keygate-{sc.workers}-{int(sc.access_log)}.yaml"
+    cfg = env.tmp / f"keygate-{sc.workers}-{int(sc.access_log)}-{abs(hash(sc.root))}.yaml"
     keygate_config(cfg, port, admin, env.upstream_port, sc.access_log, env.pg_url, env.redis_url)
     proc = env.procs.start(
         [PYTHON, "-m", "gateway", "serve", "--config", str(cfg), "--workers", str(sc.workers)],
         env={**os.environ, "KEYGATE_SECRET": SECRET, "KEYGATE_CONFIG": str(cfg),
-             "KEYGATE_DATABASE_URL": env.pg_url, "KEYGATE_REDIS_URL": env.redis_url},
-        log=log, cpus=cpus,
+             "KEYGATE_DATABASE_URL": env.pg_url, "KEYGATE_REDIS_URL": env.redis_url,
+             "PYTHONPATH": str(sc.root)},
+        log=log, cpus=cpus, cwd=sc.root,
     )
     wait_http(f"http://127.0.0.1:{admin}/readyz", 30, proc=proc)
     return proc, port
@@ -381,7 +382,8 @@ def profile(env: Env, out_dir: Path, native: bool, kind: str = "keygate") -> Non
         svg = out_dir / f"{kind}-1w.svg"
         duration = max(5, int(env.args.duration))
         cmd = [shutil.which("py-spy") or str(Path(PYTHON).parent / "py-spy"), "record",
-               "-p", str(proc.pid), "-d", str(duration), "-r", str(rate), "--nonblocking"]
+               "-p", str(proc.pid), "-d", str(duration), "-r", str(rate),
+               "--nonblocking"]  # do not pause the target: its timing stays undisturbed
         if native:
             cmd.append("--native")
         url = f"http://127.0.0.1:{port}{BENCH_PATH}"
@@ -434,13 +436,18 @@ def summarise_profile(raw: Path, rate: int, rps: float, duration: float, top: in
     self_t: collections.Counter[str] = collections.Counter()
     incl: collections.Counter[str] = collections.Counter()
     areas: collections.Counter[str] = collections.Counter()
-    total = 0
+    total = torn = 0
     for line in raw.read_text().splitlines():
         stack, _, count = line.rpartition(" ")
         if not stack:
             continue
         n = int(count)
         frames = stack.split(";")
+        # Only complete stacks of the event-loop thread: --nonblocking reads the stack while
+        # it changes, so some are torn (no root frame); other threads (argon2 pool) idle.
+        if not any(f.startswith("Runner.run ") for f in frames[:8]):
+            torn += n
+            continue
         total += n
         self_t[_frame_name(frames[-1])] += n
         areas[_area(frames[-1])] += n
@@ -449,15 +456,17 @@ def summarise_profile(raw: Path, rate: int, rps: float, duration: float, top: in
     if not total:
         print("  (no samples)")
         return
-    us = 1e6 / rate / (rps * duration)  # CPU microseconds per request per sample
+    # Scale complete samples up to all samples of the loop thread (torn ones are a random
+    # subset), then to microseconds per request.
+    us = 1e6 / rate / (rps * duration) * (total + torn) / total
 
     def show(title: str, counter: collections.Counter[str], limit: int) -> None:
         print(f"  -- {title} --   share   us/req")
         for name, n in counter.most_common(limit):
             print(f"  {n / total:13.1%} {n * us:8.1f}  {name}")
 
-    print(f"  py-spy: {total} busy samples at {rate} Hz = {total * us:.0f} us of "
-          f"Python-thread time per request")
+    print(f"  py-spy: {total} complete + {torn} torn/other-thread samples at {rate} Hz; "
+          f"event-loop thread busy {total * us:.0f} us per request")
     show("self time (leaf frame; C calls count in their Python caller)", self_t, top)
     show("inclusive time", incl, top + 15)
     show("self time by area", areas, 20)
@@ -523,8 +532,8 @@ def report(scenarios: list[Scenario], args: argparse.Namespace) -> None:
     by = {(s.kind, s.workers, s.access_log): s for s in scenarios}
     print("\nKeygate vs plain proxy at equal worker count "
           "(targets: req/s ratio >= 0.85, added p50 < 1 ms):")
-    for (kind, workers, log), sc in by.items():
-        if kind != "keygate":
+    for (kind, workers, _log), sc in by.items():
+        if not kind.startswith("keygate"):
             continue
         plain = by.get(("plain", workers, False))
         if plain is None:
@@ -534,7 +543,7 @@ def report(scenarios: list[Scenario], args: argparse.Namespace) -> None:
         cpu_k = _med([r.cpu_us_per_req or 0 for r in sc.throughput])
         cpu_p = _med([r.cpu_us_per_req or 0 for r in plain.throughput])
         verdict = "OK" if ratio >= 0.85 and added < 1.0 else "BELOW TARGET"
-        print(f"  {workers} worker(s), access log {'on ' if log else 'off'}: "
+        print(f"  {sc.label:<38}: "
               f"req/s ratio {ratio:.2f}, added p50 @c{lc} {added * 1000:+.0f} us, "
               f"CPU/req {cpu_k / cpu_p if cpu_p else 0:.2f}x plain  [{verdict}]")
 
@@ -556,6 +565,8 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--upstream-workers", type=int, default=1)
     p.add_argument("--no-pin", dest="pin", action="store_false",
                    help="do not pin 1-worker runs (default: proxy on CPU 1, wrk+upstream on 0)")
+    p.add_argument("--compare-root", metavar="DIR",
+                   help="also measure the gateway package of another source tree (log off)")
     p.add_argument("--profile", metavar="DIR", help="also py-spy Keygate 1 worker into DIR")
     p.add_argument("--profile-target", choices=("keygate", "plain", "both"), default="keygate")
     p.add_argument("--native", action="store_true", help="py-spy --native (C frames too)")
@@ -603,6 +614,10 @@ def main() -> int:
                 scenarios.append(Scenario(
                     f"keygate, {workers} worker(s), log {'on' if log else 'off'}",
                     "keygate", workers, access_log=log))
+            if args.compare_root:
+                scenarios.append(Scenario(
+                    f"keygate@{Path(args.compare_root).name}, {workers} worker(s), log off",
+                    "keygate-other", workers, root=Path(args.compare_root).resolve()))
         if not args.only_profile:
             for round_ in range(args.repeat):
                 print(f"\nRound {round_ + 1}/{args.repeat}", flush=True)

@@ -72,7 +72,7 @@ def make_handler(session: aiohttp.ClientSession, upstream: str):  # type: ignore
                     await response.write(chunk)
                 await response.write_eof()
                 return response
-        except (aiohttp.ClientError, asyncio.TimeoutError):
+        except (TimeoutError, aiohttp.ClientError):
             return web.Response(status=502, text="bad gateway\n")
 
     return handle

@@ -9,57 +9,21 @@ from __future__ import annotations
 import asyncio
 import random
 import string
-from typing import Any
+import time
 
 import aiohttp
 import pytest
 
 from gateway.keys.format import BASE62, base62_checksum
-from tests.integration.proxy.conftest import KeyMaker
-from tests.integration.proxy.wire import RawResponse, bearer, raw_request, upstream_header
+from tests.integration.proxy.harness import (
+    REALM,
+    KeyMaker,
+    get_error,
+    invalid_token_header,
+    raw_error,
+)
+from tests.integration.proxy.wire import bearer, close_writer, raw_request, upstream_header
 from tests.support.gateway_process import GatewayProcess
-
-REALM = 'Bearer realm="keygate"'
-
-
-def assert_error(
-    status: int, headers: Any, body: Any, expect_status: int, code: str
-) -> dict[str, Any]:
-    """The shape every refusal shares (§3); returns the `error` object."""
-    assert status == expect_status, body
-    assert headers.get("Content-Type", "").split(";")[0] == "application/json"
-    assert headers.get("Cache-Control") == "no-store"
-    server = headers.get("Server", "")
-    assert "aiohttp" not in server.lower() and "python" not in server.lower(), server
-    error = body["error"]
-    assert set(error) == {"code", "message", "request_id"}
-    assert error["code"] == code
-    assert isinstance(error["message"], str) and error["message"]
-    assert error["request_id"] == headers.get("X-Request-Id")
-    return dict(error)
-
-
-async def get_error(
-    http: aiohttp.ClientSession, url: str, status: int, code: str, **kwargs: Any
-) -> tuple[dict[str, Any], aiohttp.ClientResponse]:
-    method = kwargs.pop("method", "GET")
-    async with http.request(method, url, **kwargs) as reply:
-        body = await reply.json(content_type=None)
-        error = assert_error(reply.status, reply.headers, body, status, code)
-        return error, reply
-
-
-def raw_error(reply: RawResponse, status: int, code: str) -> dict[str, Any]:
-    headers = {k: v for k, v in reply.headers}
-    return assert_error(reply.status, headers, reply.json(), status, code)
-
-
-def invalid_token_header(reply_headers: Any) -> str:
-    value: str = reply_headers["WWW-Authenticate"]
-    assert value.startswith(f'{REALM}, error="invalid_token", error_description="'), value
-    assert value.endswith('"')
-    return value
-
 
 # --- routing before authentication ------------------------------------------------------
 
@@ -68,7 +32,7 @@ async def test_no_route_is_404_without_asking_for_a_key(
     gateway: GatewayProcess, http: aiohttp.ClientSession
 ) -> None:
     for path in ("/nowhere", "/api", "/api/readx/1", "/API/read/1", "/publicx"):
-        error, reply = await get_error(http, gateway.url + path, 404, "no_route")
+        _, reply = await get_error(http, gateway.url + path, 404, "no_route")
         assert "WWW-Authenticate" not in reply.headers  # auth was not attempted
     # A garbage key changes nothing: no route, no authentication.
     await get_error(http, gateway.url + "/nowhere", 404, "no_route",
@@ -95,7 +59,7 @@ async def test_public_route_needs_no_key_and_gets_no_identity(
 async def test_missing_key_is_401_with_bare_realm(
     gateway: GatewayProcess, http: aiohttp.ClientSession
 ) -> None:
-    error, reply = await get_error(http, gateway.url + "/api/read/x", 401, "missing_api_key")
+    _, reply = await get_error(http, gateway.url + "/api/read/x", 401, "missing_api_key")
     assert reply.headers.getall("WWW-Authenticate") == [REALM]
     # Another scheme is not an API key: still missing.
     _, reply = await get_error(http, gateway.url + "/api/read/x", 401, "missing_api_key",
@@ -207,7 +171,7 @@ async def test_expired_key_is_401_expired_api_key(
     async with http.get(gateway.url + "/api/read/x", headers=key.auth) as reply:
         assert reply.status == 200
     assert key.expires_at is not None
-    await asyncio.sleep(max(0.0, key.expires_at.timestamp() - _now()) + 0.1)
+    await asyncio.sleep(max(0.0, key.expires_at.timestamp() - time.time()) + 0.1)
     error, reply = await get_error(http, gateway.url + "/api/read/x", 401, "expired_api_key",
                                    headers=key.auth)
     assert error["message"] == "API key has expired"
@@ -223,8 +187,8 @@ async def test_revoked_key_is_401_revoked_api_key(
     async with http.get(gateway.url + "/api/read/x", headers=key.auth) as reply:
         assert reply.status == 200
     await keys.cli("keys", "revoke", key.display_prefix, "--reason", "leaked")
-    error, reply = await get_error(http, gateway.url + "/api/read/x", 401, "revoked_api_key",
-                                   headers=key.auth)
+    _, reply = await get_error(http, gateway.url + "/api/read/x", 401, "revoked_api_key",
+                               headers=key.auth)
     invalid_token_header(reply.headers)
 
 
@@ -280,9 +244,9 @@ async def test_org_parameter_must_be_the_keys_org(
                         headers=key.auth)
     # The org check runs on the decoded segment: an escaped spelling of the same org is fine.
     escaped = "".join(f"%{ord(c):02X}" if c == "-" else c for c in key.org)
-    reply = await raw_request(gateway.proxy_port, "GET", f"/api/orgs/{escaped}/t",
-                              [bearer(key.secret)])
-    assert reply.status == 200, reply.body
+    raw = await raw_request(gateway.proxy_port, "GET", f"/api/orgs/{escaped}/t",
+                            [bearer(key.secret)])
+    assert raw.status == 200, raw.body
 
 
 async def test_test_env_key_is_accepted_and_labelled(
@@ -313,15 +277,9 @@ async def test_no_server_banner_with_versions(
         reader, writer = await asyncio.open_connection("127.0.0.1", gateway.proxy_port)
         writer.write(raw)
         head = (await reader.read(4096)).decode("latin-1")
-        writer.close()
-        await writer.wait_closed()
-        server = [line for line in head.split("\r\n") if line.lower().startswith("server:")]
-        replies.append((raw.decode()[:10], server[0] if server else ""))
+        await close_writer(writer)
+        banner = [line for line in head.split("\r\n") if line.lower().startswith("server:")]
+        replies.append((raw.decode()[:10], banner[0] if banner else ""))
     for where, server in replies:
         assert "aiohttp" not in server.lower() and "python" not in server.lower(), (where, server)
 
-
-def _now() -> float:
-    import time
-
-    return time.time()

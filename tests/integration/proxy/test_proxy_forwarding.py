@@ -9,14 +9,14 @@ from __future__ import annotations
 import asyncio
 import gzip
 import hashlib
+import json
 import re
 import time
 
 import aiohttp
 import pytest
 
-from tests.integration.proxy.conftest import KeyMaker, MadeKey, Stack
-from tests.integration.proxy.test_proxy_auth import get_error, raw_error
+from tests.integration.proxy.harness import KeyMaker, MadeKey, Stack, get_error, raw_error
 from tests.integration.proxy.wire import (
     bearer,
     close_writer,
@@ -27,7 +27,7 @@ from tests.integration.proxy.wire import (
     request_bytes,
     upstream_header,
 )
-from tests.support.gateway_process import GatewayProcess
+from tests.support.gateway_process import GatewayProcess, UpstreamProcess
 
 
 @pytest.fixture
@@ -286,22 +286,17 @@ async def test_redirect_is_passed_back_not_followed(
 
 
 async def test_gzip_body_passes_byte_for_byte(
-    gateway: GatewayProcess, upstream: object, reader_key: MadeKey
+    gateway: GatewayProcess, upstream: UpstreamProcess, reader_key: MadeKey
 ) -> None:
     async with aiohttp.ClientSession(auto_decompress=False) as direct:
-        async with direct.get(f"{gateway.url.rsplit(':', 1)[0]}:{_port(upstream)}/_demo/gzip") as r:
-            expected = await r.read()
+        async with direct.get(upstream.url + "/_demo/gzip") as r:
+            expected = await r.read()  # what the upstream itself sends
         async with direct.get(gateway.url + "/_demo/gzip", headers=reader_key.auth) as reply:
             assert reply.status == 200
             assert reply.headers["Content-Encoding"] == "gzip"
             body = await reply.read()
     assert body == expected
     assert gzip.decompress(body) == b"compressed hello " * 100
-
-
-def _port(upstream: object) -> int:
-    port: int = upstream.port  # type: ignore[attr-defined]
-    return port
 
 
 async def test_body_is_forwarded(gateway: GatewayProcess, reader_key: MadeKey,
@@ -351,7 +346,7 @@ async def test_max_body_by_chunked_stream_is_413(
 # --- Expect: 100-continue -----------------------------------------------------------------
 
 
-async def _expect_continue(port: int, secret: str) -> tuple[int, list[int], bytes, float]:
+async def _expect_continue(port: int, secret: str) -> tuple[int, list[int], bytes]:
     """Send headers with Expect: 100-continue, wait for an answer before any body."""
     body = b"z" * 2000
     head = request_bytes(
@@ -374,7 +369,7 @@ async def _expect_continue(port: int, secret: str) -> tuple[int, list[int], byte
         else:
             final = first
             final.body = await read_body(reader, first)
-        return final.status, interim, final.body, 0.0
+        return final.status, interim, final.body
     finally:
         await close_writer(writer)
 
@@ -384,7 +379,7 @@ async def test_expect_continue_bad_key_gets_401_without_100(
 ) -> None:
     key = await keys.key(["read"])
     for secret in ("kg_live_garbage", key.with_secret("A" * 32)):
-        status, interim, body, _ = await _expect_continue(gateway.proxy_port, secret)
+        status, interim, body = await _expect_continue(gateway.proxy_port, secret)
         assert interim == []
         assert status == 401, body
 
@@ -393,11 +388,9 @@ async def test_expect_continue_good_key_gets_100_then_200(
     gateway: GatewayProcess, keys: KeyMaker
 ) -> None:
     key = await keys.key(["read"])
-    status, interim, body, _ = await _expect_continue(gateway.proxy_port, key.secret)
+    status, interim, body = await _expect_continue(gateway.proxy_port, key.secret)
     assert interim == [100]
     assert status == 200
-    import json
-
     report = json.loads(body)
     assert report["body_size"] == 2000
     assert not upstream_header(report, "Expect")
@@ -432,7 +425,7 @@ async def test_client_gone_during_slow_upstream_cancels_it(
     probe = stack.probe
     probe.slow_started.clear()
     probe.slow_cancelled.clear()
-    reader, writer = await asyncio.open_connection("127.0.0.1", gateway.proxy_port)
+    _, writer = await asyncio.open_connection("127.0.0.1", gateway.proxy_port)
     writer.write(request_bytes("GET", "/probe/slow", [bearer(reader_key.secret)],
                                port=gateway.proxy_port))
     await writer.drain()

@@ -12,8 +12,15 @@ from collections.abc import Iterator
 import aiohttp
 import pytest
 
-from tests.integration.proxy.conftest import KeyMaker, Stack, assert_no_key_in, gateway_env
-from tests.integration.proxy.test_proxy_auth import get_error, invalid_token_header
+from gateway.keys.format import base62_checksum
+from tests.integration.proxy.harness import (
+    KeyMaker,
+    Stack,
+    assert_no_key_in,
+    gateway_env,
+    get_error,
+    invalid_token_header,
+)
 from tests.support.gateway_process import GatewayProcess, closed_port, start_gateway
 
 
@@ -35,15 +42,15 @@ async def test_key_in_no_cache_is_503_never_401(
     no_db_gateway: GatewayProcess, http: aiohttp.ClientSession, keys: KeyMaker
 ) -> None:
     key = await keys.key(["read"])  # never used: in no cache
-    unknown = key.with_secret("B" * 32).replace(key.id, "Zz9Zz9Zz")
-    for presented in (key.secret, key.with_secret("A" * 32)):
+    unknown_body = "kg_live_Zz9Zz9Zz" + "B" * 32
+    unknown = unknown_body + base62_checksum(unknown_body)
+    for presented in (key.secret, key.with_secret("A" * 32), unknown):
         _, reply = await get_error(http, no_db_gateway.url + "/api/read/x", 503,
                                    "auth_unavailable",
                                    headers={"Authorization": f"Bearer {presented}"})
         retry_after = reply.headers.get("Retry-After", "")
         assert retry_after.isdigit() and int(retry_after) > 0, retry_after
         assert "WWW-Authenticate" not in reply.headers
-    del unknown
 
 
 async def test_key_cached_in_redis_keeps_working_without_postgres(

@@ -18,7 +18,7 @@ from typing import Any
 import aiohttp
 
 from gateway.demo_upstream import pattern_bytes
-from tests.integration.proxy.conftest import KeyMaker
+from tests.integration.proxy.harness import KeyMaker
 from tests.support.gateway_process import GatewayProcess
 
 SIZE = 200 * 1024 * 1024
@@ -149,7 +149,7 @@ async def test_slow_reader_download_does_not_buffer(
 
 
 async def _gateway_still_answers(gateway: GatewayProcess, auth: dict[str, str]) -> None:
-    async with aiohttp.ClientSession() as http:
-        async with http.get(gateway.url + "/api/read/ok", headers=auth) as reply:
-            assert reply.status == 200
+    async with aiohttp.ClientSession() as http, \
+            http.get(gateway.url + "/api/read/ok", headers=auth) as reply:
+        assert reply.status == 200
 

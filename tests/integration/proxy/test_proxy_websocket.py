@@ -9,7 +9,7 @@ import aiohttp
 import pytest
 from aiohttp import WSMsgType
 
-from tests.integration.proxy.conftest import KeyMaker, Stack
+from tests.integration.proxy.harness import KeyMaker, Stack
 from tests.support.gateway_process import GatewayProcess
 
 
@@ -76,8 +76,8 @@ async def test_upgrade_is_authenticated(
         async with http.ws_connect(ws_url(gateway, "/ws/chat"), headers=headers):
             pass
     assert caught.value.status == status
-    headers_seen = caught.value.headers or {}
-    assert "WWW-Authenticate" in headers_seen
+    assert caught.value.headers is not None
+    assert "WWW-Authenticate" in caught.value.headers
 
 
 async def test_upgrade_with_bad_key_is_401(

@@ -10,6 +10,7 @@ close codes, cancellation, hop-by-hop response headers).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import threading
 from collections.abc import Sequence
@@ -106,31 +107,30 @@ async def raw_request(
     headers: Headers = (),
     body: bytes = b"",
     *,
-    timeout: float = 15.0,
+    wait: float = 15.0,
 ) -> RawResponse:
     """Send one request on a fresh connection and read the final response."""
     return await raw_exchange(port, request_bytes(method, target, headers, body, port=port),
-                              method=method, timeout=timeout)
+                              method=method, wait=wait)
 
 
 async def raw_exchange(
-    port: int, data: bytes, *, method: str = "GET", timeout: float = 15.0
+    port: int, data: bytes, *, method: str = "GET", wait: float = 15.0
 ) -> RawResponse:
+    """Send `data` as is on a fresh connection; read the final response within `wait` s."""
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     try:
         writer.write(data)
         await writer.drain()
-        return await asyncio.wait_for(read_response(reader, method), timeout)
+        return await asyncio.wait_for(read_response(reader, method), wait)
     finally:
         await close_writer(writer)
 
 
 async def close_writer(writer: asyncio.StreamWriter) -> None:
     writer.close()
-    try:
+    with contextlib.suppress(ConnectionError, OSError):
         await writer.wait_closed()
-    except (ConnectionError, OSError):
-        pass
 
 
 def bearer(secret: str) -> tuple[str, str]:

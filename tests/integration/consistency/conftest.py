@@ -1,0 +1,525 @@
+"""Fixtures for the consistency tests (issue 4): many gateways, one truth, stores that fail.
+
+These tests stop and restart PostgreSQL and Redis, so they run on their OWN embedded pair
+(in a temp folder, for this package only), never on the session's shared stores. Redis
+persists its data across a restart here (`persist=True`), as a production Redis with RDB
+would: that is what lets a stale entry survive an outage and tests the re-sync repairing
+it. A trigger installed in this database logs every write of `api_keys.last_used_at`, so
+tests count the gateway's stamp writes without guessing.
+
+Every gateway is a real `python -m gateway serve` subprocess; every change goes through
+the real service or the real `keygate` CLI (subprocess).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import secrets
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import asyncpg
+import pytest
+import redis
+
+from gateway.cli import open_service
+from gateway.config import load_config
+from gateway.embedded import EmbeddedPostgres, EmbeddedRedis, free_port
+from gateway.keys.format import BASE62, base62_checksum
+from gateway.keys.models import Actor
+from gateway.keys.service import KeyService
+from gateway.store.db import Database
+from gateway.store.migrate import migrate
+from tests.support.gateway_process import (
+    REPO_ROOT,
+    GatewayProcess,
+    UpstreamProcess,
+    spawn,
+    start_gateway,
+    start_upstream,
+)
+
+ACTOR = Actor(principal="test:consistency")
+SECRET = secrets.token_urlsafe(48)
+ADMIN_TOKEN = secrets.token_urlsafe(32)
+LOCAL_TTL = 5.0  # the default: long enough that only pub/sub can explain a sub-second refusal
+FLUSH_INTERVAL = 1.0
+STORE_TIMEOUT = 1.0
+CHEAP_ARGON2 = {"time_cost": 1, "memory_kib": 1024, "parallelism": 1}
+
+STAMP_LOG_SQL = """
+CREATE TABLE IF NOT EXISTS test_stamp_writes (
+    key_id        text NOT NULL,
+    last_used_at  timestamptz,
+    written_at    timestamptz NOT NULL DEFAULT clock_timestamp()
+);
+CREATE OR REPLACE FUNCTION test_log_stamp() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    INSERT INTO test_stamp_writes (key_id, last_used_at) VALUES (NEW.id, NEW.last_used_at);
+    RETURN NULL;
+END;
+$$;
+DROP TRIGGER IF EXISTS test_log_stamp ON api_keys;
+CREATE TRIGGER test_log_stamp AFTER UPDATE OF last_used_at ON api_keys
+    FOR EACH ROW EXECUTE FUNCTION test_log_stamp();
+"""
+
+
+# ------------------------------------------------------------------------------ stores
+
+
+@dataclass
+class OwnStores:
+    """An embedded PostgreSQL + Redis pair that tests may stop and start."""
+
+    pg: EmbeddedPostgres
+    redis: EmbeddedRedis
+
+    @property
+    def database_url(self) -> str:
+        return self.pg.url
+
+    @property
+    def redis_url(self) -> str:
+        return self.redis.url
+
+    def postgres_running(self) -> bool:
+        return (self.pg.data_dir / "postmaster.pid").exists()
+
+    def redis_running(self) -> bool:
+        return self.redis.process is not None and self.redis.process.poll() is None
+
+    def start_redis(self) -> None:
+        """Start Redis with RDB snapshots on, so its data survives a stop and start (as a
+        production Redis's would). EmbeddedRedis(persist=True) passes `--save "60 1"` as
+        one argument, which redis-server 6.2 reads as no save points: set them here."""
+        self.redis.start()
+        client = redis.Redis.from_url(self.redis_url)
+        try:
+            client.config_set("save", "3600 1")
+        finally:
+            client.close()
+
+    def ensure_running(self) -> None:
+        """Bring back whatever a failed test left stopped."""
+        if not self.postgres_running():
+            self.pg.start()
+        if not self.redis_running():
+            self.start_redis()
+
+    async def fetch(self, sql: str, *args: Any) -> list[asyncpg.Record]:
+        conn = await asyncpg.connect(self.database_url, timeout=5)
+        try:
+            rows: list[asyncpg.Record] = await conn.fetch(sql, *args)
+            return rows
+        finally:
+            await conn.close()
+
+
+@pytest.fixture(scope="package")
+def own_stores() -> Iterator[OwnStores]:
+    # Not under pytest's basetemp: a concurrent pytest session may prune that folder.
+    base = Path(tempfile.mkdtemp(prefix="keygate-consistency-"))
+    pg = EmbeddedPostgres(base / "pg")
+    rd = EmbeddedRedis(base / "redis", persist=True)
+    try:
+        try:
+            pg.start()
+        except subprocess.CalledProcessError as exc:  # initdb's reason is in its stderr
+            raise RuntimeError(f"PostgreSQL setup failed: {exc.stderr!r}") from None
+        stores = OwnStores(pg, rd)
+        stores.start_redis()
+
+        async def prepare() -> None:
+            db = Database(pg.url)
+            try:
+                await migrate(db)
+                async with db.connection() as conn:
+                    await conn.execute(STAMP_LOG_SQL)
+            finally:
+                await db.close()
+
+        asyncio.run(prepare())
+        yield stores
+    finally:
+        rd.destroy()
+        pg.destroy()
+        shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.fixture(autouse=True)
+def _stores_up_after_each_test(request: pytest.FixtureRequest) -> Iterator[None]:
+    yield
+    if "own_stores" in request.fixturenames:
+        request.getfixturevalue("own_stores").ensure_running()
+
+
+# ------------------------------------------------------------------------------ processes
+
+
+def gateway_env(stores: OwnStores, **overrides: str) -> dict[str, str]:
+    base = {k: v for k, v in os.environ.items() if not k.startswith("KEYGATE_")}
+    return {
+        **base,
+        "KEYGATE_SECRET": SECRET,
+        "KEYGATE_DATABASE_URL": stores.database_url,
+        "KEYGATE_REDIS_URL": stores.redis_url,
+        "KEYGATE_ADMIN_TOKEN": ADMIN_TOKEN,
+        **overrides,
+    }
+
+
+def gateway_config(upstream_url: str, **overrides: Any) -> dict[str, Any]:
+    """A gateway on the echo upstream; `overrides` replace whole top-level sections."""
+    config: dict[str, Any] = {
+        "dev": False,
+        "keys": {"argon2": CHEAP_ARGON2, "verify_threads": 2},
+        "cache": {"local_ttl": f"{LOCAL_TTL:g}s"},
+        "last_used": {"flush_interval": f"{FLUSH_INTERVAL:g}s"},
+        "server": {"drain_timeout": "5s", "store_timeout": f"{STORE_TIMEOUT:g}s"},
+        "log": {"level": "info", "format": "json", "access_log": False},
+        "upstreams": {"echo": {"url": upstream_url, "connect_timeout": "2s", "timeout": "10s"}},
+        "routes": [
+            {"path": "/api/read/**", "methods": ["GET"], "upstream": "echo",
+             "scopes": ["read"], "name": "read"},
+            {"path": "/ws/**", "upstream": "echo", "websocket": True, "scopes": ["read"],
+             "name": "ws"},
+            {"path": "/_demo/slow", "methods": ["GET"], "upstream": "echo", "scopes": ["read"],
+             "name": "slow"},
+        ],
+    }
+    config.update(overrides)
+    return config
+
+
+@pytest.fixture(scope="package")
+def log_dir() -> Iterator[Path]:
+    path = Path(tempfile.mkdtemp(prefix="keygate-consistency-logs-"))
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture(scope="package")
+def upstream(log_dir: Path) -> Iterator[UpstreamProcess]:
+    up = start_upstream(log_dir, name="consistency-upstream")
+    try:
+        yield up
+    finally:
+        up.process.stop(expect_code=0)
+
+
+# The cheapest upstream Python offers (fixed answer, low-level server): for the load test,
+# so that on two cores the gateway, not the echo upstream's JSON, is what is measured.
+FIXED_UPSTREAM = """
+import asyncio, sys
+from aiohttp import web
+async def handle(request):
+    return web.Response(body=b'{"ok":true}', content_type="application/json")
+async def main():
+    runner = web.ServerRunner(web.Server(handle, access_log=None))
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", int(sys.argv[1]), backlog=2048).start()
+    await asyncio.Event().wait()
+try:
+    import uvloop
+    uvloop.run(main())
+except ImportError:
+    asyncio.run(main())
+"""
+
+
+@pytest.fixture(scope="package")
+def fixed_upstream(log_dir: Path) -> Iterator[str]:
+    port = free_port()
+    process = spawn("fixed-upstream", [sys.executable, "-c", FIXED_UPSTREAM, str(port)], log_dir)
+    try:
+        deadline = time.monotonic() + 15
+        while not _port_open(port):
+            assert process.alive() and time.monotonic() < deadline, process.tail()
+            time.sleep(0.05)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        process.kill()
+
+
+def _port_open(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+            return True
+    except OSError:
+        return False
+
+
+@dataclass
+class Fleet:
+    """Two `keygate serve --workers 2` instances on one PostgreSQL and one Redis."""
+
+    stores: OwnStores
+    instances: list[GatewayProcess]
+    env: dict[str, str]
+
+    @property
+    def config_path(self) -> Path:
+        return self.instances[0].config_path
+
+    @property
+    def admin_token(self) -> str:
+        return self.env["KEYGATE_ADMIN_TOKEN"]
+
+
+@pytest.fixture(scope="package")
+def fleet(own_stores: OwnStores, upstream: UpstreamProcess, log_dir: Path) -> Iterator[Fleet]:
+    env = gateway_env(own_stores)
+    started: list[GatewayProcess] = []
+    try:
+        for name in ("gw-a", "gw-b"):
+            started.append(
+                start_gateway(gateway_config(upstream.url), log_dir, env, name=name, workers=2)
+            )
+    except BaseException:
+        for gw in started:
+            gw.process.kill()
+        raise
+    try:
+        yield Fleet(own_stores, started, env)
+    except BaseException:
+        for gw in started:
+            gw.process.kill()
+        raise
+    for gw in started:
+        gw.process.stop(expect_code=0)
+
+
+@pytest.fixture
+def fleet_up(fleet: Fleet) -> Fleet:
+    for gw in fleet.instances:
+        assert gw.process.alive(), gw.process.tail()
+    return fleet
+
+
+# ------------------------------------------------------------------------------ keys, CLI
+
+
+@dataclass(frozen=True)
+class MadeKey:
+    id: str
+    secret: str
+    display_prefix: str
+    org: str
+
+    @property
+    def auth(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.secret}"}
+
+    def with_secret(self, secret: str) -> str:
+        """This key's id with another 32-character secret (valid checksum): a wrong key."""
+        body = self.display_prefix + secret
+        return body + base62_checksum(body)
+
+
+def unknown_key() -> str:
+    """A well-formed key whose id exists nowhere."""
+    body = "kg_live_" + "".join(secrets.choice(BASE62) for _ in range(40))
+    return body + base62_checksum(body)
+
+
+class Keys:
+    """Orgs and keys through the real service (which publishes changes on Redis)."""
+
+    def __init__(self, service: KeyService, config_path: Path, env: dict[str, str]) -> None:
+        self.service = service
+        self.config_path = config_path
+        self.env = env
+
+    async def org(self) -> str:
+        slug = f"c-{uuid.uuid4().hex[:12]}"
+        await self.service.create_org(ACTOR, slug)
+        return slug
+
+    async def key(self, scopes: tuple[str, ...] = ("read",), org: str | None = None) -> MadeKey:
+        org = org or await self.org()
+        created = await self.service.create_key(ACTOR, org, "consistency", list(scopes))
+        k = created.key
+        return MadeKey(k.id, created.secret, k.display_prefix, k.org)
+
+    async def revoke(self, key_id: str) -> None:
+        await self.service.revoke_key(ACTOR, key_id, reason="test")
+
+    async def cli(self, *args: str) -> CliRun:
+        """`python -m gateway ARGS… --config <gateway config>` in a subprocess."""
+        started = time.monotonic()
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "gateway", *args, "--config", str(self.config_path),
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+            env=self.env, cwd=REPO_ROOT,
+        )
+        out, err = await proc.communicate()
+        assert proc.returncode is not None
+        return CliRun(proc.returncode, out.decode(), err.decode(), time.monotonic() - started)
+
+
+@dataclass
+class CliRun:
+    code: int
+    out: str
+    err: str
+    seconds: float
+
+
+@pytest.fixture
+async def keys(fleet: Fleet) -> AsyncIterator[Keys]:
+    config = load_config(str(fleet.config_path), env=fleet.env)
+    async with open_service(config) as service:
+        yield Keys(service, fleet.config_path, fleet.env)
+
+
+# ------------------------------------------------------------------------------ HTTP
+
+
+@pytest.fixture
+async def http() -> AsyncIterator[aiohttp.ClientSession]:
+    """Every request on a fresh connection, so SO_REUSEPORT spreads them over the workers."""
+    async with aiohttp.ClientSession(
+        connector=aiohttp.TCPConnector(force_close=True, limit=0),
+        timeout=aiohttp.ClientTimeout(total=20),
+    ) as session:
+        yield session
+
+
+@dataclass(frozen=True)
+class Probe:
+    target: str
+    sent: float  # time.time() when the request was started
+    took: float
+    status: int
+    code: str | None
+
+
+async def probe(http: aiohttp.ClientSession, base_url: str, secret: str,
+                path: str = "/api/read/probe") -> Probe:
+    started = time.time()
+    async with http.get(base_url + path, headers={"Authorization": f"Bearer {secret}"}) as reply:
+        code = None
+        if reply.status != 200:
+            body = await reply.json(content_type=None)
+            code = body["error"]["code"]
+        else:
+            await reply.read()
+        return Probe(base_url, started, time.time() - started, reply.status, code)
+
+
+async def warm(http: aiohttp.ClientSession, instances: list[GatewayProcess], key: MadeKey,
+               per_instance: int = 40) -> None:
+    """Enough requests on fresh connections that every worker of every instance has the
+    key cached (each worker is missed with probability 2**-per_instance)."""
+    for gw in instances:
+        probes = await asyncio.gather(
+            *(probe(http, gw.url, key.secret) for _ in range(per_instance))
+        )
+        assert all(p.status == 200 for p in probes), [(p.status, p.code) for p in probes]
+
+
+@dataclass
+class Watch:
+    """Probes of one key against several gateways; `since` is when the change committed
+    (wall clock, as the service and PostgreSQL record it)."""
+
+    since: float
+    probes: list[Probe] = field(default_factory=list)
+
+    def accepted(self) -> list[Probe]:
+        return [p for p in self.probes if p.status == 200]
+
+    def refused_everywhere_after(self) -> float:
+        """Seconds from the change until the last request that was still accepted was sent
+        (0 when none was): from then on every request was refused."""
+        return max((p.sent - self.since for p in self.accepted()), default=0.0)
+
+    def after(self, seconds: float) -> list[Probe]:
+        return [p for p in self.probes if p.sent - self.since > seconds]
+
+
+async def watch(http: aiohttp.ClientSession, urls: list[str], secret: str, *, since: float,
+                until: float, concurrency: int = 4, path: str = "/api/read/probe") -> Watch:
+    """Probe every URL with `concurrency` fresh connections at a time until `until`
+    seconds after `since` (wall clock)."""
+    result = Watch(since)
+    while time.time() - since < until:
+        batch = await asyncio.gather(
+            *(probe(http, url, secret, path) for url in urls for _ in range(concurrency))
+        )
+        result.probes.extend(batch)
+    return result
+
+
+async def probe_while(http: aiohttp.ClientSession, urls: list[str], secret: str,
+                      done: asyncio.Event, concurrency: int = 4) -> list[Probe]:
+    """Probe every URL until `done` is set (to watch across a change whose commit time
+    is read afterwards)."""
+    probes: list[Probe] = []
+    while not done.is_set():
+        probes.extend(await asyncio.gather(
+            *(probe(http, url, secret) for url in urls for _ in range(concurrency))
+        ))
+    return probes
+
+
+async def readyz(http: aiohttp.ClientSession, gw: GatewayProcess) -> int:
+    async with http.get(gw.admin_url + "/readyz") as reply:
+        await reply.read()
+        return reply.status
+
+
+async def wait_ready(http: aiohttp.ClientSession, gw: GatewayProcess, want: int,
+                     timeout: float) -> float:
+    """Seconds until /readyz answers `want` (polled every 50 ms)."""
+    started = time.monotonic()
+    while True:
+        status = await readyz(http, gw)
+        if status == want:
+            return time.monotonic() - started
+        if time.monotonic() - started > timeout:
+            raise AssertionError(f"{gw.admin_url}/readyz still {status} after {timeout}s")
+        await asyncio.sleep(0.05)
+
+
+class Launcher:
+    """Starts extra gateways for one test; whatever is still running at the end is killed
+    (a test that checks a clean exit stops its gateways itself)."""
+
+    def __init__(self, stores: OwnStores, upstream: UpstreamProcess, log_dir: Path) -> None:
+        self.stores = stores
+        self.upstream = upstream
+        self.log_dir = log_dir
+        self.started: list[GatewayProcess] = []
+
+    def __call__(self, name: str, *, workers: int = 2, env: dict[str, str] | None = None,
+                 **overrides: Any) -> GatewayProcess:
+        gw = start_gateway(gateway_config(self.upstream.url, **overrides), self.log_dir,
+                           env or gateway_env(self.stores), name=name, workers=workers)
+        self.started.append(gw)
+        return gw
+
+    def cleanup(self) -> None:
+        for gw in self.started:
+            gw.process.kill()
+
+
+@pytest.fixture
+def launch(own_stores: OwnStores, upstream: UpstreamProcess, log_dir: Path) -> Iterator[Launcher]:
+    launcher = Launcher(own_stores, upstream, log_dir)
+    try:
+        yield launcher
+    finally:
+        launcher.cleanup()

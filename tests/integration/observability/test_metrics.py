@@ -1,0 +1,325 @@
+"""SPEC §8 metrics, read from /metrics of real `keygate serve` processes.
+
+Each outcome is driven once through the proxy and keygate_requests_total must move by
+exactly one, in exactly one series, with the expected labels. The exposition is parsed
+with prometheus-client's own parser and linted with `promtool check metrics`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import subprocess
+from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import aiohttp
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from gateway.keys.format import base62_checksum
+from tests.integration.admin.harness import (
+    ISSUED,
+    SPEC_METRICS,
+    AdminClient,
+    bearer,
+    labels,
+    moved,
+    parse_metrics,
+    scrape,
+)
+from tests.integration.observability.conftest import root_of, started, stopped
+from tests.support.gateway_process import GatewayProcess, UpstreamProcess, closed_port
+from tests.support.stores import Stores
+
+ROUTE_NAMES = {"public", "read", "org", "small", "slow", "dead", "none"}
+
+
+@dataclass
+class Keys:
+    org: str
+    other_org: str
+    read: str
+    write: str
+    other_scope: str
+    revoked: str
+    expired: str
+    unused: str  # in no cache anywhere: for the gateway without Postgres
+
+
+@pytest.fixture(scope="module")
+def keys(metrics_gateway: GatewayProcess) -> Keys:
+    async def make() -> Keys:
+        async with aiohttp.ClientSession() as http:
+            root = root_of(http, metrics_gateway)
+            org, other = await root.create_org("metrics"), await root.create_org("elsewhere")
+            made = {name: await root.create_key(org, scopes) for name, scopes in [
+                ("read", ["read"]), ("write", ["write"]), ("other_scope", ["events"]),
+                ("revoked", ["read"]), ("unused", ["read"])]}
+            expiring = await root.create_key(org, ["read"], expires_in="1s")
+            revoked_id = made["revoked"]["key"]["id"]
+            (await root.call("POST", f"/orgs/{org}/keys/{revoked_id}/revoke")).ok()
+            await asyncio.sleep(1.05)
+            return Keys(org, other, made["read"]["secret"], made["write"]["secret"],
+                        made["other_scope"]["secret"], made["revoked"]["secret"],
+                        expiring["secret"], made["unused"]["secret"])
+
+    return asyncio.run(make())
+
+
+@pytest.fixture(scope="module")
+def no_db_gateway(
+    stores: Stores, obs_upstream: UpstreamProcess, obs_log_dir: Path
+) -> Iterator[GatewayProcess]:
+    """Postgres at a closed port; Redis and KEYGATE_SECRET shared with the metrics gateway."""
+    dead_db = f"postgresql://keygate@127.0.0.1:{closed_port()}/keygate"
+    gw = started(stores, obs_upstream, obs_log_dir, "no-db-gateway", database_url=dead_db)
+    try:
+        yield gw
+    except BaseException:
+        gw.process.kill()
+        raise
+    stopped(gw, "the gateway without Postgres")
+
+
+async def send(http: aiohttp.ClientSession, method: str, url: str, **kwargs: object) -> int:
+    async with http.request(method, url, **kwargs) as reply:  # type: ignore[arg-type]
+        await reply.read()
+        return reply.status
+
+
+# One proxied request against a base URL; returns its status.
+Request = Callable[[aiohttp.ClientSession, str, Keys], Awaitable[int]]
+
+
+def _get(path: str, key: Callable[[Keys], str] | None = None,
+         headers: Callable[[Keys], dict[str, str]] | None = None) -> Request:
+    async def request(http: aiohttp.ClientSession, base: str, k: Keys) -> int:
+        sent = dict(headers(k)) if headers else {}
+        if key is not None:
+            sent.update(bearer(key(k)))
+        return await send(http, "GET", base + path.format(org=k.org, other=k.other_org),
+                          headers=sent)
+    return request
+
+
+def _post(path: str, key: Callable[[Keys], str], size: int) -> Request:
+    async def request(http: aiohttp.ClientSession, base: str, k: Keys) -> int:
+        return await send(http, "POST", base + path, headers=bearer(key(k)), data=b"x" * size)
+    return request
+
+
+def _mistyped(k: Keys) -> str:
+    return k.read[:-1] + ("a" if k.read[-1] != "a" else "b")  # bad checksum
+
+
+# (outcome, request, expected route label, method, status)
+OUTCOMES: list[tuple[str, Request, str, str, int]] = [
+    ("allowed", _get("/api/read/x", lambda k: k.read), "read", "GET", 200),
+    ("allowed", _get("/public/x"), "public", "GET", 200),
+    ("no_route", _get("/nowhere/at/all", lambda k: k.read), "none", "GET", 404),
+    ("invalid_path", _get("/api/read/a%2Fb", lambda k: k.read), "none", "GET", 400),
+    ("invalid_request", _get("/api/read/x", lambda k: k.read,
+                             lambda k: {"X-API-Key": k.write}), "read", "GET", 400),
+    ("missing_api_key", _get("/api/read/x"), "read", "GET", 401),
+    ("invalid_api_key", _get("/api/read/x", _mistyped), "read", "GET", 401),
+    ("expired_api_key", _get("/api/read/x", lambda k: k.expired), "read", "GET", 401),
+    ("revoked_api_key", _get("/api/read/x", lambda k: k.revoked), "read", "GET", 401),
+    ("insufficient_scope", _get("/api/read/x", lambda k: k.other_scope), "read", "GET", 403),
+    ("wrong_org", _get("/api/orgs/{other}/x", lambda k: k.read), "org", "GET", 403),
+    ("body_too_large", _post("/api/small/x", lambda k: k.write, 4096), "small", "POST", 413),
+    ("allowed", _post("/api/small/x", lambda k: k.write, 100), "small", "POST", 200),
+    ("upstream_unavailable", _get("/dead/x", lambda k: k.read), "dead", "GET", 502),
+    ("upstream_timeout", _get("/_demo/slow?seconds=3", lambda k: k.read), "slow", "GET", 504),
+]
+
+
+async def test_each_outcome_moves_requests_total_by_exactly_one(
+    metrics_gateway: GatewayProcess, keys: Keys, http: aiohttp.ClientSession
+) -> None:
+    for outcome, request, route, method, status in OUTCOMES:
+        before = await scrape(http, metrics_gateway.admin_url)
+        assert await request(http, metrics_gateway.url, keys) == status, outcome
+        after = await scrape(http, metrics_gateway.admin_url)
+        expected = labels(route=route, method=method, code=str(status), outcome=outcome)
+        assert moved(before, after, "keygate_requests_total") == {expected: 1.0}, outcome
+        # The duration histogram counted the same request, under the same route.
+        assert moved(before, after, "keygate_request_duration_seconds_count") == {
+            labels(route=route): 1.0}, outcome
+    # A forwarded request was timed per upstream.
+    samples = await scrape(http, metrics_gateway.admin_url)
+    upstreams = {dict(lbl)["upstream"] for (name, lbl) in samples
+                 if name == "keygate_upstream_duration_seconds_count"}
+    assert {"echo"} <= upstreams <= {"echo", "slow", "dead"}
+
+
+async def test_auth_unavailable_is_counted(
+    no_db_gateway: GatewayProcess, keys: Keys, http: aiohttp.ClientSession
+) -> None:
+    before = await scrape(http, no_db_gateway.admin_url)
+    assert await send(http, "GET", no_db_gateway.url + "/api/read/x",
+                      headers=bearer(keys.unused)) == 503
+    after = await scrape(http, no_db_gateway.admin_url)
+    assert moved(before, after, "keygate_requests_total") == {
+        labels(route="read", method="GET", code="503", outcome="auth_unavailable"): 1.0}
+    errors = moved(before, after, "keygate_store_errors_total")
+    assert set(errors) == {labels(store="postgres")} and errors[labels(store="postgres")] >= 1
+
+
+async def test_cache_tiers_and_verifications_move(
+    metrics_gateway: GatewayProcess, no_db_gateway: GatewayProcess,
+    http: aiohttp.ClientSession,
+) -> None:
+    root: AdminClient = root_of(http, metrics_gateway)
+    org = await root.create_org("tiers")
+    fresh = (await root.create_key(org, ["read"]))["secret"]
+    url = metrics_gateway.url + "/api/read/x"
+    cache, verifications = "keygate_key_cache_requests_total", "keygate_key_verifications_total"
+
+    before = await scrape(http, metrics_gateway.admin_url)
+    assert await send(http, "GET", url, headers=bearer(fresh)) == 200
+    after = await scrape(http, metrics_gateway.admin_url)
+    assert moved(before, after, cache) == {
+        labels(tier="local", result="miss"): 1.0, labels(tier="redis", result="miss"): 1.0,
+        labels(tier="postgres", result="hit"): 1.0}
+    assert moved(before, after, verifications) == {labels(result="valid"): 1.0}
+    assert moved(before, after, "keygate_key_verification_duration_seconds_count") == {
+        frozenset(): 1.0}
+
+    before = after
+    assert await send(http, "GET", url, headers=bearer(fresh)) == 200
+    after = await scrape(http, metrics_gateway.admin_url)
+    assert moved(before, after, cache) == {labels(tier="local", result="hit"): 1.0}
+    assert moved(before, after, verifications) == {}, "argon2 ran again for a cached key"
+
+    # Another instance finds the verified key in Redis: no argon2, no Postgres.
+    before = await scrape(http, no_db_gateway.admin_url)
+    assert await send(http, "GET", no_db_gateway.url + "/api/read/x",
+                      headers=bearer(fresh)) == 200
+    after = await scrape(http, no_db_gateway.admin_url)
+    assert moved(before, after, cache) == {
+        labels(tier="local", result="miss"): 1.0, labels(tier="redis", result="hit"): 1.0}
+    assert moved(before, after, verifications) == {}
+
+    # A wrong secret for a key id never seen here: one failed verification.
+    other = (await root.create_key(org, ["read"]))["secret"]
+    wrong = other[:-38] + "Q" * 32
+    wrong = wrong + base62_checksum(wrong)
+    ISSUED.append(wrong)
+    before = await scrape(http, metrics_gateway.admin_url)
+    assert await send(http, "GET", url, headers=bearer(wrong)) == 401
+    after = await scrape(http, metrics_gateway.admin_url)
+    assert moved(before, after, verifications) == {labels(result="invalid"): 1.0}
+
+
+async def test_last_used_flushes_are_counted(
+    metrics_gateway: GatewayProcess, keys: Keys, http: aiohttp.ClientSession
+) -> None:
+    before = await scrape(http, metrics_gateway.admin_url)
+    assert await send(http, "GET", metrics_gateway.url + "/api/read/x",
+                      headers=bearer(keys.read)) == 200
+    for _ in range(60):  # flush interval 1s
+        after = await scrape(http, metrics_gateway.admin_url)
+        if moved(before, after, "keygate_last_used_flushes_total"):
+            break
+        await asyncio.sleep(0.05)
+    assert moved(before, after, "keygate_last_used_flushes_total")
+    assert after[("keygate_last_used_pending", frozenset())] >= 0
+
+
+async def test_admin_traffic_is_not_counted(
+    metrics_gateway: GatewayProcess, http: aiohttp.ClientSession
+) -> None:
+    root = root_of(http, metrics_gateway)
+    before = await scrape(http, metrics_gateway.admin_url)
+    await root.create_org("uncounted")
+    for path in ("/orgs", "/openapi.json", "/healthz", "/readyz", "/nope", "/metrics"):
+        await root.call("GET", path)
+    await root.as_("bad").call("GET", "/orgs")
+    after = await scrape(http, metrics_gateway.admin_url)
+    assert moved(before, after, "keygate_requests_total") == {}
+    assert moved(before, after, "keygate_request_duration_seconds_count") == {}
+
+
+async def test_exposition_names_labels_and_buckets(
+    metrics_gateway: GatewayProcess, keys: Keys, http: aiohttp.ClientSession
+) -> None:
+    await send(http, "GET", metrics_gateway.url + "/api/read/x", headers=bearer(keys.read))
+    await send(http, "GET", metrics_gateway.url + "/api/read/" + keys.read)
+    async with http.get(metrics_gateway.admin_url + "/metrics") as reply:
+        assert reply.headers["Content-Type"].startswith("text/plain")
+        text = await reply.text()
+    families = {}
+    for family in text_string_to_metric_families(text):
+        if family.name.startswith("keygate_"):
+            name = family.name + ("_total" if family.type == "counter" else "")
+            families[name] = family.type
+    assert families == SPEC_METRICS
+
+    samples = set(parse_metrics(text))
+    for name, lbl in samples:
+        values = dict(lbl)
+        if name.startswith("keygate_requests_total"):
+            assert set(values) == {"route", "method", "code", "outcome"}
+            assert values["route"] in ROUTE_NAMES, values
+        for value in values.values():
+            assert len(value) < 64 and "/" not in value, (name, values)
+            assert not any(k[-38:-6] in value for k in ISSUED), (name, values)
+
+    for histogram in ("keygate_request_duration_seconds", "keygate_upstream_duration_seconds",
+                      "keygate_key_verification_duration_seconds"):
+        bounds = {float(dict(lbl)["le"]) for name, lbl in samples
+                  if name == histogram + "_bucket"}
+        sub_ms = sorted(b for b in bounds if b < 0.001)
+        assert len(sub_ms) >= 3 and sub_ms[0] <= 0.0001, (histogram, sorted(bounds))
+
+
+def promtool_check(text: str) -> None:
+    promtool = shutil.which("promtool")
+    if promtool is None:
+        pytest.skip("promtool is not installed (Debian/Ubuntu package: prometheus)")
+    result = subprocess.run([promtool, "check", "metrics"], input=text.encode(),
+                            capture_output=True, timeout=30, check=False)
+    output = (result.stdout + result.stderr).decode()
+    assert result.returncode == 0 and not output.strip(), output
+
+
+async def test_promtool_finds_nothing_to_lint(
+    metrics_gateway: GatewayProcess, http: aiohttp.ClientSession
+) -> None:
+    async with http.get(metrics_gateway.admin_url + "/metrics") as reply:
+        promtool_check(await reply.text())
+
+
+@pytest.fixture(scope="module")
+def two_workers(
+    stores: Stores, obs_upstream: UpstreamProcess, obs_log_dir: Path
+) -> Iterator[GatewayProcess]:
+    gw = started(stores, obs_upstream, obs_log_dir, "two-workers", workers=2)
+    try:
+        yield gw
+    except BaseException:
+        gw.process.kill()
+        raise
+    stopped(gw, "the two-worker gateway")
+
+
+async def test_counters_aggregate_across_workers(
+    two_workers: GatewayProcess, http: aiohttp.ClientSession
+) -> None:
+    children = Path(f"/proc/{two_workers.process.pid}/task/{two_workers.process.pid}/children")
+    if children.exists():
+        assert len(children.read_text().split()) >= 2, "expected two worker processes"
+    n = 40
+    replies = await asyncio.gather(*(send(http, "GET", two_workers.url + f"/public/{i}")
+                                     for i in range(n)))
+    assert replies == [200] * n
+    series = ("keygate_requests_total",
+              labels(route="public", method="GET", code="200", outcome="allowed"))
+    for _ in range(6):  # each scrape on a new connection: any worker may answer
+        samples = await scrape(http, two_workers.admin_url)
+        assert samples.get(series) == n
+        assert samples[("keygate_request_duration_seconds_count", labels(route="public"))] == n
+    async with http.get(two_workers.admin_url + "/metrics") as reply:
+        promtool_check(await reply.text())
