@@ -35,9 +35,20 @@ def _body(schema: dict[str, Any], required: bool = True) -> dict[str, Any]:
 
 _ORG_PARAM = {"name": "org", "in": "path", "required": True, "schema": _SLUG}
 _KEY_PARAM = {"name": "key_id", "in": "path", "required": True,
-              "schema": {"type": "string", "pattern": "^(?:[A-Za-z0-9_-]{1,16})?[0-9A-Za-z]{8}$"}}
-_LIMIT = {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 1000}}
+              "schema": {"type": "string",
+                         "pattern": "^(?:[A-Za-z0-9_-]{1,16})?[0-9A-Za-z]{8}$"}}
+_LIMIT = {"name": "limit", "in": "query",
+          "schema": {"type": "integer", "minimum": 1, "maximum": 1000}}
 _CURSOR = {"name": "cursor", "in": "query", "schema": {"type": "string"}}
+_NAME = {"type": "string", "minLength": 1, "maxLength": 200}
+_DATE_TIME = {"type": "string", "format": "date-time"}
+_SCOPES = {"type": "array", "items": _SCOPE}
+
+
+def _input(properties: dict[str, Any], **constraints: Any) -> dict[str, Any]:
+    """A request body object: only these fields (unknown fields are 400)."""
+    return {"type": "object", "additionalProperties": False, **constraints,
+            "properties": properties}
 
 _SCHEMAS: dict[str, Any] = {
     "Error": {
@@ -123,16 +134,18 @@ def openapi_document() -> dict[str, Any]:
             "/orgs": {
                 "post": {
                     "operationId": "createOrg",
-                    "requestBody": _body({"type": "object", "required": ["slug"],
-                                          "additionalProperties": False,
-                                          "properties": {"slug": _SLUG, "name": {"type": "string", "minLength": 1}}}),
+                    "requestBody": _body(_input(
+                        {"slug": _SLUG, "name": {"type": "string", "minLength": 1}},
+                        required=["slug"])),
                     "responses": {"201": _json(_ref("Org"), "Created"),
                                   **_errors(400, 401, 403, 409, 503)},
                 },
                 "get": {
                     "operationId": "listOrgs",
-                    "responses": {"200": _json({"type": "object", "required": ["items"],
-                                                "properties": {"items": {"type": "array", "items": _ref("Org")}}}, "Orgs"),
+                    "responses": {"200": _json(
+                        {"type": "object", "required": ["items"],
+                         "properties": {"items": {"type": "array", "items": _ref("Org")}}},
+                        "Orgs"),
                                   **_errors(401, 503)},
                 },
             },
@@ -140,18 +153,13 @@ def openapi_document() -> dict[str, Any]:
                 "parameters": [_ORG_PARAM],
                 "post": {
                     "operationId": "createKey",
-                    "requestBody": _body({
-                        "type": "object", "required": ["name", "scopes"], "additionalProperties": False,
-                        "properties": {
-                            "name": {"type": "string", "minLength": 1, "maxLength": 200},
-                            "scopes": {"type": "array", "items": _SCOPE},
-                            "env": {"enum": ["live", "test"]},
-                            "expires_at": {"type": "string", "format": "date-time"},
-                            "expires_in": _DURATION,
-                            "metadata": {"type": "object"},
-                        },
-                    }),
-                    "responses": {"201": _json(_ref("KeyWithSecret"), "Created; the secret is shown once"),
+                    "requestBody": _body(_input({
+                        "name": _NAME, "scopes": _SCOPES, "env": {"enum": ["live", "test"]},
+                        "expires_at": _DATE_TIME, "expires_in": _DURATION,
+                        "metadata": {"type": "object"},
+                    }, required=["name", "scopes"])),
+                    "responses": {"201": _json(_ref("KeyWithSecret"),
+                                               "Created; the secret is shown once"),
                                   **_errors(400, 401, 403, 404, 503)},
                 },
                 "get": {
@@ -170,10 +178,8 @@ def openapi_document() -> dict[str, Any]:
                                       **_errors(400, 401, 403, 404, 503)}},
                 "patch": {
                     "operationId": "updateKey",
-                    "requestBody": _body({"type": "object", "additionalProperties": False,
-                                          "minProperties": 1,
-                                          "properties": {"name": {"type": "string", "minLength": 1, "maxLength": 200},
-                                                         "scopes": {"type": "array", "items": _SCOPE}}}),
+                    "requestBody": _body(_input({"name": _NAME, "scopes": _SCOPES},
+                                                minProperties=1)),
                     "responses": {"200": _json(_ref("Key"), "Updated"),
                                   **_errors(400, 401, 403, 404, 503)},
                 },
@@ -182,9 +188,7 @@ def openapi_document() -> dict[str, Any]:
                 "parameters": [_ORG_PARAM, _KEY_PARAM],
                 "post": {
                     "operationId": "revokeKey",
-                    "requestBody": _body({"type": "object", "additionalProperties": False,
-                                          "properties": {"reason": {"type": "string", "minLength": 1, "maxLength": 200}}},
-                                         required=False),
+                    "requestBody": _body(_input({"reason": _NAME}), required=False),
                     "responses": {"200": _json(_ref("Key"), "Revoked"),
                                   **_errors(400, 401, 403, 404, 409, 503)},
                 },
@@ -193,11 +197,10 @@ def openapi_document() -> dict[str, Any]:
                 "parameters": [_ORG_PARAM, _KEY_PARAM],
                 "post": {
                     "operationId": "rollKey",
-                    "requestBody": _body({"type": "object", "additionalProperties": False,
-                                          "properties": {"grace": _DURATION, "expires_in": _DURATION,
-                                                         "expires_at": {"type": "string", "format": "date-time"}}},
-                                         required=False),
-                    "responses": {"201": _json(_ref("KeyWithSecret"), "Rolled; the new secret is shown once"),
+                    "requestBody": _body(_input({"grace": _DURATION, "expires_in": _DURATION,
+                                                 "expires_at": _DATE_TIME}), required=False),
+                    "responses": {"201": _json(_ref("KeyWithSecret"),
+                                               "Rolled; the new secret is shown once"),
                                   **_errors(400, 401, 403, 404, 409, 503)},
                 },
             },

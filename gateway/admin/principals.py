@@ -54,7 +54,7 @@ class AdminAuth:
             return Actor(principal="root", **context)
         try:
             parsed = parse_presented(presented, self.keys)
-            state = await self.resolver.resolve(parsed)
+            state = await self.resolver.resolve(parsed, request.remote)
             check_status(state, time.time())
         except Refusal as refusal:
             if refusal.status == 503:

@@ -15,7 +15,9 @@ MAX_BODY = 64 * 1024
 MAX_DURATION = 100 * 365 * 86400.0
 
 
-async def json_body(request: web.Request, allowed: dict[str, type | tuple[type, ...]]) -> dict[str, Any]:
+async def json_body(
+    request: web.Request, allowed: dict[str, type | tuple[type, ...]]
+) -> dict[str, Any]:
     """The request's JSON object; unknown fields and wrong types are 400 naming the field.
 
     An empty body counts as `{}` so that bodiless POSTs (revoke, roll) work.
@@ -50,7 +52,8 @@ def _tuple(t: type | tuple[type, ...]) -> tuple[type, ...]:
 
 
 def _type_name(t: type | tuple[type, ...]) -> str:
-    names = {str: "a string", list: "an array", dict: "an object", int: "an integer", bool: "a boolean"}
+    names = {str: "a string", list: "an array", dict: "an object", int: "an integer",
+             bool: "a boolean"}
     return " or ".join(names.get(x, x.__name__) for x in _tuple(t))
 
 
@@ -83,7 +86,9 @@ def timestamp(body: dict[str, Any], name: str) -> datetime | None:
     try:
         parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
     except ValueError:
-        raise InvalidInput(f"{name} must be an RFC 3339 time such as 2030-01-31T00:00:00Z", name) from None
+        raise InvalidInput(
+            f"{name} must be an RFC 3339 time such as 2030-01-31T00:00:00Z", name
+        ) from None
     if parsed.tzinfo is None:
         raise InvalidInput(f"{name} needs a time zone, e.g. a trailing Z for UTC", name)
     return parsed

@@ -52,14 +52,18 @@ def check_org(state: KeyState, org_param: str | None, params: Mapping[str, str])
 
 
 async def identify(
-    headers: CIMultiDictProxy[str], *, resolver: KeyResolver, keys: KeysConfig
+    headers: CIMultiDictProxy[str],
+    *,
+    resolver: KeyResolver,
+    keys: KeysConfig,
+    client: str | None = None,
 ) -> KeyState:
     """Who is calling: the state of a valid, live key; raise the matching Refusal otherwise."""
     presented = read_credential(headers)
     if presented is None:
         raise MissingKey()
     parsed = parse_presented(presented, keys)
-    state = await resolver.resolve(parsed)
+    state = await resolver.resolve(parsed, client)
     check_status(state, time.time())
     return state
 

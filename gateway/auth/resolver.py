@@ -50,8 +50,11 @@ class KeyResolver:
         # One argon2 verify per (key, candidate) at a time: a cold burst waits on it.
         self._in_flight: dict[bytes, asyncio.Future[KeyState]] = {}
 
-    async def resolve(self, parsed: ParsedKey) -> KeyState:
-        """The state of the key whose secret was presented; raise InvalidKey/AuthUnavailable."""
+    async def resolve(self, parsed: ParsedKey, client: str | None = None) -> KeyState:
+        """The state of the key whose secret was presented; raise InvalidKey/AuthUnavailable.
+
+        `client` (the peer address) scopes the wrong-secret limit.
+        """
         verifier = fast_verifier(self.server_secret, parsed.key_id, parsed.secret)
         entry = self.local.get(parsed.key_id)
         if entry is not None:
@@ -62,6 +65,8 @@ class KeyResolver:
                 return _checked(entry.state, entry.verifier, verifier, parsed)
         else:
             metrics.LOCAL_MISS.inc()
+        if entry is None or entry.verifier is None:
+            # Another gateway may have verified the key meanwhile: its verifier is in Redis.
             cached = await self._from_redis(parsed.key_id)
             if cached is not None and cached.verifier is not None:
                 self.local.put(parsed.key_id, cached.state, cached.verifier)
@@ -72,7 +77,7 @@ class KeyResolver:
         future: asyncio.Future[KeyState] = asyncio.get_running_loop().create_future()
         self._in_flight[verifier] = future
         try:
-            state = await self._verify_from_store(parsed, verifier)
+            state = await self._verify_from_store(parsed, verifier, client)
             future.set_result(state)
             return state
         except BaseException as exc:
@@ -93,7 +98,9 @@ class KeyResolver:
         (metrics.REDIS_HIT if cached is not None else metrics.REDIS_MISS).inc()
         return cached
 
-    async def _verify_from_store(self, parsed: ParsedKey, verifier: bytes) -> KeyState:
+    async def _verify_from_store(
+        self, parsed: ParsedKey, verifier: bytes, client: str | None
+    ) -> KeyState:
         entry = self.local.get(parsed.key_id)
         if entry is not None and entry.state is not None and entry.secret_hash is not None:
             state, secret_hash = entry.state, entry.secret_hash
@@ -110,7 +117,7 @@ class KeyResolver:
                 raise InvalidKey()
             metrics.POSTGRES_HIT.inc()
             state, secret_hash = KeyState.of(row), row.secret_hash
-        if self.failures.blocked(parsed.key_id):
+        if self.failures.blocked(parsed.key_id, client):
             metrics.key_verifications.labels("throttled").inc()
             raise InvalidKey()
         started = time.perf_counter()
@@ -118,7 +125,7 @@ class KeyResolver:
         metrics.key_verification_duration.observe(time.perf_counter() - started)
         metrics.key_verifications.labels("valid" if ok else "invalid").inc()
         if not ok:
-            self.failures.record_failure(parsed.key_id)
+            self.failures.record_failure(parsed.key_id, client)
             current = self.local.get(parsed.key_id)
             # A right secret verified meanwhile stays known: dropping its verifier would
             # send valid requests back to argon2, which the failures just blocked.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import sys
@@ -11,8 +12,8 @@ from typing import Any, Protocol, TextIO
 from gateway.keys.format import BODY_LENGTH, CHECKSUM_LENGTH, ID_LENGTH, base62_checksum
 
 # A run of key characters long enough to end in a key: `<prefix 1-16><id><secret><checksum>`.
-_KEY_RUN = re.compile(r"[A-Za-z0-9_-]{%d,}" % (BODY_LENGTH + 1))
-_BASE62_TAIL = re.compile(r"[0-9A-Za-z]{%d}" % BODY_LENGTH)
+_KEY_RUN = re.compile(rf"[A-Za-z0-9_-]{{{BODY_LENGTH + 1},}}")
+_BASE62_TAIL = re.compile(rf"[0-9A-Za-z]{{{BODY_LENGTH}}}")
 
 
 def redact_keys(text: str) -> str:
@@ -53,7 +54,9 @@ _encode_json = json.JSONEncoder(separators=(",", ":")).encode
 
 
 class AccessLog:
-    def __init__(self, enabled: bool = True, fmt: str = "json", stream: TextIO | None = None) -> None:
+    def __init__(
+        self, enabled: bool = True, fmt: str = "json", stream: TextIO | None = None
+    ) -> None:
         self.enabled = enabled
         self.fmt = fmt
         self.stream = stream or sys.stdout
@@ -89,7 +92,5 @@ class AccessLog:
             line = _encode_json(record)
         else:
             line = " ".join(f"{k}={'-' if v is None else v}" for k, v in record.items())
-        try:
+        with contextlib.suppress(OSError, ValueError):  # a closed stdout must not fail requests
             self.stream.write(line + "\n")
-        except (OSError, ValueError):
-            pass  # a closed stdout must not fail requests

@@ -106,7 +106,7 @@ class ProxyHandler:
         identity: dict[str, str] = {}
         if not route.public:
             exchange.key = key = await identify(
-                request.headers, resolver=self.resolver, keys=self.keys
+                request.headers, resolver=self.resolver, keys=self.keys, client=request.remote
             )
             authorise(key, scopes=route.scopes, org_param=route.org_param, params=match.params)
             identity = identity_headers(key)

@@ -121,7 +121,12 @@ class RedisKeyCache:
         return cls(client, ttl, server_secret)
 
     async def get(self, key_id: str) -> CachedEntry | None:
-        raw = await self.client.hmget(_PREFIX + key_id, ["s", self.verifier_field])
+        # Reading renews the entry: a key in steady use keeps its verifier in Redis, so the
+        # fleet does not fall back to argon2 (and the wrong-secret limit) every TTL.
+        async with self.client.pipeline(transaction=False) as pipe:
+            pipe.hmget(_PREFIX + key_id, ["s", self.verifier_field])
+            pipe.pexpire(_PREFIX + key_id, self.ttl_ms)
+            raw, _ = await pipe.execute()
         if raw[0] is None:
             return None
         return CachedEntry(KeyState.from_json(raw[0]), raw[1])
