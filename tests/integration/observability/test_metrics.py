@@ -305,12 +305,16 @@ def two_workers(
     stopped(gw, "the two-worker gateway")
 
 
+def worker_pids(pid: int) -> list[str]:
+    """The child processes of `keygate serve --workers 2` (Linux /proc)."""
+    children = Path(f"/proc/{pid}/task/{pid}/children")
+    return children.read_text().split()
+
+
 async def test_counters_aggregate_across_workers(
     two_workers: GatewayProcess, http: aiohttp.ClientSession
 ) -> None:
-    children = Path(f"/proc/{two_workers.process.pid}/task/{two_workers.process.pid}/children")
-    if children.exists():
-        assert len(children.read_text().split()) >= 2, "expected two worker processes"
+    assert len(worker_pids(two_workers.process.pid)) == 2
     n = 40
     replies = await asyncio.gather(*(send(http, "GET", two_workers.url + f"/public/{i}")
                                      for i in range(n)))
