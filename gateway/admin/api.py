@@ -12,7 +12,7 @@ from gateway.admin import requests as read
 from gateway.admin.openapi import openapi_document
 from gateway.admin.principals import AdminAuth
 from gateway.auth.errors import Refusal
-from gateway.keys.errors import ServiceError
+from gateway.keys.errors import InvalidInput, ServiceError
 from gateway.keys.models import Actor, utcnow
 from gateway.keys.service import KeyService
 from gateway.observability.request_ids import request_id as make_request_id
@@ -57,6 +57,11 @@ async def errors_middleware(request: web.Request, handler: Handler) -> web.Strea
     return response
 
 
+async def _hide_banner(_: web.Request, response: web.StreamResponse) -> None:
+    """No `Server: Python/… aiohttp/…` on admin responses either (SPEC §3)."""
+    response.headers["Server"] = "keygate"
+
+
 async def _actor(request: web.Request) -> Actor:
     return await request.app[AUTH].actor(request, request[REQUEST_ID])
 
@@ -69,7 +74,7 @@ async def create_org(request: web.Request) -> web.Response:
     actor = await _actor(request)
     body = await read.json_body(request, {"slug": str, "name": str})
     if "slug" not in body:
-        raise read.InvalidInput("slug is required", "slug")
+        raise InvalidInput("slug is required", "slug")
     org = await request.app[SERVICE].create_org(actor, body["slug"], body.get("name"))
     return _json(org.to_json(), 201)
 
@@ -88,7 +93,7 @@ async def create_key(request: web.Request) -> web.Response:
     })
     for required in ("name", "scopes"):
         if required not in body:
-            raise read.InvalidInput(f"{required} is required", required)
+            raise InvalidInput(f"{required} is required", required)
     created = await request.app[SERVICE].create_key(
         actor, request.match_info["org"], body["name"], read.string_list(body, "scopes") or [],
         env=body.get("env", "live"), expires_in=read.duration(body, "expires_in"),
@@ -168,6 +173,7 @@ def admin_api(service: KeyService, auth: AdminAuth) -> web.Application:
     app = web.Application(middlewares=[errors_middleware], client_max_size=read.MAX_BODY)
     app[SERVICE] = service
     app[AUTH] = auth
+    app.on_response_prepare.append(_hide_banner)
     app.add_routes([
         web.get("/openapi.json", openapi),
         web.post("/orgs", create_org),

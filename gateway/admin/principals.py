@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hmac
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from aiohttp import web
 
@@ -35,23 +35,22 @@ class AdminAuth:
 
     async def actor(self, request: web.Request, request_id: str) -> Actor:
         """The acting principal, with the request's context for the audit log."""
-        context = {
-            "client_ip": request.remote,
-            "request_id": request_id,
-            "traceparent": valid_traceparent(request.headers.get("traceparent")),
-        }
+        root = Actor(
+            principal="root",
+            client_ip=request.remote,
+            request_id=request_id,
+            traceparent=valid_traceparent(request.headers.get("traceparent")),
+        )
         try:
             presented = read_credential(request.headers)
         except Refusal:
             raise AdminUnauthorized() from None
         if presented is None:
             if self.allow_anonymous_root:
-                return Actor(principal="root", **context)
+                return root
             raise AdminUnauthorized()
-        if self.root_token is not None and hmac.compare_digest(
-            presented.encode(), self.root_token.encode()
-        ):
-            return Actor(principal="root", **context)
+        if self.root_token and hmac.compare_digest(presented.encode(), self.root_token.encode()):
+            return root
         try:
             parsed = parse_presented(presented, self.keys)
             state = await self.resolver.resolve(parsed, request.remote)
@@ -60,6 +59,4 @@ class AdminAuth:
             if refusal.status == 503:
                 raise
             raise AdminUnauthorized() from None
-        return Actor(
-            principal=state.display_prefix, org=state.org, scopes=state.scopes, **context
-        )
+        return replace(root, principal=state.display_prefix, org=state.org, scopes=state.scopes)

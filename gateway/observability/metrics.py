@@ -20,7 +20,7 @@ from prometheus_client import (
 
 # No `*_created` series: they are not in the contract, and multiprocess mode has none, so
 # one worker and several would expose different metric names.
-disable_created_metrics()
+disable_created_metrics()  # type: ignore[no-untyped-call]
 
 # Sub-millisecond resolution for the gateway's own overhead, up to upstream-scale latencies.
 LATENCY_BUCKETS = (
@@ -105,6 +105,6 @@ def exposition() -> bytes:
     """
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         registry = CollectorRegistry()
-        multiprocess.MultiProcessCollector(registry)
+        multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
         return generate_latest(registry)
     return generate_latest(REGISTRY)

@@ -155,7 +155,7 @@ class RedisKeyCache:
                     yield data.decode() if isinstance(data, bytes) else str(data)
         finally:
             try:
-                await pubsub.aclose()
+                await pubsub.aclose()  # type: ignore[no-untyped-call]  # untyped in redis-py
             except (RedisError, OSError):
                 pass
 

@@ -224,3 +224,12 @@ async def test_random_bodies_never_cause_a_500(root: AdminClient) -> None:
                 body = reply.body
                 if "secret" in body:
                     ISSUED.append(body["secret"])
+
+
+async def test_admin_responses_name_no_versions(root: AdminClient) -> None:
+    for method, path in (("GET", "/orgs"), ("GET", "/openapi.json"), ("GET", "/nope"),
+                         ("DELETE", "/orgs"), ("POST", "/orgs")):
+        reply = await root.call(method, path)
+        assert reply.headers.get("Server", "keygate") == "keygate", (path, reply.headers)
+    unauthenticated = await root.as_(None).call("GET", "/orgs")
+    assert unauthenticated.headers.get("Server", "keygate") == "keygate"

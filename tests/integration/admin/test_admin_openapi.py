@@ -131,7 +131,7 @@ def test_live_api_conforms_to_its_document(
     @given(case=st.one_of(strategies))
     @settings(max_examples=MAX_EXAMPLES, deadline=None, database=None, derandomize=True,
               suppress_health_check=list(HealthCheck))
-    def run(case: schemathesis.Case) -> None:
+    def run(case: schemathesis.Case[Any]) -> None:
         response = case.call_and_validate(
             base_url=base_url, session=session, checks=CHECKS,
             headers={"Authorization": f"Bearer {ROOT_TOKEN}"},

@@ -444,7 +444,7 @@ class Watch:
     def refused_everywhere_after(self) -> float:
         """Seconds from the change until the last request that was still accepted was sent
         (0 when none was): from then on every request was refused."""
-        return max((p.sent - self.since for p in self.accepted()), default=0.0)
+        return max((max(0.0, p.sent - self.since) for p in self.accepted()), default=0.0)
 
     def after(self, seconds: float) -> list[Probe]:
         return [p for p in self.probes if p.sent - self.since > seconds]
@@ -482,15 +482,15 @@ async def readyz(http: aiohttp.ClientSession, gw: GatewayProcess) -> int:
 
 
 async def wait_ready(http: aiohttp.ClientSession, gw: GatewayProcess, want: int,
-                     timeout: float) -> float:
-    """Seconds until /readyz answers `want` (polled every 50 ms)."""
+                     limit: float) -> float:
+    """Seconds until /readyz answers `want` (polled every 50 ms, for at most `limit`)."""
     started = time.monotonic()
     while True:
         status = await readyz(http, gw)
         if status == want:
             return time.monotonic() - started
-        if time.monotonic() - started > timeout:
-            raise AssertionError(f"{gw.admin_url}/readyz still {status} after {timeout}s")
+        if time.monotonic() - started > limit:
+            raise AssertionError(f"{gw.admin_url}/readyz still {status} after {limit}s")
         await asyncio.sleep(0.05)
 
 

@@ -54,7 +54,6 @@ THREADS = 2
 
 async def load_with_wrk(url: str, secret: str, script: Path) -> tuple[int, int, float]:
     """(requests, non-2xx + socket errors, seconds) for REQUESTS requests through wrk."""
-    script.write_text(WRK_SCRIPT)
     started = time.time()
     proc = await asyncio.create_subprocess_exec(
         "wrk", f"-t{THREADS}", f"-c{CONNECTIONS}", "-d30s", "--timeout", "5s",
@@ -117,10 +116,12 @@ async def test_ten_thousand_requests_one_stamp_write_per_interval_and_final_stam
     gw = launch("gw-stamps", workers=WORKERS, upstreams={"echo": {"url": fixed_upstream}})
     key = await keys.key()
     url = gw.url + "/api/read/stamp"
+    script = tmp_path / "stamp.lua"
+    script.write_text(WRK_SCRIPT)
 
     started = time.time()
     load = asyncio.create_task(
-        load_with_wrk(url, key.secret, tmp_path / "stamp.lua") if shutil.which("wrk")
+        load_with_wrk(url, key.secret, script) if shutil.which("wrk")
         else load_with_aiohttp(url, key.secret)
     )
     first_stamp = None

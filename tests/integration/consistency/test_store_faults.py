@@ -118,7 +118,7 @@ async def test_revocation_with_redis_down_is_refused_within_local_ttl_and_stays_
 
     stores.redis.stop()  # the subscription of every worker is cut
     for gw in fleet_up.instances:
-        await wait_ready(http, gw, 503, timeout=5)
+        await wait_ready(http, gw, 503, limit=5)
     run = await keys.cli("keys", "revoke", key.id)  # cannot publish: Redis is down
     assert run.code == 0, run.err
     revoked = time.time()
@@ -140,7 +140,7 @@ async def test_revocation_with_redis_down_is_refused_within_local_ttl_and_stays_
     try:
         assert client.exists(f"keygate:key:{key.id}") == 1
         after = await watch(http, urls, key.secret, since=restarted, until=0.0)
-        back = [await wait_ready(http, gw, 200, timeout=10) for gw in fleet_up.instances]
+        back = [await wait_ready(http, gw, 200, limit=10) for gw in fleet_up.instances]
         print(f"Redis restarted: /readyz 200 again after {max(back) * 1000:.0f} ms")
         more = await watch(http, urls, key.secret, since=restarted,
                            until=time.time() - restarted + LOCAL_TTL + MARGIN)
@@ -164,7 +164,7 @@ async def test_redis_killed_mid_traffic_then_restarted(
         await asyncio.sleep(0.5)
         t.phase = "redis-down"
         stores.redis.stop()
-        down = [await wait_ready(http, gw, 503, timeout=5) for gw in fleet_up.instances]
+        down = [await wait_ready(http, gw, 503, limit=5) for gw in fleet_up.instances]
         # A key in no cache is verified from PostgreSQL meanwhile.
         fresh = await keys.key()
         first = await asyncio.gather(*(probe(http, gw.url, fresh.secret)
@@ -173,7 +173,7 @@ async def test_redis_killed_mid_traffic_then_restarted(
         await asyncio.sleep(OUTAGE_SPAN)
         t.phase = "redis-restarted"
         stores.start_redis()
-        back = [await wait_ready(http, gw, 200, timeout=10) for gw in fleet_up.instances]
+        back = [await wait_ready(http, gw, 200, limit=10) for gw in fleet_up.instances]
         await asyncio.sleep(1.0)
     print(f"/readyz 503 after {max(down) * 1000:.0f} ms, 200 again "
           f"{max(back) * 1000:.0f} ms after the restart")
@@ -199,7 +199,7 @@ async def test_postgres_killed_mid_traffic_then_restarted(
         await asyncio.sleep(0.5)
         t.phase = "pg-down"
         stores.pg.stop("immediate")
-        down = [await wait_ready(http, gw, 503, timeout=5) for gw in fleet_up.instances]
+        down = [await wait_ready(http, gw, 503, limit=5) for gw in fleet_up.instances]
 
         for gw in fleet_up.instances:
             for presented in (uncached.secret, uncached.with_secret("Q" * 32)):
@@ -222,8 +222,9 @@ async def test_postgres_killed_mid_traffic_then_restarted(
             assert "Traceback" not in run.err
         # ... and the admin API.
         admin = fleet_up.instances[0].admin_url + "/admin/v1"
+        root = {"Authorization": f"Bearer {fleet_up.admin_token}"}
         async with http.post(f"{admin}/orgs/{uncached.org}/keys/{uncached.id}/revoke",
-                             json={}, headers={"Authorization": f"Bearer {fleet_up.admin_token}"}) as reply:
+                             json={}, headers=root) as reply:
             body = await reply.json()
             assert reply.status == 503, body
             assert body["error"]["code"] == "store_unavailable"
@@ -231,7 +232,7 @@ async def test_postgres_killed_mid_traffic_then_restarted(
         await asyncio.sleep(max(0.0, OUTAGE_SPAN - 2.0))
         t.phase = "pg-restarted"
         stores.pg.start()
-        back = [await wait_ready(http, gw, 200, timeout=10) for gw in fleet_up.instances]
+        back = [await wait_ready(http, gw, 200, limit=10) for gw in fleet_up.instances]
         recovered = await watch(http, [gw.url for gw in fleet_up.instances], uncached.secret,
                                 since=time.time(), until=1.0)
         await asyncio.sleep(0.5)
@@ -255,3 +256,30 @@ async def test_postgres_killed_mid_traffic_then_restarted(
     row = (await stores.fetch("SELECT revoked_at FROM api_keys WHERE id = $1", uncached.id))[0]
     assert row["revoked_at"] is None
     del valid
+
+
+async def test_websocket_of_key_revoked_while_redis_down_closed_within_local_ttl(
+    fleet_up: Fleet, keys: Keys, http: aiohttp.ClientSession
+) -> None:
+    key = await keys.key()
+    gw = fleet_up.instances[0]
+    async with http.ws_connect(gw.url + "/ws/events", headers=key.auth) as ws:
+        await ws.send_str("hello")
+        assert (await ws.receive(timeout=5)).data == "hello"
+        fleet_up.stores.redis.stop()
+        try:
+            await wait_ready(http, gw, 503, limit=5)
+            run = await keys.cli("keys", "revoke", key.id)  # cannot publish: Redis is down
+            assert run.code == 0, run.err
+            revoked = time.monotonic()
+            msg = await ws.receive(timeout=LOCAL_TTL + MARGIN + 2)
+            took = time.monotonic() - revoked
+        finally:
+            fleet_up.stores.start_redis()
+        print(f"Redis down: websocket closed with {ws.close_code} {took * 1000:.0f} ms after"
+              " `keygate keys revoke` exited")
+        assert msg.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED), msg
+        assert ws.close_code == 1008
+        assert took <= LOCAL_TTL + MARGIN
+    for instance in fleet_up.instances:
+        await wait_ready(http, instance, 200, limit=10)

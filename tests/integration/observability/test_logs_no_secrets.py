@@ -135,9 +135,9 @@ async def test_no_key_in_logs_or_metrics_and_one_access_line_per_request(
         b"\r\n\r\n",
     ]
     for data in broken:
-        reply = raw_exchange(gw.proxy_port, data)
-        assert re.match(rb"HTTP/1\.[01] 4\d\d ", reply), reply[:200]
-        assert g.encode() not in reply and g[-38:-6].encode() not in reply, reply[:300]
+        answer = raw_exchange(gw.proxy_port, data)
+        assert re.match(rb"HTTP/1\.[01] 4\d\d ", answer), answer[:200]
+        assert g.encode() not in answer and g[-38:-6].encode() not in answer, answer[:300]
 
     async with http.get(gw.admin_url + "/metrics") as reply:
         metrics_text = await reply.text()

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import shutil
 import subprocess
+import time
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -298,6 +299,11 @@ def two_workers(
 ) -> Iterator[GatewayProcess]:
     gw = started(stores, obs_upstream, obs_log_dir, "two-workers", workers=2)
     try:
+        # Ready means both workers listen (and handle SIGTERM), not just the first one.
+        deadline = time.monotonic() + 30
+        while gw.process.stderr().count("proxy listening on") < 2:
+            assert time.monotonic() < deadline and gw.process.alive(), gw.process.tail()
+            time.sleep(0.05)
         yield gw
     except BaseException:
         gw.process.kill()
@@ -314,7 +320,7 @@ def worker_pids(pid: int) -> list[str]:
 async def test_counters_aggregate_across_workers(
     two_workers: GatewayProcess, http: aiohttp.ClientSession
 ) -> None:
-    assert len(worker_pids(two_workers.process.pid)) == 2
+    assert len(worker_pids(two_workers.process.pid)) >= 2  # + multiprocessing helpers
     n = 40
     replies = await asyncio.gather(*(send(http, "GET", two_workers.url + f"/public/{i}")
                                      for i in range(n)))
