@@ -166,14 +166,28 @@ async def resync_periodically(gw: Gateway, interval: float = 30.0) -> None:
         await resync_recent_changes(gw)
 
 
-async def close_if_refused(gw: Gateway, key_id: str) -> None:
+async def session_key_state(gw: Gateway, key_id: str) -> KeyState | None:
+    """A key's current state for its open sessions: from Redis, or from PostgreSQL while
+    Redis is unreachable or not re-synced (a revocation made meanwhile is only there)."""
+    if gw.resolver.redis_trusted:
+        try:
+            entry = await gw.redis.get(key_id)
+        except (RedisError, OSError, asyncio.TimeoutError):
+            pass
+        else:
+            return entry.state if entry is not None else None
     try:
-        entry = await gw.redis.get(key_id)
-    except (RedisError, OSError, asyncio.TimeoutError):
+        async with gw.db.connection() as conn:
+            row = await queries.get_key(conn, key_id)
+    except StoreUnavailable:
+        return None
+    return KeyState.of(row) if row is not None else None
+
+
+async def close_if_refused(gw: Gateway, key_id: str) -> None:
+    state = await session_key_state(gw, key_id)
+    if state is None:
         return
-    if entry is None:
-        return
-    state = entry.state
     if state.revoked:
         await gw.sessions.close_key(key_id, "API key revoked")
     elif state.expires_at is not None and state.expires_at <= time.time():
@@ -181,9 +195,14 @@ async def close_if_refused(gw: Gateway, key_id: str) -> None:
 
 
 async def watch_websocket_keys(gw: Gateway, interval: float = 0.25) -> None:
-    """Close sessions whose key expired, and re-check keys when the channel is degraded."""
+    """Close sessions whose key expired, and re-check keys when the channel is degraded
+    (then from PostgreSQL, at most once per DEGRADED_LOCAL_TTL)."""
+    checked = 0.0
     while True:
         await asyncio.sleep(interval)
+        if not gw.resolver.redis_trusted and time.monotonic() - checked < DEGRADED_LOCAL_TTL:
+            continue
+        checked = time.monotonic()
         for key_id in gw.sessions.keys():
             await close_if_refused(gw, key_id)
 
@@ -202,8 +221,13 @@ def admin_api_mode(config: Config) -> str | None:
     return None
 
 
+async def _no_version_banner(_: web.Request, response: web.StreamResponse) -> None:
+    response.headers["Server"] = "keygate"
+
+
 def admin_app(gw: Gateway) -> web.Application:
     app = web.Application()
+    app.on_response_prepare.append(_no_version_banner)
     mode = admin_api_mode(gw.config)
     if mode is None:
         log.warning(

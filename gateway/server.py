@@ -11,6 +11,8 @@ import shutil
 import signal
 import sys
 import tempfile
+import threading
+import time
 from collections.abc import Callable, Coroutine
 from typing import Any
 
@@ -90,8 +92,10 @@ async def run_worker(
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
+    for sig in _STOP_SIGNALS:
         loop.add_signal_handler(sig, stop.set)
+    if _early_stop.is_set():
+        stop.set()
     await stop.wait()
     log.info("shutting down: draining in-flight requests (up to %ss)", config.server.drain_timeout)
     await proxy_runner.cleanup()  # stops accepting, then waits for in-flight requests
@@ -99,7 +103,21 @@ async def run_worker(
     await stop_gateway(gw)
 
 
+_STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+# Set by a stop signal that arrives before the event loop's handlers are in place.
+_early_stop = threading.Event()
+
+
+def _catch_early_stop() -> None:
+    for sig in _STOP_SIGNALS:
+        signal.signal(sig, lambda _signum, _frame: _early_stop.set())
+
+
 def _worker_process(config: Config, secret: bytes) -> None:
+    # Started with stop signals ignored (so one arriving while Python starts up cannot
+    # kill us half-made); from here on they mean "stop cleanly". The parent repeats its
+    # SIGTERM until every worker has exited.
+    _catch_early_stop()
     configure_logging(config)
     run_async(run_worker(config, secret, shared_port=True))
 
@@ -131,6 +149,7 @@ def serve(config: Config, workers: int | None = None) -> int:
     if count < 1:
         raise SystemExit("keygate: --workers must be at least 1")
     if count == 1:
+        _catch_early_stop()
         run_async(run_worker(config, secret, shared_port=False))
         return 0
     metrics_dir = tempfile.mkdtemp(prefix="keygate-metrics-")
@@ -138,17 +157,36 @@ def serve(config: Config, workers: int | None = None) -> int:
     ctx = multiprocessing.get_context("spawn")
     procs = [ctx.Process(target=_worker_process, args=(config, secret), name=f"keygate-worker-{i}")
              for i in range(count)]
-    for proc in procs:
-        proc.start()
+    stopping = threading.Event()
 
     def forward(_signum: int, _frame: object) -> None:
+        stopping.set()
         for proc in procs:
             if proc.is_alive():
                 proc.terminate()  # SIGTERM: each worker drains and exits 0
 
-    signal.signal(signal.SIGTERM, forward)
-    signal.signal(signal.SIGINT, forward)
+    # Workers inherit ignored stop signals until they install their own handlers.
+    for sig in _STOP_SIGNALS:
+        signal.signal(sig, signal.SIG_IGN)
     for proc in procs:
-        proc.join()
+        proc.start()
+    for sig in _STOP_SIGNALS:
+        signal.signal(sig, forward)
+    while any(p.is_alive() for p in procs) and not stopping.is_set():
+        for proc in procs:
+            proc.join(timeout=0.5)
+        if any(p.exitcode not in (None, 0) for p in procs):
+            log.error("a worker exited with %s; stopping", [p.exitcode for p in procs])
+            forward(signal.SIGTERM, None)  # one worker died: stop the instance, loudly
+    deadline = time.monotonic() + config.server.drain_timeout + 15
+    while any(p.is_alive() for p in procs) and time.monotonic() < deadline:
+        for proc in procs:
+            proc.join(timeout=1.0)
+        forward(signal.SIGTERM, None)  # again, for a worker that was still starting
+    for proc in procs:
+        if proc.is_alive():
+            log.error("worker %s did not stop in time; killing it", proc.pid)
+            proc.kill()
+            proc.join()
     shutil.rmtree(metrics_dir, ignore_errors=True)
     return 0 if all(p.exitcode == 0 for p in procs) else 1

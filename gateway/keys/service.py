@@ -32,6 +32,7 @@ MAX_NAME = 200
 MAX_METADATA_BYTES = 8192
 MAX_PAGE = 1000
 DEFAULT_GRACE = 86400.0
+MAX_LIFETIME = 100 * 365 * 86400.0  # beyond this, datetimes overflow soon enough
 KeyListener = Callable[[ApiKey], Awaitable[None]]
 
 
@@ -244,6 +245,8 @@ class KeyService:
         """Issue a replacement key; the old one expires after `grace` (0: revoked now)."""
         if grace < 0:
             raise InvalidInput("grace cannot be negative", "grace")
+        if grace > MAX_LIFETIME:
+            raise InvalidInput("grace must be at most 100 years", "grace")
         now = self.clock()
         async with self.db.transaction() as conn:
             old = await self._find_key(conn, actor, ref, org, for_update=True)
@@ -494,6 +497,8 @@ def _expiry(
     if expires_in is not None:
         if expires_in <= 0:
             raise InvalidInput("expires_in must be longer than 0s", "expires_in")
+        if expires_in > MAX_LIFETIME:
+            raise InvalidInput("expires_in must be at most 100 years", "expires_in")
         return now + timedelta(seconds=expires_in)
     if expires_at is not None:
         if expires_at.tzinfo is None:

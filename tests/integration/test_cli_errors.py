@@ -84,6 +84,11 @@ USER_ERRORS = [
         "expires_in",
     ),
     (
+        ["keys", "create", "--org", "acme", "--name", "x", "--scope", "read",
+         "--expires-in", "99999999999h"],
+        "expires_in must be at most 100 years",
+    ),
+    (
         [
             "keys",
             "create",
