@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import logging
 import multiprocessing
@@ -86,6 +87,9 @@ async def run_worker(
     admin_host, admin_port = split_host_port(config.listen.admin)
     await web.TCPSite(admin_runner, admin_host, admin_port, reuse_port=shared_port).start()
     await start_background(gw)
+    # Start-up objects live forever: keep the cyclic GC from rescanning them per request.
+    gc.collect()
+    gc.freeze()
     log.info("proxy listening on %s, admin on %s", config.listen.proxy, config.listen.admin)
     if on_ready is not None:
         on_ready()

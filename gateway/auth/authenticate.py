@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Mapping
+from types import MappingProxyType
 
 from multidict import CIMultiDictProxy
 
@@ -76,10 +78,12 @@ def authorise(
     check_org(state, org_param, params)
 
 
-def identity_headers(state: KeyState) -> dict[str, str]:
-    return {
+@functools.lru_cache(maxsize=4096)
+def identity_headers(state: KeyState) -> Mapping[str, str]:
+    """The identity sent upstream; cached per key state (read-only, shared)."""
+    return MappingProxyType({
         "X-Keygate-Org": state.org,
         "X-Keygate-Key-Id": state.display_prefix,
         "X-Keygate-Scopes": " ".join(state.scopes),
         "X-Keygate-Env": state.env,
-    }
+    })

@@ -6,6 +6,7 @@ rejected without touching a store and secret scanners can recognise leaked keys.
 
 from __future__ import annotations
 
+import re
 import secrets
 import string
 import zlib
@@ -19,6 +20,7 @@ SECRET_LENGTH = 32
 CHECKSUM_LENGTH = 6
 BODY_LENGTH = ID_LENGTH + SECRET_LENGTH + CHECKSUM_LENGTH
 MAX_KEY_LENGTH = 16 + BODY_LENGTH
+_BODY = re.compile(f"[0-9A-Za-z]{{{BODY_LENGTH}}}")
 MAX_REFERENCE_LENGTH = 16 + ID_LENGTH  # the longest display prefix
 
 
@@ -77,7 +79,7 @@ def parse_key(text: str, prefixes: Mapping[str, str]) -> ParsedKey:
     if env is None:
         raise MalformedKey("unknown prefix")
     body = text[-BODY_LENGTH:]
-    if not _BASE62_SET.issuperset(body):
+    if not _BODY.fullmatch(body):
         raise MalformedKey("not base62")
     if base62_checksum(text[:-CHECKSUM_LENGTH]) != body[-CHECKSUM_LENGTH:]:
         raise MalformedKey("bad checksum")

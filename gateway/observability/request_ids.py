@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-import os
+import random
 import re
 
+_random = random.Random()  # seeded from os.urandom once per process
 _VALID = re.compile(r"[A-Za-z0-9._-]{1,128}")
 _TRACEPARENT = re.compile(r"[0-9a-f]{2}-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}")
 
@@ -12,7 +13,8 @@ _TRACEPARENT = re.compile(r"[0-9a-f]{2}-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}")
 def request_id(client_value: str | None) -> str:
     if client_value is not None and _VALID.fullmatch(client_value):
         return client_value
-    return os.urandom(16).hex()
+    # Request ids need to be unique, not unpredictable: no syscall per request.
+    return f"{_random.getrandbits(128):032x}"
 
 
 def valid_traceparent(value: str | None) -> str | None:

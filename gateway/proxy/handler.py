@@ -8,7 +8,7 @@ it into the response and records the outcome once.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
@@ -103,7 +103,7 @@ class ProxyHandler:
         match = self._match(request.method, path)
         route = match.route
         exchange.route = route.name
-        identity: dict[str, str] = {}
+        identity: Mapping[str, str] = {}
         if not route.public:
             exchange.key = key = await identify(
                 request.headers, resolver=self.resolver, keys=self.keys, client=request.remote

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from multidict import CIMultiDict, CIMultiDictProxy, istr
 
 # RFC 9110 §7.6.1 hop-by-hop fields, plus the de-facto ones proxies drop.
@@ -40,7 +42,7 @@ def upstream_request_headers(
     incoming: CIMultiDictProxy[str],
     *,
     forward_credentials: bool,
-    identity: dict[str, str],
+    identity: Mapping[str, str],
     request_id: str,
     client_ip: str | None,
     scheme: str,
