@@ -67,19 +67,23 @@ def _print_welcome(config: Config, key: str | None) -> None:
     proxy = "http://" + config.listen.proxy
     admin = "http://" + config.listen.admin
     host, port = _demo_address(config)
-    print(f"\nKeygate dev is up. Proxy: {proxy}  Admin: {admin}  Demo upstream: http://{host}:{port}")
+    print(f"\nKeygate dev is up. Proxy: {proxy}  Admin: {admin}  "
+          f"Demo upstream: http://{host}:{port}")
     print(f"Postgres: {config.database_url}\nRedis:    {config.redis_url}\n")
     if key is None:
         print("The demo key was created on an earlier run and cannot be shown again.")
-        print("Get a fresh one with:  .venv/bin/keygate keys create --org demo --name me --scope read --scope events")
+        print("Get a fresh one with:  .venv/bin/keygate keys create --org demo --name me "
+              "--scope read --scope events")
         key = "<your key>"
     else:
         print("Demo key for org `demo` (scopes: read events). It is shown only this once:\n")
         print(f"    {key}\n")
     print("Try:")
-    print(f"  curl -i {proxy}/api/v1/sessions/42 -H 'Authorization: Bearer {key}'     # 200, echoed")
-    print(f"  curl -i {proxy}/api/v1/sessions/42                                         # 401 missing_api_key")
-    print(f"  curl -i -X POST {proxy}/api/v1/sessions -H 'X-API-Key: {key}'          # 403 insufficient_scope")
+    print(f"  # 200, echoed by the demo upstream\n"
+          f"  curl -i {proxy}/api/v1/sessions/42 -H 'Authorization: Bearer {key}'")
+    print(f"  # 401 missing_api_key\n  curl -i {proxy}/api/v1/sessions/42")
+    print(f"  # 403 insufficient_scope (the key lacks `manage`)\n"
+          f"  curl -i -X POST {proxy}/api/v1/sessions -H 'X-API-Key: {key}'")
     print("\nPress Ctrl-C to stop everything.\n", flush=True)
 
 

@@ -83,7 +83,7 @@ class EmbeddedPostgres:
 
             from pgserver import utils
 
-            POSTGRES_BIN_PATH = _pgserver_bin()  # noqa: N806
+            POSTGRES_BIN_PATH = _pgserver_bin()
             utils.ensure_prefix_permissions(self.data_dir)
             utils.ensure_folder_permissions(POSTGRES_BIN_PATH, 0o055)
             utils.ensure_folder_permissions(POSTGRES_BIN_PATH.parent / "lib", 0o044)

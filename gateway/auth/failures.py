@@ -4,7 +4,7 @@ Before a key's right secret has been seen, every candidate secret costs an argon
 (~20 ms of CPU). Failures are counted in a window per (key id, client address) and per
 key id: one client flooding a key's public id is cut off after `max_failures`, without
 shutting out the key's real user on another address; a flood spread over many addresses
-is cut off for everyone after `max_failures × FLEET_FACTOR`, which bounds the CPU one key
+is cut off for everyone after `max_failures * FLEET_FACTOR`, which bounds the CPU one key
 id can cost. Once the right secret is seen, wrong ones are refused by the keyed hash
 without argon2 at all, so a key in use is never affected.
 """

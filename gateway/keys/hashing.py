@@ -7,7 +7,6 @@ dedicated thread pool (argon2-cffi releases the GIL), never on the event loop.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import hmac
 from concurrent.futures import ThreadPoolExecutor
 

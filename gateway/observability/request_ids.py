@@ -5,7 +5,7 @@ from __future__ import annotations
 import random
 import re
 
-_random = random.Random()  # seeded from os.urandom once per process
+_random = random.Random()  # noqa: S311 - ids need uniqueness, not secrecy
 _VALID = re.compile(r"[A-Za-z0-9._-]{1,128}")
 _TRACEPARENT = re.compile(r"[0-9a-f]{2}-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}")
 

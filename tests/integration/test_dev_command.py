@@ -78,7 +78,8 @@ def test_dev_serves_a_working_demo_key_and_stops_cleanly(tmp_path: Path) -> None
         code = _stop(proc)
     assert code == 0, log.read_text()
     assert (tmp_path / ".keygate" / "postgres" / "PG_VERSION").exists()
-    assert not (tmp_path / ".keygate" / "postgres" / "postmaster.pid").exists(), "postgres left running"
+    pid_file = tmp_path / ".keygate" / "postgres" / "postmaster.pid"
+    assert not pid_file.exists(), "postgres left running"
 
     # Second run: data kept, the key is not shown again, and it still works.
     proc = _start_dev(tmp_path, config, log)

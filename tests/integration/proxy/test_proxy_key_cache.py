@@ -11,7 +11,6 @@ import random
 import time
 
 import aiohttp
-import pytest
 
 from gateway.keys.format import BASE62
 from tests.integration.proxy.harness import ACTOR, LOCAL_TTL, KeyMaker, MadeKey
