@@ -21,6 +21,7 @@ from gateway.auth.last_used import LastUsedRecorder
 from gateway.auth.local_cache import LocalKeyCache
 from gateway.auth.resolver import KeyResolver
 from gateway.config import Config, RouteConfig
+from gateway.keys.errors import StoreUnavailable
 from gateway.keys.hashing import SecretHasher
 from gateway.keys.models import ApiKey
 from gateway.keys.service import KeyService
@@ -31,7 +32,6 @@ from gateway.proxy.listener import ProxyServer
 from gateway.proxy.routes import RouteTable
 from gateway.proxy.upstreams import Upstream, close_upstreams, open_upstreams
 from gateway.proxy.websocket import WebSocketSessions
-from gateway.keys.errors import StoreUnavailable
 from gateway.store import queries
 from gateway.store.db import Database
 from gateway.store.key_cache import KeyState, RedisKeyCache
@@ -87,7 +87,9 @@ def build_gateway(config: Config, secret: bytes) -> Gateway:
         config, routes, resolver, upstreams, sessions,
         AccessLog(config.log.access_log, config.log.format), recorder.record,
     )
-    return Gateway(config, db, redis, hasher, local, resolver, recorder, sessions, upstreams, handler)
+    return Gateway(
+        config, db, redis, hasher, local, resolver, recorder, sessions, upstreams, handler
+    )
 
 
 async def start_background(gw: Gateway) -> None:
@@ -129,11 +131,13 @@ async def listen_for_changes(gw: Gateway) -> None:
                     backoff = 0.1
                     continue
                 gw.local.evict(key_id)
-                if key_id in gw.sessions.keys():
+                if key_id in gw.sessions.keys():  # noqa: SIM118 - not a dict: a list copy
                     await close_if_refused(gw, key_id)
-        except (RedisError, OSError, asyncio.TimeoutError) as exc:
+        except (TimeoutError, RedisError, OSError) as exc:
             if gw.local.ttl == configured:
-                log.warning("invalidation channel lost (%s); local TTL shortened", type(exc).__name__)
+                log.warning(
+                    "invalidation channel lost (%s); local TTL shortened", type(exc).__name__
+                )
             gw.local.ttl = min(configured, DEGRADED_LOCAL_TTL)
             gw.resolver.redis_trusted = False  # until re-synced: entries may be stale
             await asyncio.sleep(backoff)
@@ -172,7 +176,7 @@ async def session_key_state(gw: Gateway, key_id: str) -> KeyState | None:
     if gw.resolver.redis_trusted:
         try:
             entry = await gw.redis.get(key_id)
-        except (RedisError, OSError, asyncio.TimeoutError):
+        except (TimeoutError, RedisError, OSError):
             pass
         else:
             return entry.state if entry is not None else None
@@ -203,7 +207,7 @@ async def watch_websocket_keys(gw: Gateway, interval: float = 0.25) -> None:
         if not gw.resolver.redis_trusted and time.monotonic() - checked < DEGRADED_LOCAL_TTL:
             continue
         checked = time.monotonic()
-        for key_id in gw.sessions.keys():
+        for key_id in gw.sessions.keys():  # noqa: SIM118 - not a dict: a list copy
             await close_if_refused(gw, key_id)
 
 

@@ -19,7 +19,14 @@ from typing import Any
 
 from aiohttp import web
 
-from gateway.app import admin_app, build_gateway, proxy_server, server_secret, start_background, stop_gateway
+from gateway.app import (
+    admin_app,
+    build_gateway,
+    proxy_server,
+    server_secret,
+    start_background,
+    stop_gateway,
+)
 from gateway.config import Config
 from gateway.keys.errors import StoreUnavailable
 from gateway.store.db import Database

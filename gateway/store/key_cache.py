@@ -14,6 +14,7 @@ Every change is also published on `keygate:invalidate` so gateways evict their l
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -134,7 +135,8 @@ class RedisKeyCache:
     async def put(self, state: KeyState, verifier: bytes | None) -> None:
         await self._fill(
             keys=[_PREFIX + state.id],
-            args=[state.version, state.to_json(), verifier or b"", self.ttl_ms, self.verifier_field],
+            args=[state.version, state.to_json(), verifier or b"", self.ttl_ms,
+                  self.verifier_field],
         )
 
     async def key_changed(self, key: ApiKey) -> None:
@@ -154,10 +156,8 @@ class RedisKeyCache:
                     data = message["data"]
                     yield data.decode() if isinstance(data, bytes) else str(data)
         finally:
-            try:
+            with contextlib.suppress(RedisError, OSError):
                 await pubsub.aclose()  # type: ignore[no-untyped-call]  # untyped in redis-py
-            except (RedisError, OSError):
-                pass
 
     async def ping(self) -> bool:
         try:

@@ -2,7 +2,7 @@
 and the cost of `last_used_at` stamping.
 
     .venv/bin/python tests/perf/bench_consistency.py [--revocations 100] [--duration 5]
-                                                    [--rounds 3] [--keys 200]
+                                                    [--rounds 6] [--keys 200]
 
 Starts, all on 127.0.0.1 and all stopped at the end: embedded PostgreSQL + Redis in a
 temp dir (migrated), the fixed-response upstream (tests/perf/fixed_upstream.py), then
@@ -312,7 +312,7 @@ def main() -> None:
     parser.add_argument("--revocations", type=int, default=100)
     parser.add_argument("--keys", type=int, default=200)
     parser.add_argument("--duration", type=float, default=5.0)
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=6)
     parser.add_argument("--connections", type=int, default=32)
     args = parser.parse_args()
     if shutil.which("wrk") is None:
