@@ -133,11 +133,14 @@ async def listen_for_changes(gw: Gateway) -> None:
                 gw.local.evict(key_id)
                 if key_id in gw.sessions.keys():  # noqa: SIM118 - not a dict: a list copy
                     await close_if_refused(gw, key_id)
-        except (TimeoutError, RedisError, OSError) as exc:
+        except Exception as exc:  # never let the listener die: it is the freshness guarantee
             if gw.local.ttl == configured:
                 log.warning(
                     "invalidation channel lost (%s); local TTL shortened", type(exc).__name__
                 )
+                # Entries cached so far would otherwise live their full TTL unannounced;
+                # known verifiers survive, so refilling costs a Postgres read, not argon2.
+                gw.local.clear()
             gw.local.ttl = min(configured, DEGRADED_LOCAL_TTL)
             gw.resolver.redis_trusted = False  # until re-synced: entries may be stale
             await asyncio.sleep(backoff)

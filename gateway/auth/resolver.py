@@ -117,6 +117,14 @@ class KeyResolver:
                 raise InvalidKey()
             metrics.POSTGRES_HIT.inc()
             state, secret_hash = KeyState.of(row), row.secret_hash
+        known = self.local.known_verifier(parsed.key_id)
+        if known is not None:
+            # Verified before: only the state needed refreshing; no argon2.
+            if not same_verifier(known, verifier):
+                raise InvalidKey()
+            self.local.put(parsed.key_id, state, known)
+            await self._fill_redis(state, known)
+            return _checked(state, known, verifier, parsed)
         if self.failures.blocked(parsed.key_id, client):
             metrics.key_verifications.labels("throttled").inc()
             raise InvalidKey()
