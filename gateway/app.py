@@ -22,6 +22,7 @@ from gateway.auth.local_cache import LocalKeyCache
 from gateway.auth.resolver import KeyResolver
 from gateway.config import Config, RouteConfig
 from gateway.keys.errors import StoreUnavailable
+from gateway.keys.format import redact_keys
 from gateway.keys.hashing import SecretHasher
 from gateway.keys.models import ApiKey
 from gateway.keys.service import KeyService
@@ -85,7 +86,7 @@ def build_gateway(config: Config, secret: bytes) -> Gateway:
     routes: RouteTable[RouteConfig] = RouteTable.compile(config.routes)
     handler = ProxyHandler(
         config, routes, resolver, upstreams, sessions,
-        AccessLog(config.log.access_log, config.log.format), recorder.record,
+        AccessLog(config.log.access_log, config.log.format, redact=redact_keys), recorder.record,
     )
     return Gateway(
         config, db, redis, hasher, local, resolver, recorder, sessions, upstreams, handler

@@ -107,3 +107,31 @@ def split_key_reference(text: str) -> tuple[str | None, str]:
         f"{shown} is not a key id (8 base62 characters)"
         " or a display prefix such as kg_live_a1B2c3D4"
     )
+
+
+# A run of key characters long enough to end in a key: `<prefix 1-16><id><secret><checksum>`.
+_KEY_RUN = re.compile(rf"[A-Za-z0-9_-]{{{BODY_LENGTH + 1},}}")
+_BASE62_TAIL = re.compile(rf"[0-9A-Za-z]{{{BODY_LENGTH}}}")
+
+
+def redact_keys(text: str) -> str:
+    """`text` with every full key that ends a run of key characters cut to its display prefix.
+
+    Clients do put keys in URLs; the checksum tells a key from any other long token, and only
+    the run's end is tried, so a long path costs at most 16 checksums per run.
+    """
+    if len(text) <= BODY_LENGTH:
+        return text
+
+    def cut(match: re.Match[str]) -> str:
+        run = match.group()
+        for start in range(max(0, len(run) - BODY_LENGTH - 16), len(run) - BODY_LENGTH):
+            candidate = run[start:]
+            body, checksum = candidate[:-CHECKSUM_LENGTH], candidate[-CHECKSUM_LENGTH:]
+            if _BASE62_TAIL.fullmatch(candidate[-BODY_LENGTH:]) and \
+                    base62_checksum(body) == checksum:
+                display = candidate[: len(candidate) - BODY_LENGTH + ID_LENGTH]
+                return run[:start] + display + "[redacted]"
+        return run
+
+    return _KEY_RUN.sub(cut, text)

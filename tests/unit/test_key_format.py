@@ -291,3 +291,15 @@ def test_display_prefix_of_a_generated_key_is_a_valid_reference() -> None:
         "wa_",
         parts.key_id,
     )
+
+
+def test_redact_keys_cuts_full_keys_to_their_display_prefix() -> None:
+    from gateway.keys.format import generate_key, redact_keys
+
+    full, parts = generate_key("kg_live_")
+    assert redact_keys(f"/v1/x/{full}/y") == f"/v1/x/{parts.display_prefix}[redacted]/y"
+    assert parts.secret not in redact_keys(f"/a{full}")
+    # A long token that is not a key (bad checksum) is left alone.
+    not_a_key = full[:-1] + ("A" if full[-1] != "A" else "B")
+    assert redact_keys(f"/t/{not_a_key}") == f"/t/{not_a_key}"
+    assert redact_keys("/short/path") == "/short/path"
