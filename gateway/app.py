@@ -40,6 +40,8 @@ from gateway.store.key_cache import KeyState, RedisKeyCache
 log = logging.getLogger("keygate")
 # While the invalidation channel is down, local entries live at most this long.
 DEGRADED_LOCAL_TTL = 1.0
+# Reconnecting is one cheap attempt per worker: keep the recovery after an outage short.
+MAX_RECONNECT_BACKOFF = 1.0
 
 
 def server_secret(config: Config) -> bytes:
@@ -124,9 +126,13 @@ async def listen_for_changes(gw: Gateway) -> None:
         try:
             async for key_id in gw.redis.subscribe():
                 if not key_id:  # (re)subscribed: whatever was missed meanwhile is dropped
-                    if gw.local.ttl != configured:
+                    recovering = gw.local.ttl != configured
+                    if recovering:
                         gw.local.clear()
-                    await resync_recent_changes(gw)
+                    repaired = await resync_recent_changes(gw)  # raises if Redis fails
+                    if recovering:
+                        log.warning("invalidation channel back; %s recently changed keys "
+                                    "re-synced into Redis", repaired)
                     gw.local.ttl = configured
                     gw.resolver.redis_trusted = True
                     backoff = 0.1
@@ -145,25 +151,29 @@ async def listen_for_changes(gw: Gateway) -> None:
             gw.local.ttl = min(configured, DEGRADED_LOCAL_TTL)
             gw.resolver.redis_trusted = False  # until re-synced: entries may be stale
             await asyncio.sleep(backoff)
-            backoff = min(backoff * 2, 5.0)
+            backoff = min(backoff * 2, MAX_RECONNECT_BACKOFF)
 
 
-async def resync_recent_changes(gw: Gateway) -> int:
+async def resync_recent_changes(gw: Gateway) -> int | None:
     """Write the state of every key changed within the Redis TTL into Redis.
 
     A change made while Redis was unreachable (its writer could not update the entry nor
     publish) would otherwise linger in a stale Redis entry until it expired; no entry is
     older than the Redis TTL, so re-syncing that window repairs every one of them.
+
+    Returns how many keys were re-synced, or None when Postgres is unreachable (Redis is
+    then the best knowledge there is). A Redis failure raises: Redis must not be trusted
+    before its entries are repaired (a restarted Redis may still be loading, say).
     """
     try:
         async with gw.db.connection() as conn:
             changed = await queries.keys_changed_within(conn, gw.config.cache.redis_ttl)
-        for key in changed:
-            await gw.redis.put(KeyState.of(key), None)
-            gw.local.evict(key.id)
-    except (StoreUnavailable, RedisError, OSError, TimeoutError) as exc:
-        log.warning("re-sync of recently changed keys failed: %s", type(exc).__name__)
-        return 0
+    except StoreUnavailable as exc:
+        log.warning("re-sync of recently changed keys skipped: %s", exc)
+        return None
+    for key in changed:
+        await gw.redis.put(KeyState.of(key), None)
+        gw.local.evict(key.id)
     return len(changed)
 
 
@@ -171,7 +181,10 @@ async def resync_periodically(gw: Gateway, interval: float = 30.0) -> None:
     """Also repair entries whose writer's Redis call failed while Redis stayed up."""
     while True:
         await asyncio.sleep(interval)
-        await resync_recent_changes(gw)
+        try:
+            await resync_recent_changes(gw)
+        except (TimeoutError, RedisError, OSError) as exc:
+            log.warning("periodic re-sync failed: %s", type(exc).__name__)
 
 
 async def session_key_state(gw: Gateway, key_id: str) -> KeyState | None:

@@ -23,6 +23,9 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 
 from gateway.keys.models import ApiKey
@@ -118,6 +121,9 @@ class RedisKeyCache:
             socket_connect_timeout=timeout,
             health_check_interval=10,
             retry_on_timeout=False,
+            # One immediate retry: a pooled connection that died with a Redis restart is
+            # replaced instead of failing the call; a timeout is never doubled.
+            retry=Retry(NoBackoff(), 1, supported_errors=(RedisConnectionError,)),
         )
         return cls(client, ttl, server_secret)
 
@@ -146,7 +152,16 @@ class RedisKeyCache:
 
     async def subscribe(self) -> AsyncIterator[str]:
         """Key ids as changes are published; raises RedisError when the link drops."""
-        pubsub = self.client.pubsub(ignore_subscribe_messages=True)
+        # Its own connection, never retried: a link that reconnected by itself would hide
+        # the invalidations published while it was down.
+        pool = self.client.connection_pool
+        link = aioredis.Redis(
+            connection_pool=pool.__class__(
+                connection_class=pool.connection_class,
+                **{**pool.connection_kwargs, "retry": Retry(NoBackoff(), 0)},
+            )
+        )
+        pubsub = link.pubsub(ignore_subscribe_messages=True)
         try:
             await pubsub.subscribe(CHANNEL)
             yield ""  # subscribed: the caller may treat its local cache as trustworthy now
@@ -158,6 +173,8 @@ class RedisKeyCache:
         finally:
             with contextlib.suppress(RedisError, OSError):
                 await pubsub.aclose()  # type: ignore[no-untyped-call]  # untyped in redis-py
+            with contextlib.suppress(RedisError, OSError):
+                await link.connection_pool.disconnect()
 
     async def ping(self) -> bool:
         try:

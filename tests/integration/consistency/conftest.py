@@ -207,7 +207,8 @@ def gateway_config(upstream_url: str, **overrides: Any) -> dict[str, Any]:
 def log_dir() -> Iterator[Path]:
     path = Path(tempfile.mkdtemp(prefix="keygate-consistency-logs-"))
     yield path
-    shutil.rmtree(path, ignore_errors=True)
+    if not os.environ.get("KEYGATE_TEST_KEEP_LOGS"):  # set it to read the gateways' logs
+        shutil.rmtree(path, ignore_errors=True)
 
 
 @pytest.fixture(scope="package")
