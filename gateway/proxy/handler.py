@@ -33,6 +33,10 @@ from gateway.proxy.websocket import WebSocketSessions, relay_websocket
 from gateway.store.key_cache import KeyState
 
 CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+# The `method` label's values: anything else a client invents is counted as "other".
+KNOWN_METHODS = frozenset(
+    ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "CONNECT", "TRACE")
+)
 _MAX_CACHED_CHILDREN = 4096
 
 
@@ -92,7 +96,8 @@ class ProxyHandler:
             outcome = refusal.code
             response = refusal_response(refusal, exchange.request_id)
         duration = time.perf_counter() - started
-        self._counter(exchange.route, request.method, response.status, outcome).inc()
+        method = request.method if request.method in KNOWN_METHODS else "other"
+        self._counter(exchange.route, method, response.status, outcome).inc()
         self._histogram(exchange.route).observe(duration)
         self.access_log.write(exchange, response.status, outcome, duration)
         return response
@@ -133,7 +138,7 @@ class ProxyHandler:
         child = self._counted.get(key)
         if child is None:
             child = metrics.requests_total.labels(route, method, str(status), outcome)
-            if len(self._counted) < _MAX_CACHED_CHILDREN:  # methods are client-chosen
+            if len(self._counted) < _MAX_CACHED_CHILDREN:
                 self._counted[key] = child
         return child
 

@@ -333,3 +333,16 @@ async def test_counters_aggregate_across_workers(
         assert samples[("keygate_request_duration_seconds_count", labels(route="public"))] == n
     async with http.get(two_workers.admin_url + "/metrics") as reply:
         promtool_check(await reply.text())
+
+
+async def test_invented_methods_share_one_label_value(
+    metrics_gateway: GatewayProcess, keys: Keys, http: aiohttp.ClientSession
+) -> None:
+    """The method label is bounded: methods a client makes up are all counted as "other"."""
+    before = await scrape(http, metrics_gateway.admin_url)
+    for method in ("FOOBAR", "BREW", "X-CUSTOM-1"):
+        await send(http, method, metrics_gateway.url + "/api/read/x", headers=bearer(keys.read))
+    after = await scrape(http, metrics_gateway.admin_url)
+    changes = moved(before, after, "keygate_requests_total")
+    assert {dict(lbl)["method"] for lbl in changes} == {"other"}, changes
+    assert sum(changes.values()) == 3
