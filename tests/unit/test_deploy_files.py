@@ -19,20 +19,10 @@ import pytest
 import yaml
 
 from gateway.config import load_config
+from tests.support.spec import SPEC_METRICS
 
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
-SPEC_METRICS = {
-    "keygate_requests_total": "counter",
-    "keygate_request_duration_seconds": "histogram",
-    "keygate_upstream_duration_seconds": "histogram",
-    "keygate_key_cache_requests_total": "counter",
-    "keygate_key_verifications_total": "counter",
-    "keygate_key_verification_duration_seconds": "histogram",
-    "keygate_last_used_pending": "gauge",
-    "keygate_last_used_flushes_total": "counter",
-    "keygate_store_errors_total": "counter",
-}
 SPEC_LABELS = {"route", "method", "code", "outcome", "upstream", "tier", "result", "store", "le"}
 PROMQL_WORDS = {
     # aggregations, functions and keywords used in PromQL (not metric names)

@@ -30,18 +30,6 @@ KEY_FIELDS = {
     "created_by", "expires_at", "last_used_at", "revoked_at", "revoked_by", "revoke_reason",
     "metadata", "rolled_from",
 }
-# SPEC §8: every metric family the gateway may expose, and nothing else named keygate_*.
-SPEC_METRICS = {
-    "keygate_requests_total": "counter",
-    "keygate_request_duration_seconds": "histogram",
-    "keygate_upstream_duration_seconds": "histogram",
-    "keygate_key_cache_requests_total": "counter",
-    "keygate_key_verifications_total": "counter",
-    "keygate_key_verification_duration_seconds": "histogram",
-    "keygate_last_used_pending": "gauge",
-    "keygate_last_used_flushes_total": "counter",
-    "keygate_store_errors_total": "counter",
-}
 # Every full key (and every key-shaped string sent) this session: none may be logged.
 ISSUED: list[str] = []
 

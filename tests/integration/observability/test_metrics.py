@@ -22,7 +22,6 @@ from prometheus_client.parser import text_string_to_metric_families
 from gateway.keys.format import base62_checksum
 from tests.integration.admin.harness import (
     ISSUED,
-    SPEC_METRICS,
     AdminClient,
     bearer,
     labels,
@@ -32,6 +31,7 @@ from tests.integration.admin.harness import (
 )
 from tests.integration.observability.conftest import root_of, started, stopped
 from tests.support.gateway_process import GatewayProcess, UpstreamProcess, closed_port
+from tests.support.spec import SPEC_METRICS
 from tests.support.stores import Stores
 
 ROUTE_NAMES = {"public", "read", "org", "small", "slow", "dead", "none"}

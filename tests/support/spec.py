@@ -1,0 +1,14 @@
+"""Names the SPEC fixes (§8), written once for every test that checks them."""
+
+# Every metric family the gateway may expose, and nothing else named keygate_*.
+SPEC_METRICS = {
+    "keygate_requests_total": "counter",
+    "keygate_request_duration_seconds": "histogram",
+    "keygate_upstream_duration_seconds": "histogram",
+    "keygate_key_cache_requests_total": "counter",
+    "keygate_key_verifications_total": "counter",
+    "keygate_key_verification_duration_seconds": "histogram",
+    "keygate_last_used_pending": "gauge",
+    "keygate_last_used_flushes_total": "counter",
+    "keygate_store_errors_total": "counter",
+}
