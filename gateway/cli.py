@@ -9,14 +9,13 @@ import getpass
 import json
 import sys
 from collections.abc import Awaitable, Callable, Iterator, Sequence
-from contextlib import asynccontextmanager
 from datetime import datetime
 from typing import Any, TextIO
 
 from gateway.config import Config, ConfigError, load_config
 from gateway.keys.errors import ServiceError
 from gateway.keys.models import Actor, ApiKey, AuditEntry, Org, rfc3339, utcnow
-from gateway.keys.service import KeyService
+from gateway.keys.service import KeyService, open_key_service
 from gateway.units import parse_duration
 
 EXIT_OK, EXIT_USER_ERROR, EXIT_USAGE = 0, 1, 2
@@ -146,25 +145,6 @@ def cli_actor() -> Actor:
     except (KeyError, OSError):
         user = "unknown"
     return Actor(principal=f"cli:{user}")
-
-
-@asynccontextmanager
-async def open_service(config: Config) -> Any:
-    """The service as the CLI uses it, with cache invalidation when Redis is reachable."""
-    from gateway.keys.hashing import SecretHasher
-    from gateway.store.db import Database
-    from gateway.store.key_cache import KeyCacheWriter
-
-    db = Database(config.database_url, timeout=config.server.store_timeout)
-    hasher = SecretHasher(config.keys.argon2, threads=1)
-    cache = KeyCacheWriter.from_config(config)
-    service = KeyService(db, config.keys, hasher, on_change=cache.key_changed)
-    try:
-        yield service
-    finally:
-        await cache.close()
-        await db.close()
-        hasher.close()
 
 
 class Output:
@@ -351,7 +331,7 @@ _SERVICE_COMMANDS: dict[str, ServiceCommand] = {
 async def _with_service(
     cmd: ServiceCommand, args: argparse.Namespace, config: Config, out: Output
 ) -> None:
-    async with open_service(config) as svc:
+    async with open_key_service(config) as svc:
         await cmd(args, svc, out)
 
 

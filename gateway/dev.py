@@ -20,12 +20,9 @@ from gateway.config import Config, load_config
 from gateway.demo_upstream import demo_app
 from gateway.embedded import EmbeddedPostgres, EmbeddedRedis
 from gateway.keys.errors import Conflict
-from gateway.keys.hashing import SecretHasher
 from gateway.keys.models import Actor
-from gateway.keys.service import KeyService
+from gateway.keys.service import open_key_service
 from gateway.server import configure_logging, run_async, run_worker
-from gateway.store.db import Database
-from gateway.store.key_cache import RedisKeyCache
 from gateway.store.migrate import migrate
 
 DATA_DIR = Path(".keygate")
@@ -42,25 +39,17 @@ def _dev_secret() -> str:
     return path.read_text().strip()
 
 
-async def _ensure_demo_key(config: Config, secret: str) -> str | None:
+async def _ensure_demo_key(config: Config) -> str | None:
     """Create org `demo` and its key on the first run; return the full key then."""
-    db = Database(config.database_url)
-    hasher = SecretHasher(config.keys.argon2, threads=1)
-    cache = RedisKeyCache.connect(config.redis_url, config.cache.redis_ttl, 2.0, secret.encode())
-    service = KeyService(db, config.keys, hasher, on_change=cache.key_changed)
     actor = Actor(principal="dev")
-    try:
-        await migrate(db)
+    async with open_key_service(config) as service:
+        await migrate(service.db)
         try:
             await service.create_org(actor, "demo", "Demo org")
         except Conflict:
             return None
         created = await service.create_key(actor, "demo", "demo key", ["read", "events"])
         return created.secret
-    finally:
-        await cache.close()
-        await db.close()
-        hasher.close()
 
 
 def _print_welcome(config: Config, key: str | None) -> None:
@@ -121,7 +110,7 @@ def run_dev(config_path: str | None = None) -> int:
             config = load_config(config_path or str(DEV_CONFIG), env)
             config = dataclasses.replace(config, dev=True)
             configure_logging(config)
-            key = run_async(_ensure_demo_key(config, secret))
+            key = run_async(_ensure_demo_key(config))
             run_async(_serve(config, secret, key))
         finally:
             redis.stop()

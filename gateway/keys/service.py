@@ -8,15 +8,16 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import json
 import logging
 import re
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from gateway.config import KeysConfig
+from gateway.config import Config, KeysConfig
 from gateway.keys import format as key_format
 from gateway.keys.errors import Conflict, Forbidden, InvalidInput, NotFound, ScopeNotHeld
 from gateway.keys.hashing import SecretHasher
@@ -24,6 +25,7 @@ from gateway.keys.models import Actor, ApiKey, AuditEntry, Org, utcnow
 from gateway.keys.scopes import ScopeError, grants, missing_scopes, normalise_scopes
 from gateway.store import queries
 from gateway.store.db import Connection, Database
+from gateway.store.key_cache import KeyCacheWriter
 
 log = logging.getLogger("keygate.service")
 
@@ -547,3 +549,18 @@ def _decode_audit_cursor(cursor: str) -> int:
     if not isinstance(value, int):
         raise InvalidInput("invalid cursor; pass next_cursor from the previous page", "cursor")
     return value
+
+
+@contextlib.asynccontextmanager
+async def open_key_service(config: Config) -> AsyncIterator[KeyService]:
+    """The service as the CLI and `keygate dev` use it: its own pool, and changes
+    published to the gateways' caches whenever Redis is reachable."""
+    db = Database(config.database_url, timeout=config.server.store_timeout)
+    hasher = SecretHasher(config.keys.argon2, threads=1)
+    cache = KeyCacheWriter.from_config(config)
+    try:
+        yield KeyService(db, config.keys, hasher, on_change=cache.key_changed)
+    finally:
+        await cache.close()
+        await db.close()
+        hasher.close()

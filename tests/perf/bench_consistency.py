@@ -46,11 +46,10 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
 sys.path.insert(0, str(ROOT))
 
-from gateway.cli import open_service  # noqa: E402
 from gateway.config import load_config  # noqa: E402
 from gateway.embedded import EmbeddedPostgres, EmbeddedRedis, free_port  # noqa: E402
 from gateway.keys.models import Actor  # noqa: E402
-from gateway.keys.service import KeyService  # noqa: E402
+from gateway.keys.service import KeyService, open_key_service  # noqa: E402
 from gateway.store.db import Database  # noqa: E402
 from gateway.store.migrate import migrate  # noqa: E402
 from tests.support.gateway_process import (  # noqa: E402
@@ -236,7 +235,7 @@ async def run(args: argparse.Namespace, work: Path) -> None:
                                workers=2) for n in "ab"]
         gateways += fleet
         config = load_config(str(fleet[0].config_path), env=env)
-        async with open_service(config) as service:
+        async with open_key_service(config) as service:
             times = await propagation(service, [gw.url for gw in fleet], args.revocations)
             secrets = await make_keys(service, args.keys)
         for gw in fleet:

@@ -33,12 +33,11 @@ import asyncpg
 import pytest
 import redis
 
-from gateway.cli import open_service
 from gateway.config import load_config
 from gateway.embedded import EmbeddedPostgres, EmbeddedRedis, free_port
 from gateway.keys.format import BASE62, base62_checksum
 from gateway.keys.models import Actor
-from gateway.keys.service import KeyService
+from gateway.keys.service import KeyService, open_key_service
 from gateway.store.db import Database
 from gateway.store.migrate import migrate
 from tests.support.gateway_process import (
@@ -381,7 +380,7 @@ class CliRun:
 @pytest.fixture
 async def keys(fleet: Fleet) -> AsyncIterator[Keys]:
     config = load_config(str(fleet.config_path), env=fleet.env)
-    async with open_service(config) as service:
+    async with open_key_service(config) as service:
         yield Keys(service, fleet.config_path, fleet.env)
 
 

@@ -14,9 +14,9 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from gateway.cli import open_service
 from gateway.config import load_config
 from gateway.embedded import free_port
+from gateway.keys.service import open_key_service
 from tests.integration.proxy.harness import (
     KeyMaker,
     Stack,
@@ -85,7 +85,7 @@ def gateway(stack: Stack) -> GatewayProcess:
 async def keys(stack: Stack) -> AsyncIterator[KeyMaker]:
     gw = stack.gateway
     config = load_config(str(gw.config_path), env=gw.env)
-    async with open_service(config) as service:
+    async with open_key_service(config) as service:
         yield KeyMaker(service, gw.config_path, gw.env)
 
 
