@@ -205,3 +205,9 @@ def moved(before: Samples, after: Samples, name: str) -> dict[frozenset[tuple[st
 
 def labels(**values: str) -> frozenset[tuple[str, str]]:
     return frozenset(values.items())
+
+
+def assert_no_key_in(output: str, where: str) -> None:
+    """No key issued in this session appears in `output` (a process's logs, say)."""
+    leaked = [k[:12] + "…" for k in ISSUED if k in output]
+    assert not leaked, f"full API keys found in {where}: {leaked}"

@@ -13,9 +13,9 @@ import aiohttp
 import pytest
 
 from tests.integration.admin.harness import (
-    ISSUED,
     ROOT_TOKEN,
     AdminClient,
+    assert_no_key_in,
     operator_config,
     operator_env,
 )
@@ -27,11 +27,6 @@ from tests.support.gateway_process import (
     start_upstream,
 )
 from tests.support.stores import Stores
-
-
-def assert_no_key_in(output: str, where: str) -> None:
-    leaked = [k[:12] + "…" for k in ISSUED if k in output]
-    assert not leaked, f"full API keys found in {where}: {leaked}"
 
 
 @pytest.fixture(scope="package")
