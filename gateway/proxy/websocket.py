@@ -51,11 +51,6 @@ class WebSocketSessions:
             await ws.close(code=POLICY_VIOLATION, message=reason.encode())
         return len(sockets)
 
-    async def close_all(self, code: int = 1001, reason: str = "gateway shutting down") -> None:
-        for key_id in self.keys():
-            for ws in list(self._by_key.get(key_id, ())):
-                await ws.close(code=code, message=reason.encode())
-
     def __len__(self) -> int:
         return sum(len(s) for s in self._by_key.values())
 
