@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import hmac
-import time
 from dataclasses import dataclass, replace
 
 from aiohttp import web
 
-from gateway.auth.authenticate import check_status, parse_presented
+from gateway.auth.authenticate import identify_key
 from gateway.auth.credentials import read_credential
 from gateway.auth.errors import Refusal
 from gateway.auth.resolver import KeyResolver
@@ -52,9 +51,9 @@ class AdminAuth:
         if self.root_token and hmac.compare_digest(presented.encode(), self.root_token.encode()):
             return root
         try:
-            parsed = parse_presented(presented, self.keys)
-            state = await self.resolver.resolve(parsed, request.remote)
-            check_status(state, time.time())
+            state = await identify_key(
+                presented, resolver=self.resolver, keys=self.keys, client=request.remote
+            )
         except Refusal as refusal:
             if refusal.status == 503:
                 raise

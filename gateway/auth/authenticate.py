@@ -64,6 +64,13 @@ async def identify(
     presented = read_credential(headers)
     if presented is None:
         raise MissingKey()
+    return await identify_key(presented, resolver=resolver, keys=keys, client=client)
+
+
+async def identify_key(
+    presented: str, *, resolver: KeyResolver, keys: KeysConfig, client: str | None = None
+) -> KeyState:
+    """The state of the presented key if it is valid and live; raise its Refusal otherwise."""
     parsed = parse_presented(presented, keys)
     state = await resolver.resolve(parsed, client)
     check_status(state, time.time())
