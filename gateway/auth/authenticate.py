@@ -5,9 +5,8 @@ from __future__ import annotations
 import functools
 import time
 from collections.abc import Mapping
-from types import MappingProxyType
 
-from multidict import CIMultiDictProxy
+from multidict import CIMultiDictProxy, istr
 
 from gateway.auth.credentials import read_credential
 from gateway.auth.errors import (
@@ -72,7 +71,9 @@ async def identify_key(
 ) -> KeyState:
     """The state of the presented key if it is valid and live; raise its Refusal otherwise."""
     parsed = parse_presented(presented, keys)
-    state = await resolver.resolve(parsed, client)
+    state = resolver.cached(parsed)  # the common case: no I/O and nothing to await
+    if state is None:
+        state = await resolver.resolve(parsed, client)
     check_status(state, time.time())
     return state
 
@@ -85,12 +86,20 @@ def authorise(
     check_org(state, org_param, params)
 
 
+Headers = tuple[tuple[str, str], ...]
+
+_ORG = istr("X-Keygate-Org")
+_KEY_ID = istr("X-Keygate-Key-Id")
+_SCOPES = istr("X-Keygate-Scopes")
+_ENV = istr("X-Keygate-Env")
+
+
 @functools.lru_cache(maxsize=4096)
-def identity_headers(state: KeyState) -> Mapping[str, str]:
-    """The identity sent upstream; cached per key state (read-only, shared)."""
-    return MappingProxyType({
-        "X-Keygate-Org": state.org,
-        "X-Keygate-Key-Id": state.display_prefix,
-        "X-Keygate-Scopes": " ".join(state.scopes),
-        "X-Keygate-Env": state.env,
-    })
+def identity_headers(state: KeyState) -> Headers:
+    """The identity sent upstream, as header pairs; cached per key state (immutable)."""
+    return (
+        (_ORG, state.org),
+        (_KEY_ID, state.display_prefix),
+        (_SCOPES, " ".join(state.scopes)),
+        (_ENV, state.env),
+    )

@@ -50,6 +50,19 @@ class KeyResolver:
         # One argon2 verify per (key, candidate) at a time: a cold burst waits on it.
         self._in_flight: dict[bytes, asyncio.Future[KeyState]] = {}
 
+    def cached(self, parsed: ParsedKey) -> KeyState | None:
+        """The key's state from the in-process cache alone, when that settles it (no I/O).
+
+        Raises InvalidKey for a secret that does not match the cached verifier; None means
+        `resolve` must decide (and count the lookup).
+        """
+        entry = self.local.get(parsed.key_id)
+        if entry is None or entry.verifier is None or entry.state is None:
+            return None
+        metrics.LOCAL_HIT.inc()
+        verifier = fast_verifier(self.server_secret, parsed.key_id, parsed.secret)
+        return _checked(entry.state, entry.verifier, verifier, parsed)
+
     async def resolve(self, parsed: ParsedKey, client: str | None = None) -> KeyState:
         """The state of the key whose secret was presented; raise InvalidKey/AuthUnavailable.
 

@@ -11,7 +11,7 @@ import secrets
 import string
 import zlib
 from collections.abc import Mapping
-from dataclasses import dataclass
+from typing import NamedTuple
 
 BASE62 = string.digits + string.ascii_uppercase + string.ascii_lowercase
 _BASE62_SET = frozenset(BASE62)
@@ -28,8 +28,9 @@ class MalformedKey(ValueError):
     """The string is not a key of this gateway (shape, prefix or checksum)."""
 
 
-@dataclass(frozen=True)
-class ParsedKey:
+class ParsedKey(NamedTuple):
+    """A presented key's parts (a tuple: built on every authenticated request)."""
+
     prefix: str
     env: str
     key_id: str
@@ -51,11 +52,11 @@ def random_base62(length: int) -> str:
 def base62_checksum(text: str) -> str:
     """CRC32 of `text` as 6 zero-padded base62 digits (62**6 > 2**32)."""
     value = zlib.crc32(text.encode("ascii"))
-    digits = []
-    for _ in range(CHECKSUM_LENGTH):
-        value, rem = divmod(value, 62)
-        digits.append(BASE62[rem])
-    return "".join(reversed(digits))
+    d = BASE62  # most significant digit first; 62**5 * 5 > 2**32, so no `% 62` there
+    return (
+        d[value // 916_132_832] + d[value // 14_776_336 % 62] + d[value // 238_328 % 62]
+        + d[value // 3_844 % 62] + d[value // 62 % 62] + d[value % 62]
+    )
 
 
 def generate_key(prefix: str, key_id: str | None = None) -> tuple[str, ParsedKey]:
@@ -75,15 +76,15 @@ def parse_key(text: str, prefixes: Mapping[str, str]) -> ParsedKey:
     if len(text) <= BODY_LENGTH or len(text) > MAX_KEY_LENGTH:
         raise MalformedKey("wrong length")
     prefix = text[:-BODY_LENGTH]
-    env = next((e for e, p in prefixes.items() if p == prefix), None)
-    if env is None:
+    envs = [env for env, known in prefixes.items() if known == prefix]
+    if not envs:
         raise MalformedKey("unknown prefix")
     body = text[-BODY_LENGTH:]
     if not _BODY.fullmatch(body):
         raise MalformedKey("not base62")
     if base62_checksum(text[:-CHECKSUM_LENGTH]) != body[-CHECKSUM_LENGTH:]:
         raise MalformedKey("bad checksum")
-    return ParsedKey(prefix, env, body[:ID_LENGTH], body[ID_LENGTH : ID_LENGTH + SECRET_LENGTH])
+    return ParsedKey(prefix, envs[0], body[:ID_LENGTH], body[ID_LENGTH : ID_LENGTH + SECRET_LENGTH])
 
 
 def is_key_id(text: str) -> bool:

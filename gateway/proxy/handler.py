@@ -8,14 +8,14 @@ it into the response and records the outcome once.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 from aiohttp import web
 from prometheus_client import Counter, Histogram
 
-from gateway.auth.authenticate import authorise, identify, identity_headers
+from gateway.auth.authenticate import Headers, authorise, identify, identity_headers
 from gateway.auth.errors import Refusal
 from gateway.auth.resolver import KeyResolver
 from gateway.config import Config, RouteConfig
@@ -108,7 +108,7 @@ class ProxyHandler:
         match = self._match(request.method, path)
         route = match.route
         exchange.route = route.name
-        identity: Mapping[str, str] = {}
+        identity: Headers = ()
         if not route.public:
             exchange.key = key = await identify(
                 request.headers, resolver=self.resolver, keys=self.keys, client=request.remote

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable
 
+from aiohttp import hdrs
 from multidict import CIMultiDict, CIMultiDictProxy, istr
 
 # RFC 9110 §7.6.1 hop-by-hop fields, plus the de-facto ones proxies drop.
@@ -38,11 +39,17 @@ def connection_listed(headers: CIMultiDictProxy[str]) -> frozenset[str]:
     return frozenset(listed)
 
 
+X_REQUEST_ID = istr("X-Request-Id")
+X_FORWARDED_FOR = istr("X-Forwarded-For")
+X_FORWARDED_PROTO = istr("X-Forwarded-Proto")
+X_FORWARDED_HOST = istr("X-Forwarded-Host")
+
+
 def upstream_request_headers(
     incoming: CIMultiDictProxy[str],
     *,
     forward_credentials: bool,
-    identity: Mapping[str, str],
+    identity: Iterable[tuple[str, str]],
     request_id: str,
     client_ip: str | None,
     scheme: str,
@@ -53,21 +60,21 @@ def upstream_request_headers(
         dropped = dropped | connection_listed(incoming)
     out: CIMultiDict[str] = CIMultiDict()
     for name, value in incoming.items():
-        if name in dropped or name.lower().startswith(KEYGATE_PREFIX):
+        if name in dropped or (name[0] in "Xx" and name.lower().startswith(KEYGATE_PREFIX)):
             continue
         out.add(name, value)
-    for name, value in identity.items():
-        out[name] = value
-    out["X-Request-Id"] = request_id
-    forwarded_for = ", ".join(incoming.getall("X-Forwarded-For", ()))
+    # Every name added below was dropped above, so add() (no search) is enough.
+    out.extend(identity)
+    out.add(X_REQUEST_ID, request_id)
+    forwarded_for = ", ".join(incoming.getall(X_FORWARDED_FOR, ()))
     if client_ip:
         forwarded_for = f"{forwarded_for}, {client_ip}" if forwarded_for else client_ip
     if forwarded_for:
-        out["X-Forwarded-For"] = forwarded_for
-    out["X-Forwarded-Proto"] = scheme
-    host = incoming.get("Host")
+        out.add(X_FORWARDED_FOR, forwarded_for)
+    out.add(X_FORWARDED_PROTO, scheme)
+    host = incoming.get(hdrs.HOST)
     if host:
-        out["X-Forwarded-Host"] = host
+        out.add(X_FORWARDED_HOST, host)
     return out
 
 
@@ -82,5 +89,5 @@ def downstream_response_headers(
     for name, value in upstream.items():
         if name not in dropped:
             out.add(name, value)
-    out["X-Request-Id"] = request_id
+    out.add(X_REQUEST_ID, request_id)
     return out

@@ -14,6 +14,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Generic, Protocol, TypeVar
 from urllib.parse import unquote
 
@@ -184,7 +185,7 @@ _NO_ROUTE = 1 << 62
 class RouteTable(Generic[R]):
     """Routes compiled into a segment trie; first match in file order wins."""
 
-    __slots__ = ("_allowed", "_captures", "_root", "_routes")
+    __slots__ = ("_allowed", "_bare", "_captures", "_root", "_routes")
 
     def __init__(
         self,
@@ -198,6 +199,9 @@ class RouteTable(Generic[R]):
         self._root = root
         self._allowed = allowed
         self._captures = captures
+        # The match of each route that captures nothing, built once: no allocation per call.
+        empty: Mapping[str, str] = MappingProxyType({})
+        self._bare = tuple(RouteMatch(route, empty) for route in routes)
 
     @classmethod
     def compile(cls, routes: Sequence[R]) -> RouteTable[R]:
@@ -237,7 +241,10 @@ class RouteTable(Generic[R]):
         best = self._best(self._root, segments, 0, method, _NO_ROUTE)
         if best == _NO_ROUTE:
             return None
-        params = {name: unquote(segments[pos]) for pos, name in self._captures[best]}
+        captures = self._captures[best]
+        if not captures:
+            return self._bare[best]
+        params = {name: unquote(segments[pos]) for pos, name in captures}
         return RouteMatch(route=self._routes[best], params=params)
 
     def __len__(self) -> int:
@@ -249,9 +256,10 @@ class RouteTable(Generic[R]):
         # visits no more nodes than the trie holds, however long the request path.
         if node.min_index < 0 or node.min_index >= best:
             return best
-        best = self._first_allowed(node.rest, method, best)
+        if node.rest:
+            best = self._first_allowed(node.rest, method, best)
         if depth == len(segments):
-            return self._first_allowed(node.terminal, method, best)
+            return self._first_allowed(node.terminal, method, best) if node.terminal else best
         segment = segments[depth]
         child = node.literals.get(segment)
         if child is not None:

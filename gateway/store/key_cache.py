@@ -68,6 +68,11 @@ class KeyState:
     def display_prefix(self) -> str:
         return self.prefix + self.id
 
+    def __hash__(self) -> int:
+        # Equal states share id and version: hashing those two is enough, and cheaper
+        # than the generated hash over every field (states key the identity-header cache).
+        return hash((self.id, self.version))
+
     @classmethod
     def of(cls, key: ApiKey) -> KeyState:
         return cls(
