@@ -13,7 +13,6 @@ from prometheus_client import Histogram
 from gateway.observability import metrics
 from gateway.proxy.errors import BodyTooLarge, UpstreamTimeout, UpstreamUnavailable
 from gateway.proxy.headers import downstream_response_headers
-from gateway.proxy.responses import SERVER_NAME
 from gateway.proxy.upstreams import Upstream
 
 CHUNK = 64 * 1024
@@ -88,7 +87,6 @@ async def forward_http(
                 status=reply.status, reason=reply.reason,
                 headers=downstream_response_headers(reply.headers, request_id),
             )
-            response.headers["Server"] = SERVER_NAME
             await response.prepare(request)
             try:
                 # What has already arrived (often the whole body) goes out with the

@@ -6,6 +6,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 import aiohttp
+from multidict import CIMultiDict
 from yarl import URL
 
 from gateway.config import UpstreamConfig
@@ -26,6 +27,23 @@ class Upstream:
         return url.with_scheme("wss" if url.scheme == "https" else "ws")
 
 
+# Headers aiohttp's client would add on its own; a proxy sends only what the client sent.
+_NOT_ADDED: CIMultiDict[None] = CIMultiDict(
+    (name, None) for name in ("Accept", "Accept-Encoding", "Content-Type", "User-Agent")
+)
+
+
+class _ForwardedRequest(aiohttp.ClientRequest):
+    """A client request that adds no default headers.
+
+    Same outcome as `skip_auto_headers` on the session, without aiohttp building and
+    sorting that skip list and copying the headers for every request.
+    """
+
+    def update_auto_headers(self, skip_auto_headers: object) -> None:
+        self._skip_auto_headers = _NOT_ADDED  # also keeps a body's Content-Type unset
+
+
 def open_upstreams(configs: Mapping[str, UpstreamConfig]) -> dict[str, Upstream]:
     upstreams = {}
     for name, cfg in configs.items():
@@ -39,7 +57,7 @@ def open_upstreams(configs: Mapping[str, UpstreamConfig]) -> dict[str, Upstream]
                 total=None, sock_connect=cfg.connect_timeout, sock_read=cfg.timeout
             ),
             auto_decompress=False,  # bodies pass through byte for byte
-            skip_auto_headers=("User-Agent", "Accept", "Accept-Encoding", "Content-Type"),
+            request_class=_ForwardedRequest,
             cookie_jar=aiohttp.DummyCookieJar(),
             trust_env=False,
         )

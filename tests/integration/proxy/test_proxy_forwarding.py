@@ -213,6 +213,23 @@ async def test_request_headers_upstream(gateway: GatewayProcess, keys: KeyMaker)
     assert got("Cookie") == ["a=1"]
 
 
+async def test_the_gateway_adds_no_headers_of_its_own_http_client(
+    gateway: GatewayProcess, reader_key: MadeKey
+) -> None:
+    # An HTTP client library would add Accept, Accept-Encoding, User-Agent and, for a
+    # body, Content-Type; a proxy must send only what its client sent (plus §4's own).
+    body = b"raw bytes, no content type"
+    reply = await raw_request(
+        gateway.proxy_port, "POST", "/api/write/x",
+        [bearer(reader_key.secret), ("Content-Length", str(len(body)))], body,
+    )
+    assert reply.status == 200, reply.body
+    names = {k.lower() for k, _ in reply.json()["headers"]}
+    for added in ("accept", "accept-encoding", "user-agent", "content-type"):
+        assert added not in names, added
+    assert reply.json()["method"] == "POST"
+
+
 async def test_x_api_key_is_stripped_too(gateway: GatewayProcess, reader_key: MadeKey) -> None:
     reply = await raw_request(gateway.proxy_port, "GET", "/api/read/x",
                               [("X-API-Key", reader_key.secret)])
