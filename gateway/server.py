@@ -15,6 +15,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Coroutine
+from multiprocessing.synchronize import Event as EventType
 from typing import Any
 
 from aiohttp import web
@@ -98,13 +99,13 @@ async def run_worker(
     gc.collect()
     gc.freeze()
     log.info("proxy listening on %s, admin on %s", config.listen.proxy, config.listen.admin)
-    if on_ready is not None:
-        on_ready()
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in _STOP_SIGNALS:
         loop.add_signal_handler(sig, stop.set)
+    if on_ready is not None:
+        on_ready()  # serving, and stop signals are handled from here on
     if _early_stop.is_set():
         stop.set()
     await stop.wait()
@@ -124,13 +125,17 @@ def _catch_early_stop() -> None:
         signal.signal(sig, lambda _signum, _frame: _early_stop.set())
 
 
-def _worker_process(config: Config, secret: bytes) -> None:
+def _worker_process(config: Config, secret: bytes, ready: EventType) -> None:
     # Started with stop signals ignored (so one arriving while Python starts up cannot
     # kill us half-made); from here on they mean "stop cleanly". The parent repeats its
-    # SIGTERM until every worker has exited.
+    # SIGTERM until `ready` says the event loop handles them.
     _catch_early_stop()
     configure_logging(config)
-    run_async(run_worker(config, secret, shared_port=True))
+    run_async(run_worker(config, secret, shared_port=True, on_ready=ready.set))
+    # Closing the loop restored the default action: a late stop signal (e.g. one sent to
+    # the whole process group) must not turn this clean exit into a kill.
+    for sig in _STOP_SIGNALS:
+        signal.signal(sig, signal.SIG_IGN)
 
 
 async def check_schema(config: Config) -> None:
@@ -166,8 +171,12 @@ def serve(config: Config, workers: int | None = None) -> int:
     metrics_dir = tempfile.mkdtemp(prefix="keygate-metrics-")
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir  # inherited by the workers
     ctx = multiprocessing.get_context("spawn")
-    procs = [ctx.Process(target=_worker_process, args=(config, secret), name=f"keygate-worker-{i}")
-             for i in range(count)]
+    readies = [ctx.Event() for _ in range(count)]
+    procs = [
+        ctx.Process(target=_worker_process, args=(config, secret, ready),
+                    name=f"keygate-worker-{i}")
+        for i, ready in enumerate(readies)
+    ]
     stopping = threading.Event()
 
     def forward(_signum: int, _frame: object) -> None:
@@ -193,7 +202,9 @@ def serve(config: Config, workers: int | None = None) -> int:
     while any(p.is_alive() for p in procs) and time.monotonic() < deadline:
         for proc in procs:
             proc.join(timeout=1.0)
-        forward(signal.SIGTERM, None)  # again, for a worker that was still starting
+        for proc, ready in zip(procs, readies, strict=True):
+            if proc.is_alive() and not ready.is_set():
+                proc.terminate()  # again: it was still starting, with stop signals ignored
     for proc in procs:
         if proc.is_alive():
             log.error("worker %s did not stop in time; killing it", proc.pid)
