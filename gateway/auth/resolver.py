@@ -1,7 +1,7 @@
 """Key resolution: in-process cache, then Redis, then Postgres, then one argon2 verify.
 
-After the first successful verify, the key's keyed hash (HMAC under KEYGATE_SECRET) is
-cached in every tier, so a request costs one HMAC and one constant-time comparison.
+After the first successful verify, the key's keyed hash (BLAKE2b keyed by KEYGATE_SECRET)
+is cached in every tier, so a request costs one keyed hash and one constant-time comparison.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from gateway.auth.failures import FailureLimiter
 from gateway.auth.local_cache import LocalKeyCache
 from gateway.keys.errors import StoreUnavailable
 from gateway.keys.format import ParsedKey
-from gateway.keys.hashing import SecretHasher, fast_verifier, same_verifier
+from gateway.keys.hashing import SecretHasher, fast_verifier, same_verifier, verifier_key
 from gateway.observability import metrics
 from gateway.store import queries
 from gateway.store.db import Database
@@ -41,7 +41,7 @@ class KeyResolver:
         self.redis = redis
         self.db = db
         self.hasher = hasher
-        self.server_secret = server_secret
+        self.verifier_key = verifier_key(server_secret)
         self.failures = failures
         # False while the invalidation channel is down and until the re-sync after it is
         # back: an entry written before a change made meanwhile may be stale, so keys are
@@ -60,7 +60,7 @@ class KeyResolver:
         if entry is None or entry.verifier is None or entry.state is None:
             return None
         metrics.LOCAL_HIT.inc()
-        verifier = fast_verifier(self.server_secret, parsed.key_id, parsed.secret)
+        verifier = fast_verifier(self.verifier_key, parsed.key_id, parsed.secret)
         return _checked(entry.state, entry.verifier, verifier, parsed)
 
     async def resolve(self, parsed: ParsedKey, client: str | None = None) -> KeyState:
@@ -68,7 +68,7 @@ class KeyResolver:
 
         `client` (the peer address) scopes the wrong-secret limit.
         """
-        verifier = fast_verifier(self.server_secret, parsed.key_id, parsed.secret)
+        verifier = fast_verifier(self.verifier_key, parsed.key_id, parsed.secret)
         entry = self.local.get(parsed.key_id)
         if entry is not None:
             metrics.LOCAL_HIT.inc()

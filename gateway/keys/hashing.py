@@ -7,6 +7,7 @@ dedicated thread pool (argon2-cffi releases the GIL), never on the event loop.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import hmac
 from concurrent.futures import ThreadPoolExecutor
 
@@ -53,13 +54,19 @@ class SecretHasher:
         self._pool.shutdown(wait=False, cancel_futures=True)
 
 
-def fast_verifier(server_secret: bytes, key_id: str, secret: str) -> bytes:
-    """HMAC-SHA-256 of the key under the server secret.
+def verifier_key(server_secret: bytes) -> bytes:
+    """The key of `fast_verifier`, derived once from the server secret (of any length)."""
+    return hashlib.blake2b(server_secret, digest_size=64, person=b"keygate-verify").digest()
 
-    Shared through Redis after one argon2 verify; without `server_secret` it confirms
-    nothing about a guessed key.
+
+def fast_verifier(key: bytes, key_id: str, secret: str) -> bytes:
+    """BLAKE2b in its keyed (MAC) mode, RFC 7693, over `id:secret`; `key` from verifier_key.
+
+    Shared through Redis after one argon2 verify; without the server secret it confirms
+    nothing about a guessed key. (Chosen over HMAC-SHA-256 for speed: one C call with no
+    OpenSSL algorithm lookup, about half the time per request.)
     """
-    return hmac.digest(server_secret, f"{key_id}:{secret}".encode(), "sha256")
+    return hashlib.blake2b(f"{key_id}:{secret}".encode(), key=key, digest_size=32).digest()
 
 
 def same_verifier(a: bytes, b: bytes) -> bool:

@@ -3,9 +3,10 @@
 One Redis hash per key id, `keygate:key:<id>`:
   v  the row's version (bumped by every change in Postgres)
   s  the key's state as JSON: org, env, prefix, scopes, expiry, revoked; no hash, no secret
-  h.<fp>  the keyed verifier HMAC(server secret, id:secret), once a gateway verified the
-          key; <fp> fingerprints the server secret, so fleets with different secrets
-          sharing one Redis never read each other's verifiers as wrong
+  b.<fp>  the keyed verifier BLAKE2b-MAC(server secret, id:secret), once a gateway verified
+          the key; <fp> fingerprints the server secret, so fleets with different secrets
+          sharing one Redis never read each other's verifiers as wrong. (Earlier builds
+          wrote HMAC-SHA-256 verifiers as h.<fp>: never read, they expire with the entry.)
 
 Writes are version-checked in Lua so a cache fill that read Postgres before a change can
 never overwrite the newer state the change wrote (a revoked key leaves a tombstone).
@@ -113,7 +114,7 @@ class RedisKeyCache:
     def __init__(self, client: aioredis.Redis, ttl: float, server_secret: bytes = b"") -> None:
         self.client = client
         self.ttl_ms = int(ttl * 1000)
-        self.verifier_field = "h." + hashlib.sha256(b"keygate-fp:" + server_secret).hexdigest()[:12]
+        self.verifier_field = "b." + hashlib.sha256(b"keygate-fp:" + server_secret).hexdigest()[:12]
         self._fill = client.register_script(_FILL)
 
     @classmethod

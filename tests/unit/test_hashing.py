@@ -10,7 +10,7 @@ import pytest
 
 from gateway.config import Argon2Params
 from gateway.keys.format import generate_key
-from gateway.keys.hashing import SecretHasher, fast_verifier, same_verifier
+from gateway.keys.hashing import SecretHasher, fast_verifier, same_verifier, verifier_key
 
 CHEAP = Argon2Params(time_cost=1, memory_kib=1024, parallelism=1)
 
@@ -94,3 +94,11 @@ def test_fast_verifier_is_keyed() -> None:
     assert not same_verifier(a, fast_verifier(b"k" * 32, "a1B2c3D5", "secret"))
     assert not same_verifier(a, fast_verifier(b"k" * 32, "a1B2c3D4", "secreT"))
     assert b"secret" not in a
+
+
+def test_verifier_key_takes_any_secret_length_and_depends_on_all_of_it() -> None:
+    long_a, long_b = b"x" * 100 + b"a", b"x" * 100 + b"b"  # differ past BLAKE2b's 64-byte key
+    assert len(verifier_key(long_a)) == 64
+    assert verifier_key(long_a) != verifier_key(long_b)
+    a = fast_verifier(verifier_key(long_a), "a1B2c3D4", "secret")
+    assert not same_verifier(a, fast_verifier(verifier_key(long_b), "a1B2c3D4", "secret"))
