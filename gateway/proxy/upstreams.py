@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import aiohttp
+from aiohttp import hdrs
 from multidict import CIMultiDict
 from yarl import URL
 
@@ -39,6 +41,16 @@ class _ForwardedRequest(aiohttp.ClientRequest):
     Same outcome as `skip_auto_headers` on the session, without aiohttp building and
     sorting that skip list and copying the headers for every request.
     """
+
+    def update_headers(self, headers: Any) -> None:
+        # aiohttp's own copies the headers one by one in Python, to let a Host header
+        # through; the forwarded headers never hold one (upstream_request_headers drops
+        # it), so one bulk copy behind the upstream's Host does the same.
+        copied: CIMultiDict[str] = CIMultiDict()
+        copied[hdrs.HOST] = self.url.host_port_subcomponent or ""
+        if headers:
+            copied.extend(headers)
+        self.headers = copied
 
     def update_auto_headers(self, skip_auto_headers: object) -> None:
         self._skip_auto_headers = _NOT_ADDED  # also keeps a body's Content-Type unset
