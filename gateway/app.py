@@ -100,6 +100,7 @@ async def start_background(gw: Gateway) -> None:
     gw.tasks.append(asyncio.create_task(listen_for_changes(gw), name="invalidations"))
     gw.tasks.append(asyncio.create_task(watch_websocket_keys(gw), name="ws-expiry"))
     gw.tasks.append(asyncio.create_task(resync_periodically(gw), name="resync"))
+    gw.tasks.append(asyncio.create_task(flush_metrics_periodically(), name="metrics-flush"))
 
 
 async def stop_gateway(gw: Gateway) -> None:
@@ -108,6 +109,7 @@ async def stop_gateway(gw: Gateway) -> None:
     for task in gw.tasks:
         with contextlib.suppress(asyncio.CancelledError, Exception):
             await task
+    metrics.flush_tallies()
     try:
         await gw.recorder.flush()
     except Exception as exc:
@@ -116,6 +118,13 @@ async def stop_gateway(gw: Gateway) -> None:
     await gw.redis.close()
     await gw.db.close()
     gw.hasher.close()
+
+
+async def flush_metrics_periodically() -> None:
+    """Per-request metrics are tallied in memory; move them into the metrics every second."""
+    while True:
+        await asyncio.sleep(metrics.FLUSH_INTERVAL)
+        metrics.flush_tallies()
 
 
 async def listen_for_changes(gw: Gateway) -> None:

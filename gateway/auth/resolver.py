@@ -59,7 +59,7 @@ class KeyResolver:
         entry = self.local.get(parsed.key_id)
         if entry is None or entry.verifier is None or entry.state is None:
             return None
-        metrics.LOCAL_HIT.inc()
+        metrics.KEY_CACHE.add(metrics.LOCAL_HIT)
         verifier = fast_verifier(self.verifier_key, parsed.key_id, parsed.secret)
         return _checked(entry.state, entry.verifier, verifier, parsed)
 
@@ -71,7 +71,7 @@ class KeyResolver:
         verifier = fast_verifier(self.verifier_key, parsed.key_id, parsed.secret)
         entry = self.local.get(parsed.key_id)
         if entry is not None:
-            metrics.LOCAL_HIT.inc()
+            metrics.KEY_CACHE.add(metrics.LOCAL_HIT)
             if entry.state is None:
                 raise InvalidKey()
             if entry.verifier is not None:

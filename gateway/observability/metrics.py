@@ -18,6 +18,8 @@ from prometheus_client import (
     multiprocess,
 )
 
+from gateway.observability.tallies import CounterTally, HistogramTally
+
 # No `*_created` series: they are not in the contract, and multiprocess mode has none, so
 # one worker and several would expose different metric names.
 disable_created_metrics()  # type: ignore[no-untyped-call]
@@ -86,8 +88,16 @@ store_errors = Counter(
     registry=REGISTRY,
 )
 
-# Pre-resolved children for the hot path (label lookup costs a dict access and a lock).
-LOCAL_HIT = key_cache_requests.labels("local", "hit")
+# The per-request metrics, tallied and flushed in batches (see tallies.py).
+REQUESTS = CounterTally(requests_total)
+REQUEST_DURATION = HistogramTally(request_duration, LATENCY_BUCKETS)
+UPSTREAM_DURATION = HistogramTally(upstream_duration, LATENCY_BUCKETS)
+KEY_CACHE = CounterTally(key_cache_requests)
+LOCAL_HIT = ("local", "hit")
+_TALLIES = (REQUESTS, REQUEST_DURATION, UPSTREAM_DURATION, KEY_CACHE)
+FLUSH_INTERVAL = 1.0  # seconds; how stale another worker's figures may be in /metrics
+
+# Pre-resolved children for the rarer events (label lookup costs a dict access and a lock).
 LOCAL_MISS = key_cache_requests.labels("local", "miss")
 REDIS_HIT = key_cache_requests.labels("redis", "hit")
 REDIS_MISS = key_cache_requests.labels("redis", "miss")
@@ -97,12 +107,18 @@ POSTGRES_ERRORS = store_errors.labels("postgres")
 REDIS_ERRORS = store_errors.labels("redis")
 
 
+def flush_tallies() -> None:
+    for tally in _TALLIES:
+        tally.flush()
+
+
 def exposition() -> bytes:
     """The text exposition: this process's metrics, or every worker's when several run.
 
     `keygate serve --workers N` sets PROMETHEUS_MULTIPROC_DIR before starting workers, so
     each writes its samples to shared files and any worker's /metrics sums them all.
     """
+    flush_tallies()
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         registry = CollectorRegistry()
         multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]

@@ -8,7 +8,6 @@ from collections.abc import AsyncIterator
 import aiohttp
 from aiohttp import web
 from multidict import CIMultiDict
-from prometheus_client import Histogram
 
 from gateway.observability import metrics
 from gateway.proxy.errors import BodyTooLarge, UpstreamTimeout, UpstreamUnavailable
@@ -54,17 +53,6 @@ def _body(request: web.BaseRequest, max_body: int | None) -> object:
     return _Limited(request, max_body) if length is None else request.content
 
 
-_UPSTREAM_DURATION: dict[str, Histogram] = {}
-
-
-def _upstream_duration(name: str) -> Histogram:
-    """The histogram child of one upstream, resolved once (labels() takes a lock)."""
-    child = _UPSTREAM_DURATION.get(name)
-    if child is None:
-        child = _UPSTREAM_DURATION[name] = metrics.upstream_duration.labels(name)
-    return child
-
-
 async def forward_http(
     request: web.BaseRequest,
     upstream: Upstream,
@@ -82,7 +70,7 @@ async def forward_http(
             request.method, upstream.url(path, query), headers=headers, data=body,
             allow_redirects=False, compress=None, chunked=None,
         ) as reply:
-            _upstream_duration(upstream.config.name).observe(time.perf_counter() - started)
+            metrics.UPSTREAM_DURATION.observe(upstream.config.name, time.perf_counter() - started)
             response = _ForwardedResponse(
                 status=reply.status, reason=reply.reason,
                 headers=downstream_response_headers(reply.headers, request_id),

@@ -13,7 +13,6 @@ from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 from aiohttp import web
-from prometheus_client import Counter, Histogram
 
 from gateway.auth.authenticate import Headers, authorise, identify, identity_headers
 from gateway.auth.errors import Refusal
@@ -37,7 +36,6 @@ CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 KNOWN_METHODS = frozenset(
     ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "CONNECT", "TRACE")
 )
-_MAX_CACHED_CHILDREN = 4096
 
 
 @dataclass
@@ -82,9 +80,6 @@ class ProxyHandler:
         self.sessions = sessions
         self.access_log = access_log
         self.record_use = record_use
-        # Metric children by label values: labels() takes a lock and builds a key per call.
-        self._counted: dict[tuple[str, str, int, str], Counter] = {}
-        self._timed: dict[str, Histogram] = {}
 
     async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
         started = time.perf_counter()
@@ -97,8 +92,8 @@ class ProxyHandler:
             response = refusal_response(refusal, exchange.request_id)
         duration = time.perf_counter() - started
         method = request.method if request.method in KNOWN_METHODS else "other"
-        self._counter(exchange.route, method, response.status, outcome).inc()
-        self._histogram(exchange.route).observe(duration)
+        metrics.REQUESTS.add((exchange.route, method, str(response.status), outcome))
+        metrics.REQUEST_DURATION.observe(exchange.route, duration)
         self.access_log.write(exchange, response.status, outcome, duration)
         return response
 
@@ -132,21 +127,6 @@ class ProxyHandler:
         return await forward_http(
             request, upstream, path, query, headers, route.max_body, exchange.request_id
         )
-
-    def _counter(self, route: str, method: str, status: int, outcome: str) -> Counter:
-        key = (route, method, status, outcome)
-        child = self._counted.get(key)
-        if child is None:
-            child = metrics.requests_total.labels(route, method, str(status), outcome)
-            if len(self._counted) < _MAX_CACHED_CHILDREN:
-                self._counted[key] = child
-        return child
-
-    def _histogram(self, route: str) -> Histogram:
-        child = self._timed.get(route)
-        if child is None:
-            child = self._timed[route] = metrics.request_duration.labels(route)
-        return child
 
     def _match(self, method: str, path: str) -> RouteMatch[RouteConfig]:
         match = self.routes.match(method, path)

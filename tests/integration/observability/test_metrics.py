@@ -327,6 +327,12 @@ async def test_counters_aggregate_across_workers(
     assert replies == [200] * n
     series = ("keygate_requests_total",
               labels(route="public", method="GET", code="200", outcome="allowed"))
+    # Each worker adds its tallies to the shared metrics once a second (and the worker
+    # answering a scrape adds its own first), so all of them show within about a second.
+    deadline = time.monotonic() + 1.0 + 2.0  # FLUSH_INTERVAL plus scheduling slack
+    while (await scrape(http, two_workers.admin_url)).get(series) != n:
+        assert time.monotonic() < deadline, "another worker's requests never showed up"
+        await asyncio.sleep(0.1)
     for _ in range(6):  # each scrape on a new connection: any worker may answer
         samples = await scrape(http, two_workers.admin_url)
         assert samples.get(series) == n
