@@ -26,7 +26,7 @@ from gateway.proxy.forward import forward_http
 from gateway.proxy.headers import upstream_request_headers
 from gateway.proxy.paths import InvalidPath, normalise_path
 from gateway.proxy.responses import refusal_response
-from gateway.proxy.routes import RouteMatch, RouteTable
+from gateway.proxy.routes import RouteTable
 from gateway.proxy.upstreams import Upstream
 from gateway.proxy.websocket import WebSocketSessions, relay_websocket
 from gateway.store.key_cache import KeyState
@@ -38,7 +38,7 @@ KNOWN_METHODS = frozenset(
 )
 
 
-@dataclass
+@dataclass(slots=True)
 class Exchange:
     """What the pipeline learned about one request, for the access log and metrics."""
 
@@ -94,13 +94,16 @@ class ProxyHandler:
         method = request.method if request.method in KNOWN_METHODS else "other"
         metrics.REQUESTS.add((exchange.route, method, str(response.status), outcome))
         metrics.REQUEST_DURATION.observe(exchange.route, duration)
-        self.access_log.write(exchange, response.status, outcome, duration)
+        if self.access_log.enabled:
+            self.access_log.write(exchange, response.status, outcome, duration)
         return response
 
     async def _pipeline(self, request: web.BaseRequest, exchange: Exchange) -> web.StreamResponse:
         raw_path, query = split_target(request.raw_path)
         exchange.path = path = _normalised(raw_path)
-        match = self._match(request.method, path)
+        match = self.routes.match(request.method, path)
+        if match is None:
+            raise NoRoute()
         route = match.route
         exchange.route = route.name
         identity: Headers = ()
@@ -127,12 +130,6 @@ class ProxyHandler:
         return await forward_http(
             request, upstream, path, query, headers, route.max_body, exchange.request_id
         )
-
-    def _match(self, method: str, path: str) -> RouteMatch[RouteConfig]:
-        match = self.routes.match(method, path)
-        if match is None:
-            raise NoRoute()
-        return match
 
 
 def _normalised(raw_path: str) -> str:
