@@ -98,8 +98,8 @@ def callgrind(pid: int, *args: str) -> None:
 
 
 def total_instructions(out_file: Path) -> int:
-    for line in out_file.read_text().splitlines():
-        if line.startswith(("summary:", "totals:")):
+    for line in reversed(out_file.read_text().splitlines()):
+        if line.startswith("totals:"):  # the header's "summary:" stays 0 when toggled
             return int(line.split()[1])
     raise RuntimeError(f"no totals in {out_file}")
 
@@ -142,6 +142,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--requests", type=int, default=2000)
     parser.add_argument("--compare-root", help="also count the gateway package of this tree")
+    parser.add_argument("--keep", action="store_true", help="keep the temp dir (dumps, logs)")
     args = parser.parse_args()
     for tool in ("valgrind", "callgrind_control"):
         if shutil.which(tool) is None:
@@ -153,6 +154,7 @@ def main() -> int:
         other = Path(args.compare_root).resolve()
         targets.append(Target(f"keygate@{other.name} cached key", "keygate", AUTH_PATH, other))
     tmp = Path(tempfile.mkdtemp(prefix="keygate-instr-"))
+    print(f"working in {tmp}", flush=True)
     procs = Procs()
     pg, rd = EmbeddedPostgres(tmp / "pg"), EmbeddedRedis(tmp / "redis")
     try:
@@ -177,7 +179,8 @@ def main() -> int:
         procs.stop_all()
         rd.destroy()
         pg.destroy()
-        shutil.rmtree(tmp, ignore_errors=True)
+        if not args.keep:
+            shutil.rmtree(tmp, ignore_errors=True)
     return 0
 
 
