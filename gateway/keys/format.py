@@ -49,14 +49,15 @@ def random_base62(length: int) -> str:
     return "".join(secrets.choice(BASE62) for _ in range(length))
 
 
+# All 3,844 two-digit base62 strings, so a checksum is three look-ups, not six digits.
+_PAIRS = tuple(a + b for a in BASE62 for b in BASE62)
+
+
 def base62_checksum(text: str) -> str:
     """CRC32 of `text` as 6 zero-padded base62 digits (62**6 > 2**32)."""
     value = zlib.crc32(text.encode("ascii"))
-    d = BASE62  # most significant digit first; 62**5 * 5 > 2**32, so no `% 62` there
-    return (
-        d[value // 916_132_832] + d[value // 14_776_336 % 62] + d[value // 238_328 % 62]
-        + d[value // 3_844 % 62] + d[value // 62 % 62] + d[value % 62]
-    )
+    pairs = _PAIRS  # 62**4 = 14,776,336 and 62**2 = 3,844; the value is < 62**6
+    return pairs[value // 14_776_336] + pairs[value // 3_844 % 3_844] + pairs[value % 3_844]
 
 
 def generate_key(prefix: str, key_id: str | None = None) -> tuple[str, ParsedKey]:
@@ -76,15 +77,18 @@ def parse_key(text: str, prefixes: Mapping[str, str]) -> ParsedKey:
     if len(text) <= BODY_LENGTH or len(text) > MAX_KEY_LENGTH:
         raise MalformedKey("wrong length")
     prefix = text[:-BODY_LENGTH]
-    envs = [env for env, known in prefixes.items() if known == prefix]
-    if not envs:
+    env = None
+    for candidate, known in prefixes.items():
+        if known == prefix:
+            env = candidate
+    if env is None:
         raise MalformedKey("unknown prefix")
     body = text[-BODY_LENGTH:]
     if not _BODY.fullmatch(body):
         raise MalformedKey("not base62")
     if base62_checksum(text[:-CHECKSUM_LENGTH]) != body[-CHECKSUM_LENGTH:]:
         raise MalformedKey("bad checksum")
-    return ParsedKey(prefix, envs[0], body[:ID_LENGTH], body[ID_LENGTH : ID_LENGTH + SECRET_LENGTH])
+    return ParsedKey(prefix, env, body[:ID_LENGTH], body[ID_LENGTH : ID_LENGTH + SECRET_LENGTH])
 
 
 def is_key_id(text: str) -> bool:
