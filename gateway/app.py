@@ -88,7 +88,9 @@ def build_gateway(config: Config, secret: bytes) -> Gateway:
     routes: RouteTable[RouteConfig] = RouteTable.compile(config.routes)
     handler = ProxyHandler(
         config, routes, resolver, upstreams, sessions,
-        AccessLog(config.log.access_log, config.log.format, redact=redact_keys), recorder.record,
+        AccessLog(config.log.access_log, config.log.format, redact=redact_keys,
+                  flush_interval=config.log.access_log_flush),
+        recorder.record,
     )
     return Gateway(
         config, db, redis, hasher, local, resolver, recorder, sessions, upstreams, handler
@@ -101,6 +103,10 @@ async def start_background(gw: Gateway) -> None:
     gw.tasks.append(asyncio.create_task(watch_websocket_keys(gw), name="ws-expiry"))
     gw.tasks.append(asyncio.create_task(resync_periodically(gw), name="resync"))
     gw.tasks.append(asyncio.create_task(flush_metrics_periodically(), name="metrics-flush"))
+    access_log = gw.handler.access_log
+    if access_log.enabled and access_log.flush_interval:
+        gw.tasks.append(asyncio.create_task(flush_access_log_periodically(access_log),
+                                            name="access-log-flush"))
 
 
 async def stop_gateway(gw: Gateway) -> None:
@@ -110,6 +116,7 @@ async def stop_gateway(gw: Gateway) -> None:
         with contextlib.suppress(asyncio.CancelledError, Exception):
             await task
     metrics.flush_tallies()
+    gw.handler.access_log.flush()
     try:
         await gw.recorder.flush()
     except Exception as exc:
@@ -125,6 +132,12 @@ async def flush_metrics_periodically() -> None:
     while True:
         await asyncio.sleep(metrics.FLUSH_INTERVAL)
         metrics.flush_tallies()
+
+
+async def flush_access_log_periodically(access_log: AccessLog) -> None:
+    while True:
+        await asyncio.sleep(access_log.flush_interval)
+        access_log.flush()
 
 
 async def listen_for_changes(gw: Gateway) -> None:

@@ -75,6 +75,7 @@ class LogConfig:
     level: str = "info"
     format: str = "json"
     access_log: bool = True
+    access_log_flush: float = 1.0
 
 
 @dataclass(frozen=True)
@@ -445,6 +446,7 @@ def parse_config(text: str, source: str, env: Mapping[str, str]) -> Config:
         level=lg.get("level", "info", _choice(("debug", "info", "warning", "error"))),
         format=lg.get("format", "json", _choice(("json", "text"))),
         access_log=lg.get("access_log", True, _bool),
+        access_log_flush=lg.get("access_log_flush", 1.0, _duration),
     )
     lg.done()
     ad = top.section("admin")

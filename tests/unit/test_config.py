@@ -93,6 +93,7 @@ def test_example_loads_to_the_documented_values() -> None:
     assert config.routes[1].max_body == 10 * 1024 * 1024
     assert config.routes[-1].public and config.routes[-1].name == "health"
     assert config.routes[2].org_param == "org"
+    assert config.log.access_log and config.log.access_log_flush == 1.0
 
 
 def _field_names(cls: type) -> set[str]:
@@ -199,6 +200,7 @@ ROUTES = "upstreams: {a: {url: 'http://x'}}\nroutes:\n"
         ("dev: yes please\n", 1, "dev"),
         ("server:\n  workers: 0\n", 2, "server.workers"),
         ("log:\n  level: loud\n", 2, "log.level"),
+        ("log:\n  access_log_flush: 1\n", 2, "log.access_log_flush"),
         ("keys:\n  accept_envs: [prod]\n", 2, "keys.accept_envs"),
         ("keys:\n  prefixes: {live: a_, test: a_}\n", 2, "keys.prefixes"),
         ("database_url: mysql://x\n", 1, "database_url"),
