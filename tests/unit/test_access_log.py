@@ -55,3 +55,38 @@ def test_interval_zero_writes_every_line_at_once() -> None:
     log = AccessLog(stream=stream, flush_interval=0.0)
     log.write(_Exchange("a"), 404, "no_route", 0.0)
     assert json.loads(stream.getvalue())["outcome"] == "no_route"
+
+
+class _Key:
+    display_prefix = "kg_live_a1B2c3D4"
+    org = 'acme "inc" \\ ünïcode\n'
+
+
+def test_json_line_is_one_valid_object_whatever_the_values() -> None:
+    stream = io.StringIO()
+    log = AccessLog(stream=stream, flush_interval=0.0)
+    exchange = _Exchange("req-1", "PROPFIND", "/a/%22b%22", 'route "with" quotes\\', _Key())
+    log.write(exchange, 207, "allowed", 0.0012345)
+    lines = stream.getvalue().splitlines()
+    assert len(lines) == 1
+    record = json.loads(lines[0])
+    assert record == {
+        "time": record["time"], "request_id": "req-1", "method": "PROPFIND",
+        "path": "/a/%22b%22", "route": 'route "with" quotes\\', "status": 207,
+        "outcome": "allowed", "duration_ms": 1.234, "key": "kg_live_a1B2c3D4",
+        "org": 'acme "inc" \\ ünïcode\n',
+    }
+    assert record["time"].endswith("Z") and len(record["time"]) == len("2026-01-01T00:00:00.000Z")
+    anonymous = io.StringIO()
+    AccessLog(stream=anonymous).write(_Exchange("req-2"), 401, "missing_api_key", 0.0)
+    record = json.loads(anonymous.getvalue())
+    assert record["key"] is None and record["org"] is None
+
+
+def test_text_line_has_every_field() -> None:
+    stream = io.StringIO()
+    AccessLog(stream=stream, fmt="text").write(_Exchange("req-3"), 404, "no_route", 0.5)
+    assert stream.getvalue().endswith(
+        "request_id=req-3 method=GET path=/x route=r status=404 outcome=no_route "
+        "duration_ms=500.0 key=- org=-\n"
+    )
