@@ -5,15 +5,16 @@
 Requests/s on a shared 2-core machine move by ±30 % between runs; instruction counts do
 not (the same build and inputs give the same count to within ~0.5 %), so this is the figure
 to compare a change against. It does not see time spent in the kernel or waiting on caches
-and memory, and valgrind's CPU model makes OpenSSL pick its generic code, so crypto is
-overcounted: read it next to bench_proxy.py's requests/s, not instead of them.
+and memory, and crypto may take other code paths than on the real CPU: read it next to
+bench_proxy.py's requests/s, not instead of them.
 
 Starts embedded PostgreSQL + Redis, one key, the fixed upstream (tests/perf/
 fixed_upstream.py, not under valgrind) and, in turn, each server under callgrind with
 instrumentation off: the plain aiohttp proxy, Keygate on a public route and Keygate on an
-authenticated route with a cached key. Each is warmed up (400 requests), then counted over
---requests sequential keep-alive requests (instrumentation switched on and off around
-them with callgrind_control), then stopped. Needs valgrind (Debian package).
+authenticated route with a cached key, with its access log off and on (to /dev/null).
+Each is warmed up (400 requests), then counted over --requests sequential keep-alive
+requests (instrumentation switched on and off around them with callgrind_control), then
+stopped. Needs valgrind (Debian package).
 """
 
 from __future__ import annotations
@@ -47,6 +48,7 @@ class Target:
     kind: str  # "plain" or "keygate"
     path: str
     root: Path = ROOT
+    access_log: bool = False
 
 
 async def _connection(port: int, request: bytes, count: int, statuses: list[int]) -> None:
@@ -118,7 +120,7 @@ def count(target: Target, tmp: Path, procs: Procs, upstream_port: int, pg_url: s
     else:
         admin = free_port()
         cfg = tmp / f"keygate-{port}.yaml"
-        keygate_config(cfg, port, admin, upstream_port, False, pg_url, redis_url)
+        keygate_config(cfg, port, admin, upstream_port, target.access_log, pg_url, redis_url)
         args = [PYTHON, "-m", "gateway", "serve", "--config", str(cfg)]
         env["KEYGATE_SECRET"] = SECRET
         ready = f"http://127.0.0.1:{admin}/readyz"
@@ -149,7 +151,9 @@ def main() -> int:
             raise SystemExit(f"{tool} not found: apt-get install -y valgrind")
     targets = [Target("plain proxy", "plain", AUTH_PATH),
                Target("keygate public route", "keygate", PUBLIC_PATH),
-               Target("keygate cached key", "keygate", AUTH_PATH)]
+               Target("keygate cached key", "keygate", AUTH_PATH),
+               Target("keygate cached key, access log on", "keygate", AUTH_PATH,
+                      access_log=True)]
     if args.compare_root:
         other = Path(args.compare_root).resolve()
         targets.append(Target(f"keygate@{other.name} cached key", "keygate", AUTH_PATH, other))
