@@ -7,6 +7,7 @@ import contextlib
 import logging
 import secrets
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from aiohttp import web
@@ -102,11 +103,12 @@ async def start_background(gw: Gateway) -> None:
     gw.tasks.append(asyncio.create_task(listen_for_changes(gw), name="invalidations"))
     gw.tasks.append(asyncio.create_task(watch_websocket_keys(gw), name="ws-expiry"))
     gw.tasks.append(asyncio.create_task(resync_periodically(gw), name="resync"))
-    gw.tasks.append(asyncio.create_task(flush_metrics_periodically(), name="metrics-flush"))
+    gw.tasks.append(asyncio.create_task(
+        call_every(metrics.FLUSH_INTERVAL, metrics.flush_tallies), name="metrics-flush"))
     access_log = gw.handler.access_log
     if access_log.enabled and access_log.flush_interval:
-        gw.tasks.append(asyncio.create_task(flush_access_log_periodically(access_log),
-                                            name="access-log-flush"))
+        gw.tasks.append(asyncio.create_task(
+            call_every(access_log.flush_interval, access_log.flush), name="access-log-flush"))
 
 
 async def stop_gateway(gw: Gateway) -> None:
@@ -127,17 +129,11 @@ async def stop_gateway(gw: Gateway) -> None:
     gw.hasher.close()
 
 
-async def flush_metrics_periodically() -> None:
-    """Per-request metrics are tallied in memory; move them into the metrics every second."""
+async def call_every(seconds: float, action: Callable[[], None]) -> None:
+    """Run `action` every `seconds` until cancelled (the metric and access-log flushes)."""
     while True:
-        await asyncio.sleep(metrics.FLUSH_INTERVAL)
-        metrics.flush_tallies()
-
-
-async def flush_access_log_periodically(access_log: AccessLog) -> None:
-    while True:
-        await asyncio.sleep(access_log.flush_interval)
-        access_log.flush()
+        await asyncio.sleep(seconds)
+        action()
 
 
 async def listen_for_changes(gw: Gateway) -> None:

@@ -5,7 +5,7 @@ and a cached-key request a fourth (the local cache hit). Through prometheus_clie
 is several Python calls and a lock, and with several workers a write to a shared memory
 map: together 5 % of a request's instructions with one worker, 9 % with several
 (`tests/perf/count_instructions.py`). Here a request costs a dict update and a bisect;
-`flush_all()` adds the tallies to the same metrics once per second (the `metrics-flush`
+`metrics.flush_tallies()` adds the tallies to the same metrics once per second (the `metrics-flush`
 task) and before every exposition, so the scraped worker's own figures are always
 current and another worker's requests appear within a second.
 
@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import bisect
 import math
+from dataclasses import dataclass
 
 from prometheus_client import Counter, Histogram
 
@@ -37,27 +38,32 @@ class CounterTally:
             self.counter.labels(*labels).inc(count)
 
 
+@dataclass(slots=True)
+class _Bucketed:
+    counts: list[int]  # per bucket, the last one for +Inf
+    total: float = 0.0
+
+
 class HistogramTally:
     """Observations per label value, bucketed as `histogram` buckets them."""
 
     def __init__(self, histogram: Histogram, buckets: tuple[float, ...]) -> None:
         self.histogram = histogram
         self.bounds = tuple(b for b in buckets if not math.isinf(b))  # +Inf is implicit
-        self.pending: dict[str, tuple[list[int], list[float]]] = {}
+        self.pending: dict[str, _Bucketed] = {}
 
     def observe(self, label: str, value: float) -> None:
         tally = self.pending.get(label)
         if tally is None:
-            tally = self.pending[label] = ([0] * (len(self.bounds) + 1), [0.0])
-        counts, total = tally
+            tally = self.pending[label] = _Bucketed([0] * (len(self.bounds) + 1))
         # prometheus_client counts a value in the first bucket whose bound is >= it.
-        counts[bisect.bisect_left(self.bounds, value)] += 1
-        total[0] += value
+        tally.counts[bisect.bisect_left(self.bounds, value)] += 1
+        tally.total += value
 
     def flush(self) -> None:
         pending, self.pending = self.pending, {}
-        for label, (counts, total) in pending.items():
-            add_observations(self.histogram.labels(label), counts, total[0])
+        for label, tally in pending.items():
+            add_observations(self.histogram.labels(label), tally.counts, tally.total)
 
 
 def add_observations(child: Histogram, counts: list[int], total: float) -> None:
