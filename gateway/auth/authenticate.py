@@ -73,10 +73,14 @@ async def identify_key(
     presented: str, *, resolver: KeyResolver, keys: KeysConfig, client: str | None = None
 ) -> KeyState:
     """The state of the presented key if it is valid and live; raise its Refusal otherwise."""
-    parsed = parse_presented(presented, keys)
-    state = resolver.cached(parsed)  # the common case: no I/O and nothing to await
+    proof = resolver.proof(presented)
+    state = resolver.proven(presented, proof)  # the common case: checked whole before
     if state is None:
-        state = await resolver.resolve(parsed, client)
+        parsed = parse_presented(presented, keys)
+        state = resolver.cached(parsed)  # no I/O and nothing to await
+        if state is None:
+            state = await resolver.resolve(parsed, client)
+        resolver.remember(state, proof)
     check_status(state, time.time())
     return state
 

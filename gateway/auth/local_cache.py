@@ -33,6 +33,9 @@ class LocalKeyCache:
         # valid proof after its entry's state went stale. Refreshing the state from
         # Postgres then costs no argon2 verify (which matters while Redis is down).
         self._verifiers: OrderedDict[str, bytes] = OrderedDict()
+        # Proofs (TokenProofs) of whole keys this process has checked, by key id: like
+        # verifiers they outlive entries, since a key's full string never changes.
+        self._proofs: dict[str, bytes] = {}
 
     def get(self, key_id: str) -> LocalEntry | None:
         entry = self._entries.get(key_id)
@@ -62,6 +65,17 @@ class LocalKeyCache:
             self._verifiers.move_to_end(key_id)
             while len(self._verifiers) > self.max_entries:
                 self._verifiers.popitem(last=False)
+
+    def proof(self, key_id: str) -> bytes | None:
+        """The proof of `key_id`'s whole key once this process checked it, else None."""
+        return self._proofs.get(key_id)
+
+    def put_proof(self, key_id: str, proof: bytes) -> None:
+        proofs = self._proofs
+        proofs.pop(key_id, None)  # re-inserted last: the oldest proof is dropped first
+        proofs[key_id] = proof
+        if len(proofs) > self.max_entries:
+            del proofs[next(iter(proofs))]
 
     def known_verifier(self, key_id: str) -> bytes | None:
         """The verifier of `key_id` once seen, even after its entry expired or was evicted."""

@@ -16,8 +16,14 @@ from gateway.auth.errors import AuthUnavailable, InvalidKey
 from gateway.auth.failures import FailureLimiter
 from gateway.auth.local_cache import LocalKeyCache
 from gateway.keys.errors import StoreUnavailable
-from gateway.keys.format import ParsedKey
-from gateway.keys.hashing import SecretHasher, fast_verifier, same_verifier, verifier_key
+from gateway.keys.format import BODY_LENGTH, ID_LENGTH, ParsedKey
+from gateway.keys.hashing import (
+    SecretHasher,
+    TokenProofs,
+    fast_verifier,
+    same_verifier,
+    verifier_key,
+)
 from gateway.observability import metrics
 from gateway.store import queries
 from gateway.store.db import Database
@@ -42,6 +48,7 @@ class KeyResolver:
         self.db = db
         self.hasher = hasher
         self.verifier_key = verifier_key(server_secret)
+        self.proofs = TokenProofs()
         self.failures = failures
         # False while the invalidation channel is down and until the re-sync after it is
         # back: an entry written before a change made meanwhile may be stale, so keys are
@@ -49,6 +56,31 @@ class KeyResolver:
         self.redis_trusted = True
         # One argon2 verify per (key, candidate) at a time: a cold burst waits on it.
         self._in_flight: dict[bytes, asyncio.Future[KeyState]] = {}
+
+    def proof(self, presented: str) -> bytes:
+        """The proof of the whole presented string (see `proven`)."""
+        return self.proofs.of(presented)
+
+    def proven(self, presented: str, proof: bytes) -> KeyState | None:
+        """The cached state of a key this process has already checked whole, else None.
+
+        `presented` is recognised by its proof alone: the very string whose format,
+        checksum, env, prefix and secret passed every check before (`remember`). No
+        parsing, no I/O; None sends the request down the full path (`cached`, `resolve`).
+        """
+        key_id = presented[_ID_START:_ID_END]  # where a well-formed key holds its id
+        known = self.local.proof(key_id)
+        if known is None or not same_verifier(known, proof):
+            return None
+        entry = self.local.get(key_id)
+        if entry is None or entry.state is None:
+            return None
+        metrics.KEY_CACHE.add(metrics.LOCAL_HIT)
+        return entry.state
+
+    def remember(self, state: KeyState, proof: bytes) -> None:
+        """Record that the string with `proof` is the right key for `state` (just checked)."""
+        self.local.put_proof(state.id, proof)
 
     def cached(self, parsed: ParsedKey) -> KeyState | None:
         """The key's state from the in-process cache alone, when that settles it (no I/O).
@@ -167,6 +199,10 @@ class KeyResolver:
 
     def evict(self, key_id: str) -> None:
         self.local.evict(key_id)
+
+
+_ID_START = -BODY_LENGTH
+_ID_END = -BODY_LENGTH + ID_LENGTH
 
 
 def _checked(state: KeyState, known: bytes, presented: bytes, parsed: ParsedKey) -> KeyState:

@@ -145,6 +145,9 @@ def main() -> int:
     parser.add_argument("--requests", type=int, default=2000)
     parser.add_argument("--compare-root", help="also count the gateway package of this tree")
     parser.add_argument("--keep", action="store_true", help="keep the temp dir (dumps, logs)")
+    parser.add_argument("--only", action="append", metavar="TEXT",
+                        help="count only targets whose label contains TEXT (repeatable;"
+                             " the plain proxy is always counted)")
     args = parser.parse_args()
     for tool in ("valgrind", "callgrind_control"):
         if shutil.which(tool) is None:
@@ -157,6 +160,9 @@ def main() -> int:
     if args.compare_root:
         other = Path(args.compare_root).resolve()
         targets.append(Target(f"keygate@{other.name} cached key", "keygate", AUTH_PATH, other))
+    if args.only:
+        targets = [t for t in targets
+                   if t.kind == "plain" or any(text in t.label for text in args.only)]
     tmp = Path(tempfile.mkdtemp(prefix="keygate-instr-"))
     print(f"working in {tmp}", flush=True)
     procs = Procs()

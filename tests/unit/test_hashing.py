@@ -10,7 +10,13 @@ import pytest
 
 from gateway.config import Argon2Params
 from gateway.keys.format import generate_key
-from gateway.keys.hashing import SecretHasher, fast_verifier, same_verifier, verifier_key
+from gateway.keys.hashing import (
+    SecretHasher,
+    TokenProofs,
+    fast_verifier,
+    same_verifier,
+    verifier_key,
+)
 
 CHEAP = Argon2Params(time_cost=1, memory_kib=1024, parallelism=1)
 
@@ -102,3 +108,13 @@ def test_verifier_key_takes_any_secret_length_and_depends_on_all_of_it() -> None
     assert verifier_key(long_a) != verifier_key(long_b)
     a = fast_verifier(verifier_key(long_a), "a1B2c3D4", "secret")
     assert not same_verifier(a, fast_verifier(verifier_key(long_b), "a1B2c3D4", "secret"))
+
+
+def test_token_proofs_tell_strings_apart_and_are_keyed_per_process() -> None:
+    proofs, other = TokenProofs(), TokenProofs()
+    key = "kg_live_" + "a1B2c3D4" + "s" * 32 + "abcdef"
+    assert proofs.of(key) == proofs.of(key)
+    assert len(proofs.of(key)) == 16
+    assert proofs.of(key) != proofs.of(key[:-1] + "g")
+    assert proofs.of(key) != proofs.of("kg_test_" + key[8:])
+    assert proofs.of(key) != other.of(key)  # a random key each: worthless elsewhere

@@ -56,3 +56,16 @@ def test_size_is_bounded_least_recently_used_first() -> None:
     assert cache.get("a") is not None
     cache.put("e", state("e"), b"e")
     assert cache.known_verifier("b") is None  # verifiers are bounded too
+
+
+def test_proofs_outlive_entries_and_are_bounded_oldest_first() -> None:
+    cache = LocalKeyCache(ttl=5, max_entries=2, clock=Clock())
+    cache.put("a", state("a"), b"v")
+    cache.put_proof("a", b"pa")
+    cache.evict("a")
+    cache.clear()
+    assert cache.proof("a") == b"pa"  # the key's string never changes; its state may
+    cache.put_proof("b", b"pb")
+    cache.put_proof("a", b"pa")  # re-proven: now the newest
+    cache.put_proof("c", b"pc")
+    assert (cache.proof("a"), cache.proof("b"), cache.proof("c")) == (b"pa", None, b"pc")

@@ -12,7 +12,7 @@ import time
 
 import aiohttp
 
-from gateway.keys.format import BASE62
+from gateway.keys.format import BASE62, base62_checksum
 from tests.integration.proxy.harness import ACTOR, LOCAL_TTL, KeyMaker, MadeKey
 from tests.support.gateway_process import GatewayProcess
 
@@ -39,6 +39,28 @@ async def _poll_until_refused(
             return time.monotonic() - started, code
         await asyncio.sleep(0.02)
     raise AssertionError(f"key still accepted {limit:.1f}s later")
+
+
+async def test_near_misses_of_a_cached_key_are_refused(
+    gateway: GatewayProcess, http: aiohttp.ClientSession, keys: KeyMaker
+) -> None:
+    # A key accepted once is recognised by its whole string afterwards; anything that is
+    # not exactly that string must still go through (and fail) the full checks.
+    key = await keys.key(["read"])
+    for _ in range(3):
+        assert await _status(http, gateway, key) == (200, None)
+    body = key.secret[len("kg_live_"):]
+    as_test = "kg_test_" + body[:-6] + base62_checksum("kg_test_" + body[:-6])
+    near_misses = {
+        "bad checksum": key.secret[:-1] + ("x" if key.secret[-1] != "x" else "y"),
+        "other secret, valid checksum": key.with_secret("".join(random.choices(BASE62, k=32))),
+        "same id and secret, other env's prefix": as_test,
+        "one character longer": "k" + key.secret,
+        "id only": key.display_prefix,
+    }
+    for label, presented in near_misses.items():
+        assert await _status(http, gateway, key, presented) == (401, "invalid_api_key"), label
+    assert await _status(http, gateway, key) == (200, None)
 
 
 async def test_revoked_while_cached_is_refused_within_the_local_ttl(
