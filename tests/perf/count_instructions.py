@@ -143,11 +143,12 @@ def count(target: Target, tmp: Path, procs: Procs, upstream_port: int, pg_url: s
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--requests", type=int, default=2000)
-    parser.add_argument("--compare-root", help="also count the gateway package of this tree")
+    parser.add_argument("--compare-root", action="append", default=[], metavar="DIR",
+                        help="also count the gateway package of this tree (repeatable)")
     parser.add_argument("--keep", action="store_true", help="keep the temp dir (dumps, logs)")
     parser.add_argument("--only", action="append", metavar="TEXT",
-                        help="count only targets whose label contains TEXT (repeatable;"
-                             " the plain proxy is always counted)")
+                        help="count only the target labelled TEXT (repeatable; the plain proxy"
+                             " and the --compare-root target are always counted)")
     args = parser.parse_args()
     for tool in ("valgrind", "callgrind_control"):
         if shutil.which(tool) is None:
@@ -157,12 +158,11 @@ def main() -> int:
                Target("keygate cached key", "keygate", AUTH_PATH),
                Target("keygate cached key, access log on", "keygate", AUTH_PATH,
                       access_log=True)]
-    if args.compare_root:
-        other = Path(args.compare_root).resolve()
-        targets.append(Target(f"keygate@{other.name} cached key", "keygate", AUTH_PATH, other))
     if args.only:
-        targets = [t for t in targets
-                   if t.kind == "plain" or any(text in t.label for text in args.only)]
+        targets = [t for t in targets if t.kind == "plain" or t.label in args.only]
+    for root in args.compare_root:
+        other = Path(root).resolve()
+        targets.append(Target(f"keygate@{other.name} cached key", "keygate", AUTH_PATH, other))
     tmp = Path(tempfile.mkdtemp(prefix="keygate-instr-"))
     print(f"working in {tmp}", flush=True)
     procs = Procs()
