@@ -2,8 +2,8 @@
 
 normalise path -> match route -> authenticate (credential, parse, resolve, status, scopes,
 org) -> record last use -> rate limit (only when the route or key has one) -> forward or
-relay. Each step raises one Refusal; `handle` turns
-it into the response and records the outcome once.
+relay. Each step raises one Refusal; `handle` turns it into the response and records the
+outcome once.
 """
 
 from __future__ import annotations
