@@ -31,12 +31,14 @@ from gateway.observability import metrics
 from gateway.observability.access_log import AccessLog
 from gateway.proxy.handler import ProxyHandler
 from gateway.proxy.listener import ProxyServer
+from gateway.proxy.rate_limiter import RateLimiter
 from gateway.proxy.routes import RouteTable
 from gateway.proxy.upstreams import Upstream, close_upstreams, open_upstreams
 from gateway.proxy.websocket import WebSocketSessions
 from gateway.store import queries
 from gateway.store.db import Database
 from gateway.store.key_cache import KeyState, RedisKeyCache
+from gateway.store.rate_counts import RedisRateCounts
 
 log = logging.getLogger("keygate")
 # While the invalidation channel is down, local entries live at most this long.
@@ -92,6 +94,7 @@ def build_gateway(config: Config, secret: bytes) -> Gateway:
         AccessLog(config.log.access_log, config.log.format, redact=redact_keys,
                   flush_interval=config.log.access_log_flush),
         recorder.record,
+        RateLimiter(RedisRateCounts(redis.client)),  # the key cache's client and timeouts
     )
     return Gateway(
         config, db, redis, hasher, local, resolver, recorder, sessions, upstreams, handler

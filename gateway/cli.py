@@ -15,7 +15,7 @@ from typing import Any, TextIO
 from gateway.config import Config, ConfigError, load_config
 from gateway.keys.errors import ServiceError
 from gateway.keys.models import Actor, ApiKey, AuditEntry, Org, rfc3339, utcnow
-from gateway.keys.service import KeyService, open_key_service
+from gateway.keys.service import KEEP, KeyService, open_key_service
 from gateway.units import parse_duration
 
 EXIT_OK, EXIT_USER_ERROR, EXIT_USAGE = 0, 1, 2
@@ -52,6 +52,11 @@ def _json_object_arg(text: str) -> dict[str, Any]:
     if not isinstance(value, dict):
         raise argparse.ArgumentTypeError("--metadata must be a JSON object")
     return value
+
+
+def _rate_limit_arg(text: str | None) -> str | None:
+    """--rate-limit as the service takes it ("none": no limit); the service checks it."""
+    return None if text is None or text.strip().lower() == "none" else text
 
 
 def _common_options(default: Any) -> argparse.ArgumentParser:
@@ -104,6 +109,10 @@ def build_parser() -> argparse.ArgumentParser:
     expiry.add_argument("--expires-at", type=_datetime_arg, metavar="ISO8601")
     create.add_argument("--env", choices=["live", "test"], default="live")
     create.add_argument("--metadata", type=_json_object_arg, metavar="JSON")
+    create.add_argument(
+        "--rate-limit", metavar="N/WINDOW",
+        help="the key's own limit over all routes, e.g. 100/1m (window 1s to 365d)",
+    )
 
     klist = keys.add_parser("list", parents=[common], help="list an org's keys, newest first")
     klist.add_argument("--org", required=True)
@@ -113,10 +122,16 @@ def build_parser() -> argparse.ArgumentParser:
     show = keys.add_parser("show", parents=[common], help="show one key")
     show.add_argument("key_id", metavar="KEY_ID")
 
-    update = keys.add_parser("update", parents=[common], help="change a key's name or scopes")
+    update = keys.add_parser(
+        "update", parents=[common], help="change a key's name, scopes or rate limit"
+    )
     update.add_argument("key_id", metavar="KEY_ID")
     update.add_argument("--name")
     update.add_argument("--scope", action="append", dest="scopes", metavar="S")
+    update.add_argument(
+        "--rate-limit", metavar="N/WINDOW|none",
+        help="the key's own limit over all routes, e.g. 100/1m; none removes it",
+    )
 
     revoke = keys.add_parser("revoke", parents=[common], help="revoke a key")
     revoke.add_argument("key_id", metavar="KEY_ID")
@@ -177,7 +192,9 @@ def _show_key(out: Output, key: ApiKey) -> None:
     data = key.to_json(utcnow())
     width = max(len(k) for k in data)
     for field, value in data.items():
-        if isinstance(value, list):
+        if field == "rate_limit" and key.rate_limit is not None:
+            value = f"{key.rate_limit} ({key.rate_limit.requests} per {key.rate_limit.per}s)"
+        elif isinstance(value, list):
             value = " ".join(value) or "-"
         elif isinstance(value, dict):
             value = json.dumps(value) if value else "-"
@@ -227,6 +244,7 @@ async def _cmd_keys(args: argparse.Namespace, svc: KeyService, out: Output) -> N
         created = await svc.create_key(
             actor, args.org, args.name, args.scopes, env=args.env,
             expires_in=args.expires_in, expires_at=args.expires_at, metadata=args.metadata,
+            rate_limit=_rate_limit_arg(args.rate_limit),
         )
         if out.as_json:
             out.json({"key": created.key.to_json(now), "secret": created.secret})
@@ -249,7 +267,10 @@ async def _cmd_keys(args: argparse.Namespace, svc: KeyService, out: Output) -> N
         key = await svc.get_key(actor, args.key_id)
         out.json(key.to_json(now)) if out.as_json else _show_key(out, key)
     elif args.action == "update":
-        key = await svc.update_key(actor, args.key_id, name=args.name, scopes=args.scopes)
+        key = await svc.update_key(
+            actor, args.key_id, name=args.name, scopes=args.scopes,
+            rate_limit=KEEP if args.rate_limit is None else _rate_limit_arg(args.rate_limit),
+        )
         out.json(key.to_json(now)) if out.as_json else _show_key(out, key)
     elif args.action == "revoke":
         key = await svc.revoke_key(actor, args.key_id, reason=args.reason)
@@ -295,7 +316,18 @@ def _change(entry: AuditEntry) -> str:
         old = " ".join(entry.old_scopes or ()) or "-"
         new = " ".join(entry.new_scopes or ()) or "-"
         return f"scopes {old} -> {new}"
-    return ", ".join(f"{k}={v}" for k, v in entry.details.items() if v is not None)
+    return ", ".join(
+        f"{k}={_detail(v)}" for k, v in entry.details.items()
+        if v is not None or k.endswith("rate_limit")  # "none" is the change itself
+    )
+
+
+def _detail(value: Any) -> str:
+    if value is None:
+        return "none"
+    if isinstance(value, dict) and set(value) == {"requests", "per"}:  # a rate limit
+        return f"{value['requests']}/{value['per']}"
+    return str(value)
 
 
 def _short(value: datetime | None) -> str:

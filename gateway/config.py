@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
+from gateway.keys.rate_limits import RateLimit, RateLimitError, check_requests, check_window
 from gateway.keys.scopes import ScopeError, validate_scope
 from gateway.units import parse_duration, parse_size
 from gateway.yaml_source import YamlDocument, YamlError, load_yaml
@@ -104,6 +105,7 @@ class RouteConfig:
     org_param: str | None = None
     forward_credentials: bool = False
     max_body: int | None = None
+    rate_limit: RateLimit | None = None
     line: int | None = None
 
 
@@ -389,13 +391,38 @@ def _read_routes(
             org_param=org_param,
             forward_credentials=r.get("forward_credentials", False, _bool),
             max_body=r.get("max_body", None, _size),
+            rate_limit=_read_rate_limit(r) if "rate_limit" in r.data else None,
             line=doc.line_of(("routes", i)),
         )
         if route.public and (route.scopes or route.org_param):
             r.problem(("public",), "a public route cannot also require scopes or org_param")
+        if route.public and "rate_limit" in r.data:
+            r.problem(("rate_limit",), "a public route cannot have a rate limit: limits are "
+                                       "counted per API key, and public routes take none")
         r.done()
         routes.append(route)
     return tuple(routes)
+
+
+def _read_rate_limit(route: _Reader) -> RateLimit | None:
+    """`rate_limit: {requests: N, per: <duration>}`; problems name the sub-field."""
+    r = route.section("rate_limit")
+    if not isinstance(route.data["rate_limit"], dict):
+        return None  # the section reader recorded "must be a mapping of fields"
+    values: dict[str, int] = {}
+    for name, check in (("requests", check_requests), ("per", check_window)):
+        r.seen.add(name)
+        if name not in r.data:
+            r.problem((name,), "is required")
+            continue
+        try:
+            values[name] = check(r.data[name])
+        except RateLimitError as exc:
+            r.problem((name,), exc.message)
+    r.done()
+    if len(values) < 2:
+        return None
+    return RateLimit(values["requests"], values["per"])
 
 
 def parse_config(text: str, source: str, env: Mapping[str, str]) -> Config:

@@ -14,7 +14,7 @@ from gateway.admin.principals import AdminAuth
 from gateway.auth.errors import Refusal
 from gateway.keys.errors import InvalidInput, ServiceError
 from gateway.keys.models import Actor, utcnow
-from gateway.keys.service import KeyService
+from gateway.keys.service import KEEP, KeyService
 from gateway.observability.request_ids import request_id as make_request_id
 
 PREFIX = "/admin/v1"
@@ -89,7 +89,7 @@ async def create_key(request: web.Request) -> web.Response:
     actor = await _actor(request)
     body = await read.json_body(request, {
         "name": str, "scopes": list, "env": str, "expires_at": str, "expires_in": str,
-        "metadata": dict,
+        "metadata": dict, "rate_limit": (dict, read.NULL),
     })
     for required in ("name", "scopes"):
         if required not in body:
@@ -98,6 +98,7 @@ async def create_key(request: web.Request) -> web.Response:
         actor, request.match_info["org"], body["name"], read.string_list(body, "scopes") or [],
         env=body.get("env", "live"), expires_in=read.duration(body, "expires_in"),
         expires_at=read.timestamp(body, "expires_at"), metadata=body.get("metadata"),
+        rate_limit=body.get("rate_limit"),
     )
     return _json({"key": created.key.to_json(utcnow()), "secret": created.secret}, 201)
 
@@ -122,10 +123,12 @@ async def show_key(request: web.Request) -> web.Response:
 
 async def update_key(request: web.Request) -> web.Response:
     actor = await _actor(request)
-    body = await read.json_body(request, {"name": str, "scopes": list})
+    body = await read.json_body(request, {"name": str, "scopes": list,
+                                          "rate_limit": (dict, read.NULL)})
     key = await request.app[SERVICE].update_key(
         actor, request.match_info["key_id"], name=body.get("name"),
         scopes=read.string_list(body, "scopes"), org=request.match_info["org"],
+        rate_limit=body.get("rate_limit", KEEP),  # null removes it
     )
     return _json(key.to_json(utcnow()))
 

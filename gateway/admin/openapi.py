@@ -12,6 +12,14 @@ _SCOPE = {"type": "string", "pattern": r"^(?:[A-Za-z0-9_.-]+:)*(?:[A-Za-z0-9_.-]
           "maxLength": 128}
 _DURATION = {"type": "string", "pattern": r"^(?:\d+(?:\.\d+)?(?:ms|s|m|h|d))+$",
              "examples": ["24h"]}
+# A key's own limit: whole-second windows from 1s to 365d (the service checks the range).
+_RATE_LIMIT = {
+    "type": ["object", "null"], "additionalProperties": False, "required": ["requests", "per"],
+    "description": "At most `requests` requests per fixed window of `per`, counted over "
+                   "every route; null: no limit of the key's own.",
+    "properties": {"requests": {"type": "integer", "minimum": 1, "maximum": 1_000_000_000},
+                   "per": {**_DURATION, "examples": ["1m"]}},
+}
 
 
 def _ref(name: str) -> dict[str, str]:
@@ -68,7 +76,7 @@ _SCHEMAS: dict[str, Any] = {
         "type": "object",
         "required": ["id", "display_prefix", "org", "name", "scopes", "env", "status",
                      "created_at", "created_by", "expires_at", "last_used_at", "revoked_at",
-                     "revoked_by", "revoke_reason", "metadata", "rolled_from"],
+                     "revoked_by", "revoke_reason", "metadata", "rolled_from", "rate_limit"],
         "properties": {
             "id": {"type": "string"}, "display_prefix": {"type": "string"},
             "org": _SLUG, "name": {"type": "string"},
@@ -79,7 +87,7 @@ _SCHEMAS: dict[str, Any] = {
             "created_by": {"type": "string"}, "expires_at": _TIME, "last_used_at": _TIME,
             "revoked_at": _TIME, "revoked_by": {"type": ["string", "null"]},
             "revoke_reason": {"type": ["string", "null"]}, "metadata": {"type": "object"},
-            "rolled_from": {"type": ["string", "null"]},
+            "rolled_from": {"type": ["string", "null"]}, "rate_limit": _RATE_LIMIT,
         },
     },
     "KeyWithSecret": {
@@ -156,7 +164,7 @@ def openapi_document() -> dict[str, Any]:
                     "requestBody": _body(_input({
                         "name": _NAME, "scopes": _SCOPES, "env": {"enum": ["live", "test"]},
                         "expires_at": _DATE_TIME, "expires_in": _DURATION,
-                        "metadata": {"type": "object"},
+                        "metadata": {"type": "object"}, "rate_limit": _RATE_LIMIT,
                     }, required=["name", "scopes"])),
                     "responses": {"201": _json(_ref("KeyWithSecret"),
                                                "Created; the secret is shown once"),
@@ -178,7 +186,8 @@ def openapi_document() -> dict[str, Any]:
                                       **_errors(400, 401, 403, 404, 503)}},
                 "patch": {
                     "operationId": "updateKey",
-                    "requestBody": _body(_input({"name": _NAME, "scopes": _SCOPES},
+                    "requestBody": _body(_input({"name": _NAME, "scopes": _SCOPES,
+                                                 "rate_limit": _RATE_LIMIT},
                                                 minProperties=1)),
                     "responses": {"200": _json(_ref("Key"), "Updated"),
                                   **_errors(400, 401, 403, 404, 503)},

@@ -13,6 +13,7 @@ from gateway.units import parse_duration
 
 MAX_BODY = 64 * 1024
 MAX_DURATION = 100 * 365 * 86400.0
+NULL = type(None)  # in `allowed`: the field may be JSON null
 
 
 async def json_body(
@@ -40,6 +41,8 @@ async def json_body(
             known = ", ".join(sorted(allowed))
             raise InvalidInput(f"unknown field {name!r} (known fields: {known})", name)
         expected = allowed[name]
+        if value is None and NULL in _tuple(expected):
+            continue
         if value is None or (isinstance(value, bool) and bool not in _tuple(expected)):
             raise InvalidInput(f"{name} must be {_type_name(expected)}", name)
         if not isinstance(value, expected):
@@ -53,7 +56,7 @@ def _tuple(t: type | tuple[type, ...]) -> tuple[type, ...]:
 
 def _type_name(t: type | tuple[type, ...]) -> str:
     names = {str: "a string", list: "an array", dict: "an object", int: "an integer",
-             bool: "a boolean"}
+             bool: "a boolean", NULL: "null"}
     return " or ".join(names.get(x, x.__name__) for x in _tuple(t))
 
 

@@ -6,6 +6,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from gateway.keys.rate_limits import RateLimit
+
 STATUSES = ("active", "expired", "revoked")
 
 
@@ -39,6 +41,7 @@ class ApiKey:
     revoke_reason: str | None
     rolled_from: str | None
     version: int
+    rate_limit: RateLimit | None = None  # counted per key over every route
     secret_hash: str = field(repr=False, default="")
 
     @property
@@ -72,6 +75,7 @@ class ApiKey:
             "revoke_reason": self.revoke_reason,
             "metadata": self.metadata,
             "rolled_from": self.rolled_from,
+            "rate_limit": None if self.rate_limit is None else self.rate_limit.to_json(),
         }
 
 

@@ -9,19 +9,21 @@ from __future__ import annotations
 import base64
 import binascii
 import contextlib
+import enum
 import json
 import logging
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Literal
 
 from gateway.config import Config, KeysConfig
 from gateway.keys import format as key_format
 from gateway.keys.errors import Conflict, Forbidden, InvalidInput, NotFound, ScopeNotHeld
 from gateway.keys.hashing import SecretHasher
 from gateway.keys.models import Actor, ApiKey, AuditEntry, Org, utcnow
+from gateway.keys.rate_limits import RateLimit, RateLimitError, from_mapping, from_text
 from gateway.keys.scopes import ScopeError, grants, missing_scopes, normalise_scopes
 from gateway.store import queries
 from gateway.store.db import Connection, Database
@@ -36,6 +38,18 @@ MAX_PAGE = 1000
 DEFAULT_GRACE = 86400.0
 MAX_LIFETIME = 100 * 365 * 86400.0  # beyond this, datetimes overflow soon enough
 KeyListener = Callable[[ApiKey], Awaitable[None]]
+
+
+class Keep(enum.Enum):
+    """`update_key(rate_limit=KEEP)`: leave it as it is (None would remove it)."""
+
+    KEEP = "keep"
+
+
+KEEP = Keep.KEEP
+# What callers may pass as a rate limit: a RateLimit, its text form "100/1m", its JSON
+# form {"requests": 100, "per": "1m"}, or None for no limit. Checked by the service.
+RateLimitInput = RateLimit | str | Mapping[str, Any] | None
 
 
 @dataclass(frozen=True)
@@ -124,6 +138,7 @@ class KeyService:
         expires_in: float | None = None,
         expires_at: datetime | None = None,
         metadata: Mapping[str, Any] | None = None,
+        rate_limit: RateLimitInput = None,
     ) -> CreatedKey:
         self._check_org_access(actor, org, write=True)
         name = _check_name(name, "name")
@@ -131,16 +146,19 @@ class KeyService:
         if env not in self.keys.prefixes:
             raise InvalidInput(f"invalid env {env!r}: use live or test", "env")
         meta = _check_metadata(metadata)
+        limit = check_rate_limit(rate_limit)
         now = self.clock()
         expiry = _expiry(now, expires_in, expires_at)
         async with self.db.transaction() as conn:
             await self._require_org(conn, org)
             created = await self._insert_new_key(
-                conn, actor, now, org, name, clean_scopes, env, expiry, meta, rolled_from=None
+                conn, actor, now, org, name, clean_scopes, env, expiry, meta, limit,
+                rolled_from=None,
             )
             await self._audit(
                 conn, actor, now, "key.create", org, created.key.id, new_scopes=clean_scopes,
-                details={"name": name, "env": env, "expires_at": _iso(expiry)},
+                details={"name": name, "env": env, "expires_at": _iso(expiry),
+                         **({"rate_limit": limit.to_json()} if limit else {})},
             )
         return created
 
@@ -182,12 +200,14 @@ class KeyService:
         *,
         name: str | None = None,
         scopes: list[str] | None = None,
+        rate_limit: RateLimitInput | Literal[Keep.KEEP] = KEEP,
         org: str | None = None,
     ) -> ApiKey:
-        if name is None and scopes is None:
-            raise InvalidInput("nothing to update: give a new name and/or scopes")
+        if name is None and scopes is None and rate_limit is KEEP:
+            raise InvalidInput("nothing to update: give a new name, scopes and/or rate limit")
         new_name = _check_name(name, "name") if name is not None else None
         new_scopes = self._check_scopes(actor, scopes) if scopes is not None else None
+        new_limit = KEEP if rate_limit is KEEP else check_rate_limit(rate_limit)
         now = self.clock()
         async with self.db.transaction() as conn:
             old = await self._find_key(conn, actor, ref, org, for_update=True)
@@ -199,8 +219,15 @@ class KeyService:
                 old.id,
                 new_name or old.name,
                 new_scopes if new_scopes is not None else old.scopes,
+                old.rate_limit if new_limit is KEEP else new_limit,
             )
             scopes_changed = key.scopes != old.scopes
+            details: dict[str, Any] = {}
+            if key.name != old.name:
+                details.update(old_name=old.name, new_name=key.name)
+            if key.rate_limit != old.rate_limit:
+                details.update(old_rate_limit=_limit_json(old.rate_limit),
+                               new_rate_limit=_limit_json(key.rate_limit))
             await self._audit(
                 conn,
                 actor,
@@ -210,9 +237,7 @@ class KeyService:
                 key.id,
                 old_scopes=old.scopes if scopes_changed else None,
                 new_scopes=key.scopes if scopes_changed else None,
-                details={"old_name": old.name, "new_name": key.name}
-                if key.name != old.name
-                else {},
+                details=details,
             )
         await self._changed(key)
         return key
@@ -263,7 +288,7 @@ class KeyService:
                 expiry = _expiry(now, expires_in, expires_at)
             created = await self._insert_new_key(
                 conn, actor, now, old.org, old.name, old.scopes, old.env, expiry,
-                old.metadata, rolled_from=old.id,
+                old.metadata, old.rate_limit, rolled_from=old.id,
             )
             if grace == 0:
                 previous = await queries.revoke_key(conn, old.id, now, actor.principal, "rolled")
@@ -282,7 +307,9 @@ class KeyService:
             )
             await self._audit(
                 conn, actor, now, "key.create", old.org, created.key.id,
-                new_scopes=created.key.scopes, details={"rolled_from": old.id},
+                new_scopes=created.key.scopes,
+                details={"rolled_from": old.id,
+                         **({"rate_limit": old.rate_limit.to_json()} if old.rate_limit else {})},
             )
         await self._changed(previous)
         return RolledKey(created.key, created.secret, previous)
@@ -381,6 +408,7 @@ class KeyService:
         env: str,
         expiry: datetime | None,
         metadata: dict[str, Any],
+        rate_limit: RateLimit | None,
         *,
         rolled_from: str | None,
     ) -> CreatedKey:
@@ -391,7 +419,7 @@ class KeyService:
                 id=parts.key_id, org=org, name=name, prefix=prefix, env=env, scopes=scopes,
                 metadata=metadata, created_at=now, created_by=actor.principal,
                 expires_at=expiry, last_used_at=None, revoked_at=None, revoked_by=None,
-                revoke_reason=None, rolled_from=rolled_from, version=1,
+                revoke_reason=None, rolled_from=rolled_from, version=1, rate_limit=rate_limit,
                 secret_hash=await self.hasher.hash_async(parts.secret),
             )
             try:
@@ -483,6 +511,24 @@ def _has_nul(value: Any) -> bool:
     if isinstance(value, list):
         return any(_has_nul(v) for v in value)
     return False
+
+
+def check_rate_limit(value: RateLimitInput) -> RateLimit | None:
+    """A key's rate limit from any of its written forms; InvalidInput names the field."""
+    if value is None:
+        return None
+    try:
+        if isinstance(value, str):
+            return from_text(value)
+        # A RateLimit built by a caller is checked like its JSON form.
+        return from_mapping(value.to_json() if isinstance(value, RateLimit) else value)
+    except RateLimitError as exc:
+        where = "rate_limit" if exc.field is None else f"rate_limit.{exc.field}"
+        raise InvalidInput(f"invalid {where}: {exc.message}", "rate_limit") from None
+
+
+def _limit_json(limit: RateLimit | None) -> dict[str, Any] | None:
+    return None if limit is None else limit.to_json()
 
 
 def _check_limit(limit: int) -> int:

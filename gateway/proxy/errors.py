@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from gateway.auth.errors import Refusal
+from gateway.proxy.rate_windows import Window, refusal_message
 
 
 class NoRoute(Refusal):
@@ -33,3 +34,16 @@ class UpstreamTimeout(Refusal):
     status = 504
     code = "upstream_timeout"
     message = "The upstream service did not respond in time."
+
+
+class RateLimited(Refusal):
+    status = 429
+    code = "rate_limited"
+    message = "Rate limit exceeded."
+
+    def __init__(self, window: Window) -> None:
+        super().__init__(refusal_message(window))
+        self.window = window
+
+    def headers(self) -> dict[str, str]:
+        return {"Retry-After": str(self.window.reset), **dict(self.window.headers())}

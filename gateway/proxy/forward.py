@@ -61,8 +61,12 @@ async def forward_http(
     headers: CIMultiDict[str],
     max_body: int | None,
     request_id: str,
+    gateway_headers: tuple[tuple[str, str], ...] = (),
 ) -> web.StreamResponse:
-    """Send the request upstream and stream the answer back; map failures to refusals."""
+    """Send the request upstream and stream the answer back; map failures to refusals.
+
+    `gateway_headers` (the RateLimit-* of a limited request) replace the upstream's own.
+    """
     body = _body(request, max_body)
     started = time.perf_counter()
     try:
@@ -71,9 +75,11 @@ async def forward_http(
             allow_redirects=False, compress=None, chunked=None,
         ) as reply:
             metrics.UPSTREAM_DURATION.observe(upstream.config.name, time.perf_counter() - started)
+            response_headers = downstream_response_headers(reply.headers, request_id)
+            for name, value in gateway_headers:
+                response_headers[name] = value
             response = _ForwardedResponse(
-                status=reply.status, reason=reply.reason,
-                headers=downstream_response_headers(reply.headers, request_id),
+                status=reply.status, reason=reply.reason, headers=response_headers
             )
             await response.prepare(request)
             try:

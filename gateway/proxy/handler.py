@@ -1,8 +1,9 @@
 """The proxy's request pipeline, top to bottom.
 
 normalise path -> match route -> authenticate (credential, parse, resolve, status, scopes,
-org) -> record last use -> forward or relay. Each step raises one Refusal; `handle` turns
-it into the response and records the outcome once.
+org) -> record last use -> rate limit (only when the route or key has one) -> forward or
+relay. Each step raises one Refusal; `handle` turns it into the response and records the
+outcome once.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from gateway.proxy.errors import BadPath, NoRoute
 from gateway.proxy.forward import forward_http
 from gateway.proxy.headers import upstream_request_headers
 from gateway.proxy.paths import InvalidPath, normalise_path
+from gateway.proxy.rate_limiter import RateLimiter
 from gateway.proxy.responses import refusal_response
 from gateway.proxy.routes import RouteTable
 from gateway.proxy.upstreams import Upstream
@@ -72,6 +74,7 @@ class ProxyHandler:
         sessions: WebSocketSessions,
         access_log: AccessLog,
         record_use: Callable[[str], None],
+        limiter: RateLimiter,
     ) -> None:
         self.keys = config.keys
         self.routes = routes
@@ -80,6 +83,7 @@ class ProxyHandler:
         self.sessions = sessions
         self.access_log = access_log
         self.record_use = record_use
+        self.limiter = limiter
 
     async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
         started = time.perf_counter()
@@ -107,6 +111,7 @@ class ProxyHandler:
         route = match.route
         exchange.route = route.name
         identity: Headers = ()
+        limits: Headers = ()
         if not route.public:
             exchange.key = key = await identify(
                 request.headers, resolver=self.resolver, keys=self.keys, client=request.remote
@@ -114,6 +119,9 @@ class ProxyHandler:
             authorise(key, scopes=route.scopes, org_param=route.org_param, params=match.params)
             identity = identity_headers(key)
             self.record_use(key.id)
+            # Unlimited routes and keys stop at this test: no counting, no allocation.
+            if route.rate_limit is not None or key.rate_limit is not None:
+                limits = await self.limiter.admit(route, key)
         headers = upstream_request_headers(
             request.headers, forward_credentials=route.forward_credentials, identity=identity,
             request_id=exchange.request_id, client_ip=request.remote, scheme=request.scheme,
@@ -128,7 +136,8 @@ class ProxyHandler:
             # Only now, after authentication, may the client start sending its body.
             await request.writer.write(CONTINUE)
         return await forward_http(
-            request, upstream, path, query, headers, route.max_body, exchange.request_id
+            request, upstream, path, query, headers, route.max_body, exchange.request_id,
+            limits,
         )
 
 

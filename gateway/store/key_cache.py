@@ -2,7 +2,8 @@
 
 One Redis hash per key id, `keygate:key:<id>`:
   v  the row's version (bumped by every change in Postgres)
-  s  the key's state as JSON: org, env, prefix, scopes, expiry, revoked; no hash, no secret
+  s  the key's state as JSON: org, env, prefix, scopes, expiry, revoked, rate limit
+     ([requests, seconds] or null); no hash, no secret
   b.<fp>  the keyed verifier BLAKE2b-MAC(server secret, id:secret), once a gateway verified
           the key; <fp> fingerprints the server secret, so fleets with different secrets
           sharing one Redis never read each other's verifiers as wrong. (Earlier builds
@@ -30,6 +31,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 
 from gateway.keys.models import ApiKey
+from gateway.keys.rate_limits import RateLimit
 
 if TYPE_CHECKING:
     from gateway.config import Config
@@ -64,6 +66,7 @@ class KeyState:
     expires_at: float | None  # unix seconds
     revoked: bool
     version: int
+    rate_limit: RateLimit | None = None
 
     @property
     def display_prefix(self) -> str:
@@ -85,21 +88,27 @@ class KeyState:
             expires_at=key.expires_at.timestamp() if key.expires_at else None,
             revoked=key.revoked_at is not None,
             version=key.version,
+            rate_limit=key.rate_limit,
         )
 
     def to_json(self) -> str:
         return json.dumps(
             {"id": self.id, "org": self.org, "prefix": self.prefix, "env": self.env,
              "scopes": list(self.scopes), "expires_at": self.expires_at,
-             "revoked": self.revoked, "version": self.version},
+             "revoked": self.revoked, "version": self.version,
+             "rate_limit": None if self.rate_limit is None
+             else [self.rate_limit.requests, self.rate_limit.per]},
             separators=(",", ":"),
         )
 
     @classmethod
     def from_json(cls, text: str | bytes) -> KeyState:
         d: dict[str, Any] = json.loads(text)
+        # Entries written before rate limits existed have no "rate_limit": no limit.
+        limit = d.get("rate_limit")
         return cls(d["id"], d["org"], d["prefix"], d["env"], tuple(d["scopes"]),
-                   d["expires_at"], bool(d["revoked"]), int(d["version"]))
+                   d["expires_at"], bool(d["revoked"]), int(d["version"]),
+                   None if limit is None else RateLimit(int(limit[0]), int(limit[1])))
 
 
 @dataclass(frozen=True)

@@ -9,13 +9,14 @@ from typing import Any
 import asyncpg
 
 from gateway.keys.models import ApiKey, AuditEntry, Org
+from gateway.keys.rate_limits import RateLimit
 from gateway.store.db import Connection
 
 UniqueViolation = asyncpg.exceptions.UniqueViolationError
 
 _KEY_COLUMNS = """id, org, name, prefix, env, secret_hash, scopes, metadata, created_at,
     created_by, expires_at, last_used_at, revoked_at, revoked_by, revoke_reason,
-    rolled_from, version"""
+    rolled_from, version, rate_limit_requests, rate_limit_per"""
 
 
 def _org(row: asyncpg.Record) -> Org:
@@ -40,8 +41,15 @@ def _key(row: asyncpg.Record) -> ApiKey:
         revoke_reason=row["revoke_reason"],
         rolled_from=row["rolled_from"],
         version=row["version"],
+        rate_limit=_rate_limit(row),
         secret_hash=row["secret_hash"],
     )
+
+
+def _rate_limit(row: asyncpg.Record) -> RateLimit | None:
+    if row["rate_limit_requests"] is None:
+        return None
+    return RateLimit(row["rate_limit_requests"], row["rate_limit_per"])
 
 
 def _audit(row: asyncpg.Record) -> AuditEntry:
@@ -89,8 +97,9 @@ async def list_orgs(conn: Connection) -> list[Org]:
 async def insert_key(conn: Connection, key: ApiKey) -> ApiKey:
     row = await conn.fetchrow(
         f"""INSERT INTO api_keys (id, org, name, prefix, env, secret_hash, scopes, metadata,
-                created_at, created_by, expires_at, rolled_from)
-            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
+                created_at, created_by, expires_at, rolled_from, rate_limit_requests,
+                rate_limit_per)
+            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)
             RETURNING {_KEY_COLUMNS}""",
         key.id,
         key.org,
@@ -104,8 +113,13 @@ async def insert_key(conn: Connection, key: ApiKey) -> ApiKey:
         key.created_by,
         key.expires_at,
         key.rolled_from,
+        *_rate_limit_columns(key.rate_limit),
     )
     return _key(row)
+
+
+def _rate_limit_columns(limit: RateLimit | None) -> tuple[int | None, int | None]:
+    return (None, None) if limit is None else (limit.requests, limit.per)
 
 
 async def get_key(conn: Connection, key_id: str, *, for_update: bool = False) -> ApiKey | None:
@@ -147,14 +161,16 @@ async def list_keys(
 
 
 async def update_key(
-    conn: Connection, key_id: str, name: str, scopes: Sequence[str]
+    conn: Connection, key_id: str, name: str, scopes: Sequence[str], rate_limit: RateLimit | None
 ) -> ApiKey:
     row = await conn.fetchrow(
-        f"""UPDATE api_keys SET name = $2, scopes = $3, version = version + 1
+        f"""UPDATE api_keys SET name = $2, scopes = $3, rate_limit_requests = $4,
+                rate_limit_per = $5, version = version + 1
             WHERE id = $1 RETURNING {_KEY_COLUMNS}""",
         key_id,
         name,
         list(scopes),
+        *_rate_limit_columns(rate_limit),
     )
     return _key(row)
 

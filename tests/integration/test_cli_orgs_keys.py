@@ -36,6 +36,7 @@ KEY_FIELDS = {
     "revoke_reason",
     "metadata",
     "rolled_from",
+    "rate_limit",
 }
 PRINCIPAL = f"cli:{getpass.getuser()}"
 
@@ -167,6 +168,7 @@ def test_create_json_gives_key_and_secret(acme: Cli) -> None:
         "revoked_by",
         "revoke_reason",
         "rolled_from",
+        "rate_limit",
     ):
         assert key[absent] is None
     assert "only once" in result.err

@@ -126,6 +126,8 @@ def test_api_keys_has_every_field_of_a_key(db: Db) -> None:
         "revoke_reason": "text",
         "rolled_from": "text",
         "version": "int8",
+        "rate_limit_requests": "int4",
+        "rate_limit_per": "int4",
     }
     # Later migrations may add columns; every field of a key must be there, typed right.
     assert {name: cols[name][1] for name in expected if name in cols} == expected
@@ -138,6 +140,8 @@ def test_api_keys_has_every_field_of_a_key(db: Db) -> None:
         "revoked_by",
         "revoke_reason",
         "rolled_from",
+        "rate_limit_requests",
+        "rate_limit_per",
     }
     # No column that could hold a plaintext key.
     assert not {"key", "secret", "plaintext", "full_key"} & set(cols)
@@ -204,5 +208,12 @@ def test_database_checks_refuse_bad_rows(cli: Cli, db: Db) -> None:
         " VALUES ('abcdEFGH', 'acme', 'n', 'kg_live_', 'live', 'plaintext', now(), 'me')",
         "INSERT INTO api_keys (id, org, name, prefix, env, secret_hash, created_at, created_by)"
         " VALUES ('abcdEFGH', 'nope', 'n', 'kg_live_', 'live', '$argon2id$x', now(), 'me')",
+        # A rate limit is both columns or neither, and never below 1.
+        *(
+            "INSERT INTO api_keys (id, org, name, prefix, env, secret_hash, created_at,"
+            " created_by, rate_limit_requests, rate_limit_per) VALUES ('abcdEFGH', 'acme',"
+            f" 'n', 'kg_live_', 'live', '$argon2id$x', now(), 'me', {requests}, {per})"
+            for requests, per in (("100", "NULL"), ("NULL", "60"), ("0", "60"), ("1", "0"))
+        ),
     ):
         asyncio.run(attempt(sql))

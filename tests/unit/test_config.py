@@ -26,6 +26,7 @@ from gateway.config import (
     load_config,
     parse_config,
 )
+from gateway.keys.rate_limits import RateLimit
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "config" / "keygate.example.yaml"
@@ -77,6 +78,23 @@ def test_config_option_before_the_command_is_used(tmp_path: Path) -> None:
     assert code == 1 and "cache.local_tl" in err
 
 
+def test_route_rate_limit_is_read() -> None:
+    text = ROUTES + (
+        "  - {path: /x, upstream: a, rate_limit: {requests: 100, per: 1m}}\n"
+        "  - {path: /y, upstream: a}\n"
+    )
+    limited, unlimited = parse_config(text, "t.yaml", {}).routes
+    assert limited.rate_limit == RateLimit(100, 60)
+    assert unlimited.rate_limit is None
+
+
+def test_public_route_rate_limit_message_says_why() -> None:
+    found = problems_of(ROUTES + "  - {path: /x, upstream: a, public: true,"
+                        " rate_limit: {requests: 5, per: 1m}}\n")
+    assert found == ["line 3: routes[0].rate_limit: a public route cannot have a rate limit: "
+                     "limits are counted per API key, and public routes take none"]
+
+
 def test_example_loads_to_the_documented_values() -> None:
     config = parse_config(EXAMPLE.read_text(), str(EXAMPLE), {})
     assert config.listen == ListenConfig("0.0.0.0:8080", "127.0.0.1:8081")
@@ -94,6 +112,7 @@ def test_example_loads_to_the_documented_values() -> None:
     assert config.routes[-1].public and config.routes[-1].name == "health"
     assert config.routes[2].org_param == "org"
     assert config.log.access_log and config.log.access_log_flush == 1.0
+    assert config.routes[0].rate_limit == RateLimit(100, 60)
 
 
 def _field_names(cls: type) -> set[str]:
@@ -223,6 +242,40 @@ ROUTES = "upstreams: {a: {url: 'http://x'}}\nroutes:\n"
             ROUTES + "  - {path: /x, upstream: a, org_param: org}\n",
             3,
             "routes[0].org_param",
+        ),
+        (
+            ROUTES + "  - {path: /x, upstream: a, rate_limit: {requests: 0, per: 1m}}\n",
+            3,
+            "routes[0].rate_limit.requests",
+        ),
+        (
+            ROUTES + "  - path: /x\n    upstream: a\n    rate_limit:\n"
+            "      requests: 5\n      per: 500ms\n",
+            7,
+            "routes[0].rate_limit.per",
+        ),
+        (
+            ROUTES + "  - {path: /x, upstream: a, rate_limit: {requests: 5, per: xyz}}\n",
+            3,
+            "routes[0].rate_limit.per",
+        ),
+        (
+            ROUTES + "  - {path: /x, upstream: a}\n  - {path: /y, upstream: a,\n"
+            "     rate_limit: {requests: 5}}\n",
+            5,
+            "routes[1].rate_limit.per",
+        ),
+        (
+            ROUTES + "  - {path: /x, upstream: a, rate_limit: {requests: 5, per: 1m, burst: 2}}\n",
+            3,
+            "routes[0].rate_limit.burst",
+        ),
+        (ROUTES + "  - {path: /x, upstream: a, rate_limit: 5/1m}\n", 3, "routes[0].rate_limit"),
+        (
+            ROUTES + "  - {path: /x, upstream: a, public: true,\n"
+            "     rate_limit: {requests: 5, per: 1m}}\n",
+            4,
+            "routes[0].rate_limit",
         ),
         ("routes: {a: 1}\n", 1, "routes"),
         ("cache: 5\n", 1, "cache"),

@@ -28,7 +28,7 @@ ADMIN = "/admin/v1"
 KEY_FIELDS = {
     "id", "display_prefix", "org", "name", "scopes", "env", "status", "created_at",
     "created_by", "expires_at", "last_used_at", "revoked_at", "revoked_by", "revoke_reason",
-    "metadata", "rolled_from",
+    "metadata", "rolled_from", "rate_limit",
 }
 # Every full key (and every key-shaped string sent) this session: none may be logged.
 ISSUED: list[str] = []

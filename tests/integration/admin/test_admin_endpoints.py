@@ -98,7 +98,7 @@ async def test_create_key_shows_the_full_key_once(
     assert key["env"] == "live" and key["status"] == "active"
     assert key["created_by"] == "root" and near(key["created_at"], datetime.now(UTC))
     for absent in ("expires_at", "last_used_at", "revoked_at", "revoked_by", "revoke_reason",
-                   "rolled_from"):
+                   "rolled_from", "rate_limit"):
         assert key[absent] is None, absent
     assert key["display_prefix"] == "kg_live_" + key["id"] and len(key["id"]) == 8
     assert secret.startswith(key["display_prefix"])

@@ -145,6 +145,12 @@ def upstream_header(report: dict[str, Any], name: str) -> list[str]:
 # --- the probe: an in-process upstream on its own thread and loop --------------------
 
 
+UPSTREAM_LIMITS = {
+    "RateLimit-Limit": "999", "RateLimit-Remaining": "998", "RateLimit-Reset": "1",
+    "X-Probe-End": "kept",
+}
+
+
 @dataclass
 class ProbeUpstream:
     """An upstream that records what the echo upstream cannot report.
@@ -152,6 +158,8 @@ class ProbeUpstream:
     GET /probe/hop       answers with hop-by-hop response headers (the gateway must drop)
     GET /probe/slow      sleeps 30 s; records whether it was cancelled (client went away)
     /probe/ws (upgrade)  echoes text; records the close code the client side sent
+    GET /probe/own-limits, /probe/upstream-limits  answer with the upstream's own
+                         RateLimit-* headers (UPSTREAM_LIMITS)
     """
 
     port: int
@@ -198,6 +206,8 @@ class ProbeUpstream:
         app.router.add_get("/probe/hop", self._hop)
         app.router.add_get("/probe/slow", self._slow)
         app.router.add_get("/probe/ws", self._ws)
+        app.router.add_get("/probe/own-limits", self._own_limits)
+        app.router.add_get("/probe/upstream-limits", self._own_limits)
         self._runner = web.AppRunner(app, handler_cancellation=True, access_log=None)
         await self._runner.setup()
         await web.TCPSite(self._runner, "127.0.0.1", self.port).start()
@@ -218,6 +228,9 @@ class ProbeUpstream:
                 "Server": "probe/9.9 Python/3.11 aiohttp/3",
             },
         )
+
+    async def _own_limits(self, _: web.Request) -> web.Response:
+        return web.Response(text="limits", headers=UPSTREAM_LIMITS)
 
     async def _slow(self, _: web.Request) -> web.Response:
         self.slow_started.set()

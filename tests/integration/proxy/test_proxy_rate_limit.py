@@ -1,0 +1,302 @@
+"""SPEC §4 rate limits through real `keygate serve` processes, the shared Redis and Postgres.
+
+Routes `limited` and `limited-org` allow 3 requests per key per hour, `probe-limited` 5;
+keys get their own limits through the real CLI and service. Windows are an hour long and
+aligned to the clock, so a test can compute the expected RateLimit-Reset from its own
+clock; a scenario that happens to straddle a window boundary is re-run once with fresh
+keys (see `in_one_window`) instead of sleeping or flaking.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import aiohttp
+import pytest
+
+from tests.integration.admin.harness import labels, moved, scrape
+from tests.integration.proxy.harness import (
+    ACTOR,
+    ISSUED,
+    KeyMaker,
+    Stack,
+    assert_error,
+    assert_no_key_in,
+    gateway_env,
+)
+from tests.integration.proxy.test_proxy_process import _until_logged
+from tests.integration.proxy.wire import UPSTREAM_LIMITS
+from tests.support.gateway_process import GatewayProcess, closed_port, start_gateway
+from tests.support.rate_limits import PER, Seen, get, in_one_window
+
+
+def statuses(seen: list[Seen]) -> list[int]:
+    return [s.status for s in seen]
+
+
+def assert_rate_limited(seen: Seen, requests: int) -> dict[str, Any]:
+    error = assert_error(seen.status, seen.headers, seen.body, 429, "rate_limited")
+    reset = seen.headers["RateLimit-Reset"]
+    assert seen.headers["Retry-After"] == reset and int(reset) >= 1
+    assert (seen.limit, seen.remaining) == (str(requests), "0")
+    seen.assert_reset_matches_the_clock()
+    assert error["message"] == (
+        f"Rate limit exceeded: {requests} requests per {PER} seconds; "
+        f"retry after {reset} seconds."
+    )
+    return error
+
+
+# --- a route's limit ------------------------------------------------------------------
+
+
+async def test_route_limit_allows_three_then_refuses_with_every_header(
+    gateway: GatewayProcess, http: aiohttp.ClientSession, keys: KeyMaker
+) -> None:
+    async def scenario() -> list[Seen]:
+        key = await keys.key(["read"])
+        return [await get(http, gateway.url + "/api/limited/x", key.secret) for _ in range(4)]
+
+    seen = await in_one_window(scenario)
+    assert statuses(seen) == [200, 200, 200, 429]
+    assert [s.remaining for s in seen] == ["2", "1", "0", "0"]
+    for s in seen[:3]:
+        assert s.limit == "3" and s.body["path"] == "/api/limited/x"  # forwarded
+        s.assert_reset_matches_the_clock()
+        assert "Retry-After" not in s.headers
+    assert_rate_limited(seen[3], 3)
+
+
+async def test_each_key_has_its_own_budget_on_a_route(
+    gateway: GatewayProcess, http: aiohttp.ClientSession, keys: KeyMaker
+) -> None:
+    url = gateway.url + "/api/limited/x"
+
+    async def scenario() -> list[Seen]:
+        a = await keys.key(["read"])
+        b = await keys.key(["read"], org=a.org)  # same org: budgets are per key, not org
+        first = [await get(http, url, a.secret) for _ in range(3)]
+        other = [await get(http, url, b.secret)]
+        return [*first, *other, await get(http, url, a.secret)]
+
+    seen = await in_one_window(scenario)
+    assert statuses(seen) == [200, 200, 200, 200, 429]
+    assert [s.remaining for s in seen] == ["2", "1", "0", "2", "0"]
+
+
+async def test_refused_401_and_403_consume_no_budget(
+    gateway: GatewayProcess, http: aiohttp.ClientSession, keys: KeyMaker
+) -> None:
+    async def scenario() -> list[Seen]:
+        key = await keys.key(["read"])
+        own = gateway.url + f"/api/limited-org/{key.org}/x"
+        wrong_secret = key.with_secret("W" * 32)
+        refused = [await get(http, own, wrong_secret) for _ in range(4)]
+        refused += [await get(http, gateway.url + "/api/limited-org/someone-else/x", key.secret)
+                    for _ in range(4)]
+        return refused + [await get(http, own, key.secret) for _ in range(4)]
+
+    seen = await in_one_window(scenario)
+    assert statuses(seen) == [401] * 4 + [403] * 4 + [200, 200, 200, 429]
+    assert {s.body["error"]["code"] for s in seen[:8]} == {"invalid_api_key", "wrong_org"}
+    assert all(s.limit is None for s in seen[:8])  # refused before counting
+    assert [s.remaining for s in seen[8:]] == ["2", "1", "0", "0"]
+
+
+# --- a key's own limit ------------------------------------------------------------------
+
+
+async def test_key_limit_from_the_cli_applies_across_routes(
+    gateway: GatewayProcess, http: aiohttp.ClientSession, keys: KeyMaker
+) -> None:
+    org = await keys.org("rl")
+
+    async def scenario() -> list[Seen]:
+        out = await keys.cli("keys", "create", "--org", org, "--name", "limited",
+                             "--scope", "read", "--rate-limit", "4/1h", "--json")
+        created = json.loads(out)
+        ISSUED.append(created["secret"])
+        assert created["key"]["rate_limit"] == {"requests": 4, "per": "1h"}
+        secret = created["secret"]
+        paths = ["/api/read/a", "/api/any/b", "/api/read/c", "/api/any/d", "/api/read/e",
+                 "/api/any/f"]
+        return [await get(http, gateway.url + p, secret) for p in paths]
+
+    seen = await in_one_window(scenario)
+    assert statuses(seen) == [200, 200, 200, 200, 429, 429]
+    assert [s.remaining for s in seen] == ["3", "2", "1", "0", "0", "0"]
+    assert {s.limit for s in seen} == {"4"}
+    assert_rate_limited(seen[4], 4)
+
+
+async def test_unlimited_key_on_unlimited_route_gets_no_headers(
+    gateway: GatewayProcess, http: aiohttp.ClientSession, keys: KeyMaker
+) -> None:
+    key = await keys.key(["read"])
+    for _ in range(5):
+        seen = await get(http, gateway.url + "/api/read/x", key.secret)
+        assert seen.status == 200
+        assert not [h for h in seen.headers if h.lower().startswith("ratelimit")]
+
+
+async def test_route_and_key_limits_both_count_and_the_tighter_is_shown(
+    gateway: GatewayProcess, http: aiohttp.ClientSession, keys: KeyMaker
+) -> None:
+    async def scenario() -> list[Seen]:
+        org = await keys.org("rl")
+        created = await keys.service.create_key(ACTOR, org, "both", ["read"],
+                                                rate_limit="10/1h")
+        ISSUED.append(created.secret)
+        limited = [await get(http, gateway.url + "/api/limited/x", created.secret)
+                   for _ in range(5)]
+        return [*limited, await get(http, gateway.url + "/api/read/x", created.secret)]
+
+    seen = await in_one_window(scenario)
+    assert statuses(seen) == [200, 200, 200, 429, 429, 200]
+    # On the route, its 3/1h has fewer left than the key's 10/1h.
+    assert [(s.limit, s.remaining) for s in seen[:5]] == [
+        ("3", "2"), ("3", "1"), ("3", "0"), ("3", "0"), ("3", "0")]
+    # The two refused requests did not use the key's own budget: 3 used before this one.
+    assert (seen[5].limit, seen[5].remaining) == ("10", "6")
+
+
+async def test_changing_a_key_limit_takes_effect_like_a_scope_change(
+    gateway: GatewayProcess, http: aiohttp.ClientSession, keys: KeyMaker
+) -> None:
+    url = gateway.url + "/api/read/x"
+
+    async def until(secret: str, done: Callable[[Seen], bool]) -> Seen:
+        for _ in range(40):  # SPEC §5: within a second; allow two
+            seen = await get(http, url, secret)
+            if done(seen):
+                return seen
+            await asyncio.sleep(0.05)
+        raise AssertionError(f"still {seen.status} {dict(seen.headers)}")
+
+    async def scenario() -> list[Seen]:
+        key = await keys.key(["read"])
+        before = await get(http, url, key.secret)  # cached in every tier, without a limit
+        await keys.cli("keys", "update", key.id, "--rate-limit", "2/1h")
+        first = await until(key.secret, lambda s: s.limit is not None)
+        rest = [await get(http, url, key.secret) for _ in range(2)]
+        await keys.cli("keys", "update", key.id, "--rate-limit", "none")
+        after = await until(key.secret, lambda s: s.status == 200)
+        return [before, first, *rest, after]
+
+    seen = await in_one_window(scenario)
+    assert statuses(seen) == [200, 200, 200, 429, 200]
+    assert [(s.limit, s.remaining) for s in seen] == [
+        (None, None), ("2", "1"), ("2", "0"), ("2", "0"), (None, None)]
+
+
+# --- the upstream's own headers, the log, the metrics -------------------------------------
+
+
+async def test_upstream_ratelimit_headers_replaced_only_where_the_gateway_limits(
+    gateway: GatewayProcess, http: aiohttp.ClientSession, keys: KeyMaker
+) -> None:
+    key = await keys.key(["read"])
+    limited = await get(http, gateway.url + "/probe/own-limits", key.secret)
+    assert limited.status == 200
+    for name in ("RateLimit-Limit", "RateLimit-Remaining", "RateLimit-Reset"):
+        assert len(limited.headers.getall(name)) == 1, name
+    assert (limited.limit, limited.remaining) == ("5", "4")  # a fresh key: any window
+    limited.assert_reset_matches_the_clock()
+    assert limited.headers["X-Probe-End"] == "kept"
+    # Where the gateway has no limit, the upstream's headers pass through untouched.
+    plain = await get(http, gateway.url + "/probe/upstream-limits", key.secret)
+    assert plain.status == 200
+    for name in ("RateLimit-Limit", "RateLimit-Remaining", "RateLimit-Reset"):
+        assert plain.headers.getall(name) == [UPSTREAM_LIMITS[name]]
+
+
+async def test_refusal_is_logged_and_counted_as_rate_limited(
+    gateway: GatewayProcess, stack: Stack, http: aiohttp.ClientSession, keys: KeyMaker
+) -> None:
+    key = await keys.key(["read"])
+    before = await scrape(http, gateway.admin_url)
+    refused_id = ""
+    for i in range(5):
+        async with http.get(gateway.url + "/api/limited/x",
+                            headers={**key.auth, "X-Request-Id": f"rl-{key.id}-{i}"}) as reply:
+            await reply.read()
+            if reply.status == 429:
+                refused_id = f"rl-{key.id}-{i}"
+    assert refused_id, "no request was refused"
+    record = await _until_logged(gateway, refused_id)
+    assert (record["status"], record["outcome"], record["route"]) == (429, "rate_limited",
+                                                                      "limited")
+    assert record["key"] == key.display_prefix
+    after = await scrape(http, gateway.admin_url)
+    changes = moved(before, after, "keygate_requests_total")
+    refused = labels(route="limited", method="GET", code="429", outcome="rate_limited")
+    assert changes.get(refused, 0) >= 1, changes
+
+
+# --- several gateways, and Redis away -------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def second_gateway(stack: Stack) -> Iterator[GatewayProcess]:
+    gw = start_gateway(stack.config(), stack.log_dir, gateway_env(stack.stores),
+                       name="gateway-rl-2")
+    try:
+        yield gw
+    except BaseException:
+        gw.process.kill()
+        raise
+    gw.process.stop(expect_code=0)
+    assert_no_key_in(gw.process.output(), "the second gateway's output")
+
+
+@pytest.fixture(scope="module")
+def no_redis_gateway(stack: Stack) -> Iterator[GatewayProcess]:
+    env = {**gateway_env(stack.stores), "KEYGATE_REDIS_URL": f"redis://127.0.0.1:{closed_port()}/0"}
+    gw = start_gateway(stack.config(), stack.log_dir, env, name="gateway-no-redis")
+    try:
+        yield gw
+    except BaseException:
+        gw.process.kill()
+        raise
+    gw.process.stop(expect_code=0)
+    assert_no_key_in(gw.process.output(), "the no-redis gateway's output")
+
+
+async def test_two_gateways_share_one_budget(
+    gateway: GatewayProcess, second_gateway: GatewayProcess, http: aiohttp.ClientSession,
+    keys: KeyMaker,
+) -> None:
+    async def scenario() -> list[Seen]:
+        key = await keys.key(["read"])
+        order = [gateway, second_gateway, gateway, second_gateway, gateway]
+        return [await get(http, gw.url + "/api/limited/x", key.secret) for gw in order]
+
+    seen = await in_one_window(scenario)
+    assert statuses(seen) == [200, 200, 200, 429, 429]
+    assert [s.remaining for s in seen] == ["2", "1", "0", "0", "0"]
+
+
+async def test_redis_down_still_serves_and_limits_per_process(
+    no_redis_gateway: GatewayProcess, http: aiohttp.ClientSession, keys: KeyMaker
+) -> None:
+    async def scenario() -> list[Seen]:
+        key = await keys.key(["read"])
+        limited = [await get(http, no_redis_gateway.url + "/api/limited/x", key.secret)
+                   for _ in range(5)]
+        plain = [await get(http, no_redis_gateway.url + "/api/read/x", key.secret)
+                 for _ in range(3)]
+        return limited + plain
+
+    seen = await in_one_window(scenario)
+    # Never a 5xx, never refused because of Redis: the limit holds in the process.
+    assert statuses(seen) == [200, 200, 200, 429, 429, 200, 200, 200]
+    assert [s.remaining for s in seen[:5]] == ["2", "1", "0", "0", "0"]
+    assert_rate_limited(seen[3], 3)
+    # One warning for the outage, not one per request.
+    output = no_redis_gateway.process.output()
+    assert output.count("rate limits are counted by each gateway process") == 1, output[-3000:]
+    samples = await scrape(http, no_redis_gateway.admin_url)
+    assert samples[("keygate_store_errors_total", labels(store="redis"))] >= 1
