@@ -12,7 +12,7 @@ from multidict import CIMultiDict
 from gateway.observability import metrics
 from gateway.proxy.errors import BodyTooLarge, UpstreamTimeout, UpstreamUnavailable
 from gateway.proxy.headers import downstream_response_headers
-from gateway.proxy.upstreams import Upstream
+from gateway.proxy.upstreams import Upstream, send_headers, sent_headers
 
 CHUNK = 64 * 1024
 
@@ -69,9 +69,10 @@ async def forward_http(
     """
     body = _body(request, max_body)
     started = time.perf_counter()
+    handed_over = send_headers(headers)
     try:
         async with upstream.session.request(
-            request.method, upstream.url(path, query), headers=headers, data=body,
+            request.method, upstream.url(path, query), data=body,
             allow_redirects=False, compress=None, chunked=None,
         ) as reply:
             metrics.UPSTREAM_DURATION.observe(upstream.config.name, time.perf_counter() - started)
@@ -105,3 +106,5 @@ async def forward_http(
         if isinstance(body, _Limited) and body.exceeded:
             raise BodyTooLarge() from None
         raise UpstreamUnavailable() from None
+    finally:
+        sent_headers(handed_over)

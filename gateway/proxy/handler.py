@@ -122,11 +122,12 @@ class ProxyHandler:
             # Unlimited routes and keys stop at this test: no counting, no allocation.
             if route.rate_limit is not None or key.rate_limit is not None:
                 limits = await self.limiter.admit(route, key)
+        upstream = self.upstreams[route.upstream]
         headers = upstream_request_headers(
             request.headers, forward_credentials=route.forward_credentials, identity=identity,
             request_id=exchange.request_id, client_ip=request.remote, scheme=request.scheme,
+            host=upstream.host,
         )
-        upstream = self.upstreams[route.upstream]
         if route.websocket and _is_upgrade(request):
             return await relay_websocket(
                 request, upstream, path, query, headers, self.sessions,

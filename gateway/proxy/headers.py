@@ -7,23 +7,24 @@ from collections.abc import Iterable
 from aiohttp import hdrs
 from multidict import CIMultiDict, CIMultiDictProxy, istr
 
+# Field names are case-insensitive (RFC 9110 §5.1), so every rule below holds lower-case
+# names and is applied to `name.lower()`. (A set of istr does not do that: an istr hashes
+# as the spelling it was made from.)
 # RFC 9110 §7.6.1 hop-by-hop fields, plus the de-facto ones proxies drop.
 HOP_BY_HOP = frozenset(
-    istr(h)
-    for h in (
-        "Connection", "Keep-Alive", "Proxy-Connection", "Proxy-Authenticate",
-        "Proxy-Authorization", "TE", "Trailer", "Transfer-Encoding", "Upgrade",
+    (
+        "connection", "keep-alive", "proxy-connection", "proxy-authenticate",
+        "proxy-authorization", "te", "trailer", "transfer-encoding", "upgrade",
     )
 )
-CREDENTIALS = frozenset((istr("Authorization"), istr("X-API-Key")))
+CREDENTIALS = frozenset(("authorization", "x-api-key"))
 # Replaced by the gateway's own values (or, for Expect, answered by the gateway itself).
 REPLACED = frozenset(
-    istr(h)
-    for h in ("Host", "X-Request-Id", "X-Forwarded-Proto", "X-Forwarded-Host",
-              "X-Forwarded-For", "Expect")
+    ("host", "x-request-id", "x-forwarded-proto", "x-forwarded-host", "x-forwarded-for",
+     "expect")
 )
 # Set by aiohttp's server on every response: never copy the upstream's.
-RESPONSE_OWN = frozenset(istr(h) for h in ("Server", "Date", "X-Request-Id"))
+RESPONSE_OWN = frozenset(("server", "date", "x-request-id"))
 KEYGATE_PREFIX = "x-keygate-"
 # The unions above, built once rather than per request.
 _REQUEST_DROPPED: frozenset[str] = HOP_BY_HOP | REPLACED
@@ -32,10 +33,11 @@ _RESPONSE_DROPPED: frozenset[str] = HOP_BY_HOP | RESPONSE_OWN
 
 
 def connection_listed(headers: CIMultiDictProxy[str]) -> frozenset[str]:
-    """Field names the sender listed in Connection: hop-by-hop for this message only."""
+    """Field names the sender listed in Connection (lower-case): hop-by-hop for this
+    message only."""
     listed: set[str] = set()
     for value in headers.getall("Connection", ()):
-        listed.update(istr(token.strip()) for token in value.split(",") if token.strip())
+        listed.update(token.strip().lower() for token in value.split(",") if token.strip())
     return frozenset(listed)
 
 
@@ -53,14 +55,18 @@ def upstream_request_headers(
     request_id: str,
     client_ip: str | None,
     scheme: str,
+    host: str,
 ) -> CIMultiDict[str]:
-    """The headers sent upstream: end-to-end fields of the client plus the gateway's own."""
+    """The headers sent upstream: `host` first, the client's end-to-end fields, then the
+    gateway's own."""
     dropped = _REQUEST_DROPPED if forward_credentials else _REQUEST_DROPPED_NO_CREDENTIALS
     if "Connection" in incoming:
         dropped = dropped | connection_listed(incoming)
     out: CIMultiDict[str] = CIMultiDict()
+    out.add(hdrs.HOST, host)
     for name, value in incoming.items():
-        if name in dropped or (name[0] in "Xx" and name.lower().startswith(KEYGATE_PREFIX)):
+        lower = name.lower()
+        if lower in dropped or lower.startswith(KEYGATE_PREFIX):
             continue
         out.add(name, value)
     # Every name added below was dropped above, so add() (no search) is enough.
@@ -72,9 +78,9 @@ def upstream_request_headers(
     if forwarded_for:
         out.add(X_FORWARDED_FOR, forwarded_for)
     out.add(X_FORWARDED_PROTO, scheme)
-    host = incoming.get(hdrs.HOST)
-    if host:
-        out.add(X_FORWARDED_HOST, host)
+    client_host = incoming.get(hdrs.HOST)
+    if client_host:
+        out.add(X_FORWARDED_HOST, client_host)
     return out
 
 
@@ -87,7 +93,7 @@ def downstream_response_headers(
         dropped = dropped | connection_listed(upstream)
     out: CIMultiDict[str] = CIMultiDict()
     for name, value in upstream.items():
-        if name not in dropped:
+        if name.lower() not in dropped:
             out.add(name, value)
     out.add(X_REQUEST_ID, request_id)
     return out

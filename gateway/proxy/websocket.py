@@ -12,16 +12,17 @@ from collections import defaultdict
 
 import aiohttp
 from aiohttp import WSMsgType, web
-from multidict import CIMultiDict, istr
+from multidict import CIMultiDict
 
 from gateway.proxy.errors import UpstreamTimeout, UpstreamUnavailable
 from gateway.proxy.upstreams import Upstream
 
 POLICY_VIOLATION = 1008
+# Set by aiohttp's ws_connect itself (Host included: the request class adds it).
+# Lower-case, compared with `name.lower()`: field names are case-insensitive.
 _HANDSHAKE = frozenset(
-    istr(h)
-    for h in ("Sec-WebSocket-Key", "Sec-WebSocket-Version", "Sec-WebSocket-Extensions",
-              "Sec-WebSocket-Protocol", "Content-Length")
+    ("sec-websocket-key", "sec-websocket-version", "sec-websocket-extensions",
+     "sec-websocket-protocol", "content-length", "host")
 )
 AnyWebSocket = web.WebSocketResponse | aiohttp.ClientWebSocketResponse
 
@@ -71,7 +72,7 @@ async def relay_websocket(
         for p in value.split(",")
         if p.strip()
     ]
-    up_headers = CIMultiDict((k, v) for k, v in headers.items() if k not in _HANDSHAKE)
+    up_headers = CIMultiDict((k, v) for k, v in headers.items() if k.lower() not in _HANDSHAKE)
     try:
         up = await upstream.session.ws_connect(
             upstream.ws_url(path, query), headers=up_headers, protocols=protocols,

@@ -237,6 +237,37 @@ async def test_x_api_key_is_stripped_too(gateway: GatewayProcess, reader_key: Ma
     assert not upstream_header(reply.json(), "X-API-Key")
 
 
+async def test_header_rules_ignore_the_case_of_names(
+    gateway: GatewayProcess, reader_key: MadeKey
+) -> None:
+    # Field names are case-insensitive (RFC 9110 §5.1): what is dropped or replaced in one
+    # spelling is dropped or replaced in every spelling.
+    sent = [
+        ("x-api-key", reader_key.secret),
+        ("connection", "keep-alive, x-DROP-me"),
+        ("X-Drop-Me", "named in Connection in another case"),
+        ("PROXY-CONNECTION", "keep-alive"),
+        ("proxy-authorization", "Basic c2VjcmV0OnNlY3JldA=="),
+        ("x-request-id", "client-lower.1"),
+        ("X-FORWARDED-HOST", "spoofed.example"),
+        ("x-forwarded-proto", "https"),
+        ("X-KEYGATE-ORG", "someone-else"),
+    ]
+    reply = await raw_request(gateway.proxy_port, "GET", "/api/read/x", sent)
+    assert reply.status == 200, reply.body
+    report = reply.json()
+    names = [k.lower() for k, _ in report["headers"]]
+    for dropped in ("x-api-key", "x-drop-me", "proxy-connection", "proxy-authorization"):
+        assert dropped not in names, dropped
+    assert upstream_header(report, "X-Request-Id") == ["client-lower.1"]
+    assert upstream_header(report, "X-Forwarded-Proto") == ["http"]
+    assert len(upstream_header(report, "X-Forwarded-Host")) == 1
+    assert "spoofed.example" not in upstream_header(report, "X-Forwarded-Host")
+    assert len(upstream_header(report, "X-Keygate-Org")) == 1
+    assert "someone-else" not in upstream_header(report, "X-Keygate-Org")
+    assert reader_key.secret not in reply.body.decode()
+
+
 async def test_forward_credentials_route_keeps_the_credential(
     gateway: GatewayProcess, reader_key: MadeKey
 ) -> None:
