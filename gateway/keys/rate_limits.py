@@ -68,10 +68,11 @@ def check_window(value: object) -> int:
         raise RateLimitError(str(exc), "per") from None
     if seconds < 1:
         raise RateLimitError(f"{value!r} is shorter than the smallest window, 1s", "per")
-    if seconds != int(seconds):
-        raise RateLimitError(f"{value!r} is not a whole number of seconds", "per")
+    # Before int(): a duration of 309+ digits parses to inf, which int() cannot convert.
     if seconds > MAX_WINDOW:
         raise RateLimitError(f"{value!r} is longer than the largest window, 365d", "per")
+    if seconds != int(seconds):
+        raise RateLimitError(f"{value!r} is not a whole number of seconds", "per")
     return int(seconds)
 
 
@@ -92,6 +93,10 @@ def from_mapping(value: object) -> RateLimit:
 def from_text(text: str) -> RateLimit:
     """`N/<duration>`, e.g. `100/1m`, as the CLI takes it."""
     requests, slash, per = text.strip().partition("/")
-    if not slash or not requests.strip().isdigit():
+    count = requests.strip()
+    # ASCII digits only: str.isdigit() also accepts "²", which int() refuses.
+    if not slash or not (count.isascii() and count.isdigit()):
         raise RateLimitError(f"{text!r} is not a rate limit; write REQUESTS/WINDOW, e.g. 100/1m")
-    return RateLimit(check_requests(int(requests)), check_window(per.strip()))
+    # Thousands of digits would hit int()'s digit limit; anything that long is too many.
+    number = int(count) if len(count) <= 18 else MAX_REQUESTS + 1
+    return RateLimit(check_requests(number), check_window(per.strip()))

@@ -94,18 +94,23 @@ class RateLimiter:
             Window(limit, count, seconds_to_reset(now, limit.per))
             for (_, limit), count in zip(limits, counts, strict=True)
         ]
-        shown = tightest(windows)
-        if all(w.allowed for w in windows):
-            return shown.headers()
-        # Refused: limits that had room for this request do not pay for it.
+        refused = [w for w in windows if not w.allowed]
+        if not refused:
+            return tightest(windows).headers()
+        # Refused: limits that had room for this request do not pay for it, and the answer
+        # describes a limit that refused (a refunded one may show 0 left and a far reset).
         room = [c for c, w in zip(counters, windows, strict=True) if w.allowed]
         if room:
             await self._give_back(room, shared)
-        raise RateLimited(shown)
+        raise RateLimited(tightest(refused))
 
     async def _increment(self, counters: list[Counter], now: float) -> tuple[list[int], bool]:
         """The counts after this request, and whether they are the shared (Redis) ones."""
         if self.redis is not None and time.monotonic() >= self._retry_at:
+            if self._outage:
+                # One probe at a time: requests arriving while it waits for its timeout
+                # count locally instead of each waiting for a timeout of their own.
+                self._retry_at = time.monotonic() + RETRY_INTERVAL
             try:
                 counts = await self.redis.increment(counters)
             except CountsUnavailable as exc:
@@ -113,6 +118,7 @@ class RateLimiter:
             else:
                 if self._outage:
                     self._outage = False
+                    self._retry_at = 0.0
                     log.warning("Redis reachable again: rate limits are shared by every "
                                 "gateway again")
                 return counts, True

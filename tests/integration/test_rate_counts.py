@@ -6,6 +6,7 @@ it runs. Counter names carry a unique key id per test, so nothing needs truncati
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import uuid
 from collections.abc import AsyncIterator
@@ -17,10 +18,16 @@ from gateway.config import RouteConfig
 from gateway.embedded import free_port
 from gateway.keys.rate_limits import RateLimit
 from gateway.observability import metrics
+from gateway.proxy import rate_limiter
 from gateway.proxy.errors import RateLimited
 from gateway.proxy.rate_limiter import RateLimiter
 from gateway.store.key_cache import KeyState, RedisKeyCache
-from gateway.store.rate_counts import EXPIRY_MARGIN, RedisRateCounts, counter_name
+from gateway.store.rate_counts import (
+    EXPIRY_MARGIN,
+    CountsUnavailable,
+    RedisRateCounts,
+    counter_name,
+)
 from tests.support.stores import Stores
 
 T0 = 1_800_000_000.0  # a window start for every limit below (divisible by 60 and 3600)
@@ -164,3 +171,56 @@ async def test_in_process_counts_forget_ended_windows() -> None:
     clock.now = T0 + 61.0
     await admit_all(limiter, route(RateLimit(3, 60)), key(), 1)
     assert len(limiter.local) == 1
+
+
+async def test_a_refusal_describes_the_limit_that_refused(client: aioredis.Redis) -> None:
+    clock = Clock()
+    limiter = RateLimiter(RedisRateCounts(client), clock=clock)
+    k = key(RateLimit(6, 3600))
+    narrow, wide = route(RateLimit(2, 60), "narrow"), route(None, "wide")
+    await admit_all(limiter, wide, k, 3)
+    results = await admit_all(limiter, narrow, k, 3)
+    # The third used the key's last request (0 left, an hour to go), then was given it
+    # back: the route's 2/1m refused it, and a minute is when to come back.
+    refusal = results[-1]
+    assert isinstance(refusal, RateLimited) and refusal.window.limit == RateLimit(2, 60)
+    assert refusal.headers()["Retry-After"] == "60"
+    clock.now = T0 + 60.5
+    assert remaining(await admit_all(limiter, narrow, k, 1)) == ["0"]
+
+
+async def test_redis_down_gives_back_in_process(dead_client: aioredis.Redis) -> None:
+    clock = Clock()
+    limiter = RateLimiter(RedisRateCounts(dead_client), clock=clock)
+    k = key(RateLimit(4, 3600))
+    narrow, wide = route(RateLimit(2, 60), "narrow"), route(None, "wide")
+    assert remaining(await admit_all(limiter, narrow, k, 4)) == ["1", "0", "429", "429"]
+    assert remaining(await admit_all(limiter, wide, k, 3)) == ["1", "0", "429"]
+
+
+class BlackHole:
+    """A Redis that never answers: each call fails after its timeout."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    async def increment(self, counters: object) -> list[int]:
+        self.calls += 1
+        await asyncio.sleep(0.2)
+        raise CountsUnavailable("TimeoutError")
+
+    decrement = increment
+
+
+async def test_one_probe_at_a_time_while_redis_is_away(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(rate_limiter, "RETRY_INTERVAL", 0.05)
+    hole = BlackHole()
+    limiter = RateLimiter(hole, clock=Clock())  # type: ignore[arg-type]
+    r, k = route(RateLimit(10**6, 60)), key()
+    await admit_all(limiter, r, k, 1)  # the outage is noticed
+    await asyncio.sleep(0.06)  # a probe is due
+    await asyncio.gather(*(admit_all(limiter, r, k, 1) for _ in range(20)))
+    # One of the twenty waited for the probe's timeout; the others counted locally.
+    assert hole.calls == 2

@@ -38,6 +38,9 @@ def test_text_form(text: str, expected: RateLimit) -> None:
         ("ten/1m", None, "write REQUESTS/WINDOW"),
         ("/1m", None, "write REQUESTS/WINDOW"),
         ("100/", "per", "is not a duration"),
+        ("\u00b2/1m", None, "write REQUESTS/WINDOW"),  # isdigit(), but not for int()
+        ("1" * 5000 + "/1m", "requests", "at most 1000000000"),  # beyond int()'s digit limit
+        ("5/1" + "0" * 400 + "s", "per", "longer than the largest window"),  # parses to inf
     ],
 )
 def test_text_form_errors_name_the_part(text: str, field: str | None, says: str) -> None:
@@ -67,6 +70,7 @@ def test_mapping_form(value: dict[str, Any], expected: RateLimit) -> None:
         ({"requests": 1.5, "per": "1m"}, "requests", "not a request count"),
         ({"requests": 10, "per": 60}, "per", "write it as a string"),
         ({"requests": 10, "per": "0s"}, "per", "shorter than the smallest window"),
+        ({"requests": 10, "per": "1" + "0" * 400 + "s"}, "per", "longer than the largest"),
         ({"requests": 10}, "per", "is required"),
         ({"per": "1m"}, "requests", "is required"),
         ({"requests": 10, "per": "1m", "burst": 5}, "burst", "unknown field 'burst'"),
