@@ -42,19 +42,6 @@ def check_status(state: KeyState, now: float) -> None:
         raise ExpiredKey()
 
 
-def check_scopes(state: KeyState, required: tuple[str, ...]) -> None:
-    held = state.scopes
-    for wanted in required:
-        # A scope held as such is the common case; wildcards go through the full rules.
-        if wanted not in held and missing_scopes(held, (wanted,)):
-            raise InsufficientScope(required)
-
-
-def check_org(state: KeyState, org_param: str | None, params: Mapping[str, str]) -> None:
-    if org_param is not None and params.get(org_param) != state.org:
-        raise WrongOrg()
-
-
 async def identify(
     headers: CIMultiDictProxy[str],
     *,
@@ -73,15 +60,23 @@ async def identify_key(
     presented: str, *, resolver: KeyResolver, keys: KeysConfig, client: str | None = None
 ) -> KeyState:
     """The state of the presented key if it is valid and live; raise its Refusal otherwise."""
-    proof = resolver.proof(presented)
-    state = resolver.proven(presented, proof)  # the common case: checked whole before
+    state = resolver.proven(presented)  # the common case: this very string passed before
     if state is None:
-        parsed = parse_presented(presented, keys)
-        state = resolver.cached(parsed)  # no I/O and nothing to await
-        if state is None:
-            state = await resolver.resolve(parsed, client)
-        resolver.remember(state, proof)
-    check_status(state, time.time())
+        state = await _identify_anew(presented, resolver, keys, client)
+    if state.revoked or state.expires_at is not None:
+        check_status(state, time.time())  # expiry against the clock, on every request
+    return state
+
+
+async def _identify_anew(
+    presented: str, resolver: KeyResolver, keys: KeysConfig, client: str | None
+) -> KeyState:
+    """Every check of a key not seen whole before: format, checksum, env, then the stores."""
+    parsed = parse_presented(presented, keys)
+    state = resolver.cached(parsed)  # no I/O and nothing to await
+    if state is None:
+        state = await resolver.resolve(parsed, client)
+    resolver.remember(presented, state)
     return state
 
 
@@ -89,8 +84,13 @@ def authorise(
     state: KeyState, *, scopes: tuple[str, ...], org_param: str | None, params: Mapping[str, str]
 ) -> None:
     """May this key use this route: its scopes, and the org named in the path."""
-    check_scopes(state, scopes)
-    check_org(state, org_param, params)
+    held = state.scopes
+    for wanted in scopes:
+        # A scope held as such is the common case; wildcards go through the full rules.
+        if wanted not in held and missing_scopes(held, (wanted,)):
+            raise InsufficientScope(scopes)
+    if org_param is not None and params.get(org_param) != state.org:
+        raise WrongOrg()
 
 
 Headers = tuple[tuple[str, str], ...]

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from multidict import CIMultiDictProxy
+from multidict import CIMultiDictProxy, istr
 
 from gateway.auth.errors import InvalidRequest
 
-AUTHORIZATION = "Authorization"
-X_API_KEY = "X-API-Key"
+# istr names: multidict looks them up without case-folding them on every call.
+AUTHORIZATION = istr("Authorization")
+X_API_KEY = istr("X-API-Key")
 
 
 def read_credential(headers: CIMultiDictProxy[str]) -> str | None:

@@ -30,7 +30,9 @@ class LastUsedRecorder:
     def record(self, key_id: str) -> None:
         """Called on every allowed request: O(1), no I/O."""
         pending = self._pending
-        pending.pop(key_id, None)  # re-insert: the dict stays ordered oldest-first
+        # Plain assignment: the dict stays ordered by first use in this interval, which is
+        # what the drop policy needs. (Re-inserting to order by latest use made the dict
+        # rebuild its table every few requests.)
         pending[key_id] = time.time()
         if len(pending) > self.max_pending:
             del pending[next(iter(pending))]

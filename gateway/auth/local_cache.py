@@ -6,6 +6,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
+from hmac import compare_digest
 
 from gateway.store.key_cache import KeyState
 
@@ -66,9 +67,22 @@ class LocalKeyCache:
             while len(self._verifiers) > self.max_entries:
                 self._verifiers.popitem(last=False)
 
-    def proof(self, key_id: str) -> bytes | None:
-        """The proof of `key_id`'s whole key once this process checked it, else None."""
-        return self._proofs.get(key_id)
+    def proven(self, key_id: str, proof: bytes) -> KeyState | None:
+        """The live state of `key_id` if `proof` is that of its whole key, else None.
+
+        `get` and the proof check in one call: this runs on every request with a key.
+        """
+        known = self._proofs.get(key_id)
+        if known is None or not compare_digest(known, proof):
+            return None
+        entry = self._entries.get(key_id)
+        if entry is None or entry.state is None:
+            return None
+        if entry.expires <= self.clock():
+            del self._entries[key_id]
+            return None
+        self._entries.move_to_end(key_id)
+        return entry.state
 
     def put_proof(self, key_id: str, proof: bytes) -> None:
         proofs = self._proofs

@@ -57,30 +57,22 @@ class KeyResolver:
         # One argon2 verify per (key, candidate) at a time: a cold burst waits on it.
         self._in_flight: dict[bytes, asyncio.Future[KeyState]] = {}
 
-    def proof(self, presented: str) -> bytes:
-        """The proof of the whole presented string (see `proven`)."""
-        return self.proofs.of(presented)
-
-    def proven(self, presented: str, proof: bytes) -> KeyState | None:
+    def proven(self, presented: str) -> KeyState | None:
         """The cached state of a key this process has already checked whole, else None.
 
-        `presented` is recognised by its proof alone: the very string whose format,
-        checksum, env, prefix and secret passed every check before (`remember`). No
-        parsing, no I/O; None sends the request down the full path (`cached`, `resolve`).
+        `presented` is recognised by its proof (TokenProofs) alone: the very string whose
+        format, checksum, env, prefix and secret passed every check before (`remember`).
+        No parsing, no I/O; None sends the request down the full path (`cached`, `resolve`).
         """
-        key_id = presented[_ID_START:_ID_END]  # where a well-formed key holds its id
-        known = self.local.proof(key_id)
-        if known is None or not same_verifier(known, proof):
-            return None
-        entry = self.local.get(key_id)
-        if entry is None or entry.state is None:
-            return None
-        metrics.KEY_CACHE.add(metrics.LOCAL_HIT)
-        return entry.state
+        # [_ID_START:_ID_END] is where a well-formed key holds its id.
+        state = self.local.proven(presented[_ID_START:_ID_END], self.proofs.of(presented))
+        if state is not None:
+            metrics.KEY_CACHE.add(metrics.LOCAL_HIT)
+        return state
 
-    def remember(self, state: KeyState, proof: bytes) -> None:
-        """Record that the string with `proof` is the right key for `state` (just checked)."""
-        self.local.put_proof(state.id, proof)
+    def remember(self, presented: str, state: KeyState) -> None:
+        """Record that `presented` is the right key for `state` (it just passed every check)."""
+        self.local.put_proof(state.id, self.proofs.of(presented))
 
     def cached(self, parsed: ParsedKey) -> KeyState | None:
         """The key's state from the in-process cache alone, when that settles it (no I/O).

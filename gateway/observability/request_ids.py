@@ -14,7 +14,7 @@ def request_id(client_value: str | None) -> str:
     if client_value is not None and _VALID.fullmatch(client_value):
         return client_value
     # Request ids need to be unique, not unpredictable: no syscall per request.
-    return f"{_random.getrandbits(128):032x}"
+    return _random.randbytes(16).hex()
 
 
 def valid_traceparent(value: str | None) -> str | None:

@@ -253,20 +253,29 @@ class RouteTable(Generic[R]):
 
     def _best(self, node: _Node, segments: list[str], depth: int, method: str, best: int) -> int:
         # Each trie node sits at a fixed depth and is reached by at most one walk, so this
-        # visits no more nodes than the trie holds, however long the request path.
-        if node.min_index < 0 or node.min_index >= best:
-            return best
-        if node.rest:
-            best = self._first_allowed(node.rest, method, best)
-        if depth == len(segments):
-            return self._first_allowed(node.terminal, method, best) if node.terminal else best
-        segment = segments[depth]
-        child = node.literals.get(segment)
-        if child is not None:
-            best = self._best(child, segments, depth + 1, method, best)
-        if node.param is not None and segment != "":
-            best = self._best(node.param, segments, depth + 1, method, best)
-        return best
+        # visits no more nodes than the trie holds, however long the request path. The walk
+        # recurses only where it forks (a literal child and a parameter child both match);
+        # otherwise it steps down in this loop.
+        end = len(segments)
+        while True:
+            if node.min_index < 0 or node.min_index >= best:
+                return best
+            if node.rest:
+                best = self._first_allowed(node.rest, method, best)
+            if depth == end:
+                return self._first_allowed(node.terminal, method, best) if node.terminal else best
+            segment = segments[depth]
+            child = node.literals.get(segment)
+            param = node.param if segment != "" else None
+            depth += 1
+            if param is None:
+                if child is None:
+                    return best
+                node = child
+                continue
+            if child is not None:  # literal first: it may hold a lower index
+                best = self._best(child, segments, depth, method, best)
+            node = param
 
     def _first_allowed(self, indices: list[int], method: str, best: int) -> int:
         for index in indices:

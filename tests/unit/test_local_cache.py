@@ -59,13 +59,22 @@ def test_size_is_bounded_least_recently_used_first() -> None:
 
 
 def test_proofs_outlive_entries_and_are_bounded_oldest_first() -> None:
-    cache = LocalKeyCache(ttl=5, max_entries=2, clock=Clock())
+    clock = Clock()
+    cache = LocalKeyCache(ttl=5, max_entries=2, clock=clock)
     cache.put("a", state("a"), b"v")
     cache.put_proof("a", b"pa")
+    assert cache.proven("a", b"pa") == state("a")
+    assert cache.proven("a", b"pb") is None  # another string with the same id
     cache.evict("a")
-    cache.clear()
-    assert cache.proof("a") == b"pa"  # the key's string never changes; its state may
+    assert cache.proven("a", b"pa") is None  # no state: the full path decides
+    cache.put("a", state("a"), b"v")
+    assert cache.proven("a", b"pa") == state("a")  # the key's string never changes
+    clock.now += 5.1
+    assert cache.proven("a", b"pa") is None  # the state's TTL still applies
+    for key_id in "abc":
+        cache.put(key_id, state(key_id), b"v")
     cache.put_proof("b", b"pb")
     cache.put_proof("a", b"pa")  # re-proven: now the newest
-    cache.put_proof("c", b"pc")
-    assert (cache.proof("a"), cache.proof("b"), cache.proof("c")) == (b"pa", None, b"pc")
+    cache.put_proof("c", b"pc")  # over the bound: b, the oldest proof, goes
+    assert cache.proven("b", b"pb") is None
+    assert cache.proven("c", b"pc") == state("c")
