@@ -165,6 +165,12 @@ class RouteMatch(Generic[R]):
     params: Mapping[str, str]
 
 
+_NO_ROUTE = 1 << 62
+_UNSEEN = object()
+_MEMO_SIZE = 4096
+_MEMO_MAX_PATH = 256
+
+
 @dataclass(slots=True)
 class _Node:
     literals: dict[str, _Node] = field(default_factory=dict)
@@ -175,33 +181,40 @@ class _Node:
     rest: list[int] = field(default_factory=list)
     # Route indices (ascending) whose pattern ends exactly here.
     terminal: list[int] = field(default_factory=list)
-    # Lowest route index anywhere in this subtree, to prune branches that cannot win.
-    min_index: int = -1
-
-
-_NO_ROUTE = 1 << 62
+    # Lowest route index anywhere in this subtree (_NO_ROUTE: none), to prune branches
+    # that cannot win.
+    min_index: int = _NO_ROUTE
+    # Set by _finish, so a walk looks a method up instead of scanning `rest`/`terminal`:
+    # method -> lowest index in the list allowing it; *_any: lowest allowing every method
+    # (the answer for a method no route names).
+    rest_first: dict[str, int] = field(default_factory=dict)
+    rest_any: int = _NO_ROUTE
+    terminal_first: dict[str, int] = field(default_factory=dict)
+    terminal_any: int = _NO_ROUTE
 
 
 class RouteTable(Generic[R]):
     """Routes compiled into a segment trie; first match in file order wins."""
 
-    __slots__ = ("_allowed", "_bare", "_captures", "_root", "_routes")
+    __slots__ = ("_bare", "_captures", "_memo", "_root", "_routes")
 
     def __init__(
         self,
         routes: tuple[R, ...],
         root: _Node,
-        allowed: tuple[frozenset[str] | None, ...],
         captures: tuple[tuple[tuple[int, str], ...], ...],
     ) -> None:
         """Use ``RouteTable.compile``; this only stores already-compiled parts."""
         self._routes = routes
         self._root = root
-        self._allowed = allowed
         self._captures = captures
         # The match of each route that captures nothing, built once: no allocation per call.
         empty: Mapping[str, str] = MappingProxyType({})
         self._bare = tuple(RouteMatch(route, empty) for route in routes)
+        # (method, path) -> answer, for the paths seen most recently: a match depends on
+        # nothing else, and a walk costs ten times a lookup (Sanic's router memoises its
+        # lookups the same way). Bounded: emptied when full, long paths never kept.
+        self._memo: dict[tuple[str, str], RouteMatch[R] | None] = {}
 
     @classmethod
     def compile(cls, routes: Sequence[R]) -> RouteTable[R]:
@@ -226,8 +239,9 @@ class RouteTable(Generic[R]):
                     if isinstance(seg, ParamSegment)
                 )
             )
-        _set_min_index(root)
-        return cls(tuple(routes), root, tuple(allowed), tuple(captures))
+        named = frozenset(m for methods in allowed if methods is not None for m in methods)
+        _finish(root, tuple(allowed), named)
+        return cls(tuple(routes), root, tuple(captures))
 
     def match(self, method: str, path: str) -> RouteMatch[R] | None:
         """Return the lowest-index route matching ``path`` and allowing ``method``.
@@ -235,6 +249,18 @@ class RouteTable(Generic[R]):
         ``path`` must be normalised (see ``normalise_path``); ``method`` upper-case.
         Returns None when no route matches, whether by path or by method.
         """
+        key = (method, path)
+        found = self._memo.get(key, _UNSEEN)
+        if found is not _UNSEEN:
+            return found  # type: ignore[return-value]
+        found = self._walk(method, path)
+        if len(path) <= _MEMO_MAX_PATH:
+            if len(self._memo) >= _MEMO_SIZE:
+                self._memo.clear()
+            self._memo[key] = found
+        return found
+
+    def _walk(self, method: str, path: str) -> RouteMatch[R] | None:
         if not path.startswith("/"):
             return None
         segments = path[1:].split("/")
@@ -244,8 +270,8 @@ class RouteTable(Generic[R]):
         captures = self._captures[best]
         if not captures:
             return self._bare[best]
-        params = {name: unquote(segments[pos]) for pos, name in captures}
-        return RouteMatch(route=self._routes[best], params=params)
+        params = MappingProxyType({name: unquote(segments[pos]) for pos, name in captures})
+        return RouteMatch(route=self._routes[best], params=params)  # shared: read-only
 
     def __len__(self) -> int:
         """Number of routes in the table."""
@@ -258,12 +284,14 @@ class RouteTable(Generic[R]):
         # otherwise it steps down in this loop.
         end = len(segments)
         while True:
-            if node.min_index < 0 or node.min_index >= best:
+            if node.min_index >= best:
                 return best
-            if node.rest:
-                best = self._first_allowed(node.rest, method, best)
+            first = node.rest_first.get(method, node.rest_any)
+            if first < best:
+                best = first
             if depth == end:
-                return self._first_allowed(node.terminal, method, best) if node.terminal else best
+                first = node.terminal_first.get(method, node.terminal_any)
+                return first if first < best else best
             segment = segments[depth]
             child = node.literals.get(segment)
             param = node.param if segment != "" else None
@@ -276,15 +304,6 @@ class RouteTable(Generic[R]):
             if child is not None:  # literal first: it may hold a lower index
                 best = self._best(child, segments, depth, method, best)
             node = param
-
-    def _first_allowed(self, indices: list[int], method: str, best: int) -> int:
-        for index in indices:
-            if index >= best:
-                break
-            allowed = self._allowed[index]
-            if allowed is None or method in allowed:
-                return index
-        return best
 
 
 def _allowed_methods(methods: frozenset[str] | None) -> frozenset[str] | None:
@@ -312,17 +331,34 @@ def _insert(root: _Node, pattern: Pattern, index: int) -> None:
     node.terminal.append(index)
 
 
-def _set_min_index(node: _Node) -> int:
+def _finish(
+    node: _Node, allowed: tuple[frozenset[str] | None, ...], named: frozenset[str]
+) -> int:
+    """Fill in the per-method lookups and subtree minimums; returns the node's minimum."""
+    node.rest_first, node.rest_any = _first_per_method(node.rest, allowed, named)
+    node.terminal_first, node.terminal_any = _first_per_method(node.terminal, allowed, named)
     # Indices are inserted in ascending order, so each list's first element is its minimum.
-    lows = [_NO_ROUTE]
-    if node.rest:
-        lows.append(node.rest[0])
-    if node.terminal:
-        lows.append(node.terminal[0])
-    for child in node.literals.values():
-        lows.append(_set_min_index(child))
+    lows = [_NO_ROUTE, *node.rest[:1], *node.terminal[:1]]
+    lows.extend(_finish(child, allowed, named) for child in node.literals.values())
     if node.param is not None:
-        lows.append(_set_min_index(node.param))
-    low = min(lows)
-    node.min_index = -1 if low == _NO_ROUTE else low
-    return low
+        lows.append(_finish(node.param, allowed, named))
+    node.min_index = min(lows)
+    return node.min_index
+
+
+def _allows(methods: frozenset[str] | None, method: str) -> bool:
+    return methods is None or method in methods
+
+
+def _first_per_method(
+    indices: list[int], allowed: tuple[frozenset[str] | None, ...], named: frozenset[str]
+) -> tuple[dict[str, int], int]:
+    """For each method some route names, the lowest index in `indices` allowing it; and
+    the lowest index allowing any method."""
+    any_method = next((i for i in indices if allowed[i] is None), _NO_ROUTE)
+    first = {}
+    for method in named:
+        index = next((i for i in indices if _allows(allowed[i], method)), _NO_ROUTE)
+        if index < any_method:
+            first[method] = index
+    return first, any_method
