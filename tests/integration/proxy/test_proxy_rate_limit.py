@@ -16,6 +16,7 @@ from typing import Any
 
 import aiohttp
 import pytest
+import redis.asyncio as aioredis
 
 from tests.integration.admin.harness import labels, moved, scrape
 from tests.integration.proxy.harness import (
@@ -277,6 +278,49 @@ async def test_two_gateways_share_one_budget(
     seen = await in_one_window(scenario)
     assert statuses(seen) == [200, 200, 200, 429, 429]
     assert [s.remaining for s in seen] == ["2", "1", "0", "0", "0"]
+
+
+async def test_an_entry_written_by_a_build_before_rate_limits_does_not_lift_a_limit(
+    gateway: GatewayProcess, second_gateway: GatewayProcess, stack: Stack,
+    http: aiohttp.ClientSession, keys: KeyMaker,
+) -> None:
+    """Rolling deploy: an older gateway writes a key's entry without its limit, at the
+    same version; gateways of this build read it as a miss and enforce the limit."""
+    client = aioredis.Redis.from_url(stack.stores.redis_url)
+    entries: list[str] = []
+
+    async def scenario() -> list[Seen]:
+        org = await keys.org("rl")
+        created = await keys.service.create_key(ACTOR, org, "old-entry", ["read"],
+                                                rate_limit="3/1h")
+        ISSUED.append(created.secret)
+        entry = "keygate:key:" + created.key.id
+        entries.append(entry)
+        # Another gateway verifies the key: Redis holds its state and verifier, and this
+        # gateway has never seen the key, so it will read both from Redis.
+        first = await get(http, second_gateway.url + "/api/read/x", created.secret)
+        for _ in range(100):
+            if any(f.startswith(b"b.") for f in await client.hkeys(entry)):
+                break
+            await asyncio.sleep(0.02)
+        else:
+            raise AssertionError("the verifier never reached Redis")
+        state = json.loads(await client.hget(entry, "s"))
+        del state["rate_limit"]  # what the older build writes
+        await client.hset(entry, "s", json.dumps(state))
+        rest = [await get(http, gateway.url + "/api/read/x", created.secret) for _ in range(3)]
+        return [first, *rest]
+
+    try:
+        seen = await in_one_window(scenario)
+        assert statuses(seen) == [200, 200, 200, 429]
+        assert [(s.limit, s.remaining) for s in seen] == [("3", "2"), ("3", "1"), ("3", "0"),
+                                                          ("3", "0")]
+        # The gateway refilled the entry from Postgres, in this build's shape.
+        refilled = json.loads(await client.hget(entries[-1], "s"))
+        assert refilled["rate_limit"] == [3, 3600]
+    finally:
+        await client.aclose()
 
 
 async def test_redis_down_still_serves_and_limits_per_process(
