@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -199,38 +200,53 @@ async def test_changing_a_key_limit_takes_effect_like_a_scope_change(
 async def test_upstream_ratelimit_headers_replaced_only_where_the_gateway_limits(
     gateway: GatewayProcess, http: aiohttp.ClientSession, keys: KeyMaker
 ) -> None:
-    key = await keys.key(["read"])
-    limited = await get(http, gateway.url + "/probe/own-limits", key.secret)
+    async def scenario() -> list[Seen]:
+        key = await keys.key(["read"])
+        limited = await get(http, gateway.url + "/probe/own-limits", key.secret)
+        # Where the gateway has no limit, the upstream's headers pass through untouched
+        # (its RateLimit-Reset is the upstream's: not part of the window check).
+        plain.append(await get(http, gateway.url + "/probe/upstream-limits", key.secret))
+        return [limited]
+
+    plain: list[Seen] = []
+    [limited] = await in_one_window(scenario)
     assert limited.status == 200
     for name in ("RateLimit-Limit", "RateLimit-Remaining", "RateLimit-Reset"):
         assert len(limited.headers.getall(name)) == 1, name
-    assert (limited.limit, limited.remaining) == ("5", "4")  # a fresh key: any window
+    assert (limited.limit, limited.remaining) == ("5", "4")  # a fresh key
     limited.assert_reset_matches_the_clock()
     assert limited.headers["X-Probe-End"] == "kept"
-    # Where the gateway has no limit, the upstream's headers pass through untouched.
-    plain = await get(http, gateway.url + "/probe/upstream-limits", key.secret)
-    assert plain.status == 200
+    assert plain[-1].status == 200
     for name in ("RateLimit-Limit", "RateLimit-Remaining", "RateLimit-Reset"):
-        assert plain.headers.getall(name) == [UPSTREAM_LIMITS[name]]
+        assert plain[-1].headers.getall(name) == [UPSTREAM_LIMITS[name]]
 
 
 async def test_refusal_is_logged_and_counted_as_rate_limited(
     gateway: GatewayProcess, stack: Stack, http: aiohttp.ClientSession, keys: KeyMaker
 ) -> None:
-    key = await keys.key(["read"])
     before = await scrape(http, gateway.admin_url)
-    refused_id = ""
-    for i in range(5):
-        async with http.get(gateway.url + "/api/limited/x",
-                            headers={**key.auth, "X-Request-Id": f"rl-{key.id}-{i}"}) as reply:
-            await reply.read()
-            if reply.status == 429:
-                refused_id = f"rl-{key.id}-{i}"
-    assert refused_id, "no request was refused"
+    refusals: list[tuple[str, str]] = []  # (request id, key's display prefix)
+
+    async def scenario() -> list[Seen]:
+        key = await keys.key(["read"])
+        seen = []
+        for i in range(5):
+            request_id = f"rl-{key.id}-{i}"
+            async with http.get(gateway.url + "/api/limited/x",
+                                headers={**key.auth, "X-Request-Id": request_id}) as reply:
+                await reply.read()
+                seen.append(Seen(reply.status, reply.headers, None, time.time()))
+                if reply.status == 429:
+                    refusals.append((request_id, key.display_prefix))
+        return seen
+
+    seen = await in_one_window(scenario)
+    assert statuses(seen) == [200, 200, 200, 429, 429]
+    refused_id, display_prefix = refusals[-1]
     record = await _until_logged(gateway, refused_id)
     assert (record["status"], record["outcome"], record["route"]) == (429, "rate_limited",
                                                                       "limited")
-    assert record["key"] == key.display_prefix
+    assert record["key"] == display_prefix
     after = await scrape(http, gateway.admin_url)
     changes = moved(before, after, "keygate_requests_total")
     refused = labels(route="limited", method="GET", code="429", outcome="rate_limited")
