@@ -12,13 +12,17 @@ _SCOPE = {"type": "string", "pattern": r"^(?:[A-Za-z0-9_.-]+:)*(?:[A-Za-z0-9_.-]
           "maxLength": 128}
 _DURATION = {"type": "string", "pattern": r"^(?:\d+(?:\.\d+)?(?:ms|s|m|h|d))+$",
              "examples": ["24h"]}
-# A key's own limit: whole-second windows from 1s to 365d (the service checks the range).
+# A window is whole seconds: whole numbers of s, m, h, d (never ms or fractions, which the
+# general duration pattern allows), as the service writes it back. The service checks the
+# range, 1s to 365d, which a pattern cannot say.
+_WINDOW = {"type": "string", "pattern": r"^(?:\d+[smhd])+$", "examples": ["1m", "1h30m"],
+           "description": "Whole seconds from 1s to 365d, e.g. 90s, 1m, 1h30m, 1d."}
 _RATE_LIMIT = {
     "type": ["object", "null"], "additionalProperties": False, "required": ["requests", "per"],
     "description": "At most `requests` requests per fixed window of `per`, counted over "
                    "every route; null: no limit of the key's own.",
     "properties": {"requests": {"type": "integer", "minimum": 1, "maximum": 1_000_000_000},
-                   "per": {**_DURATION, "examples": ["1m"]}},
+                   "per": _WINDOW},
 }
 
 

@@ -29,7 +29,11 @@ PRUNE_INTERVAL = 1.0  # how often the in-memory counts drop ended windows
 
 
 class LocalCounts:
-    """Fixed-window counters of this process alone: the fallback while Redis is away."""
+    """Fixed-window counters of this process alone: the fallback while Redis is away.
+
+    Counts as the Redis script does: a request over any limit is taken back from the
+    others at once.
+    """
 
     def __init__(self) -> None:
         self._counts: dict[str, int] = {}
@@ -39,22 +43,21 @@ class LocalCounts:
     def __len__(self) -> int:
         return len(self._counts)
 
-    def increment(self, counters: Sequence[Counter], now: float) -> list[int]:
+    def count(self, counters: Sequence[Counter], now: float) -> list[int]:
         if now - self._pruned >= PRUNE_INTERVAL:
             self._prune(now)
         out = []
-        for name, per in counters:
-            count = self._counts.get(name, 0) + 1
-            self._counts[name] = count
+        for counter in counters:
+            count = self._counts.get(counter.name, 0) + 1
+            self._counts[counter.name] = count
             if count == 1:
-                self._ends[name] = window_start(now, per) + per
+                self._ends[counter.name] = counter.ends_at
             out.append(count)
+        if any(n > c.limit for n, c in zip(out, counters, strict=True)):
+            for n, c in zip(out, counters, strict=True):
+                if n <= c.limit:
+                    self._counts[c.name] -= 1
         return out
-
-    def decrement(self, counters: Sequence[Counter]) -> None:
-        for name, _ in counters:
-            if name in self._counts:
-                self._counts[name] -= 1
 
     def _prune(self, now: float) -> None:
         self._pruned = now
@@ -85,11 +88,12 @@ class RateLimiter:
             limits.append((route.name, route.rate_limit))
         if key.rate_limit is not None:
             limits.append((None, key.rate_limit))
-        counters = [
-            (counter_name(scope, key.id, limit.per, window_start(now, limit.per)), limit.per)
-            for scope, limit in limits
-        ]
-        counts, shared = await self._increment(counters, now)
+        counters = []
+        for scope, limit in limits:
+            start = window_start(now, limit.per)
+            counters.append(Counter(counter_name(scope, key.id, limit.per, start),
+                                    limit.requests, start + limit.per))
+        counts = await self._count(counters, now)
         windows = [
             Window(limit, count, seconds_to_reset(now, limit.per))
             for (_, limit), count in zip(limits, counts, strict=True)
@@ -97,41 +101,30 @@ class RateLimiter:
         refused = [w for w in windows if not w.allowed]
         if not refused:
             return tightest(windows).headers()
-        # Refused: limits that had room for this request do not pay for it, and the answer
-        # describes a limit that refused (a refunded one may show 0 left and a far reset).
-        room = [c for c, w in zip(counters, windows, strict=True) if w.allowed]
-        if room:
-            await self._give_back(room, shared)
+        # The limits that had room were already given this request back by the count; the
+        # answer describes a limit that refused (a given-back one may show 0 left and a
+        # far reset).
         raise RateLimited(tightest(refused))
 
-    async def _increment(self, counters: list[Counter], now: float) -> tuple[list[int], bool]:
-        """The counts after this request, and whether they are the shared (Redis) ones."""
+    async def _count(self, counters: list[Counter], now: float) -> list[int]:
+        """The counts with this request: shared ones from Redis, else this process's."""
         if self.redis is not None and time.monotonic() >= self._retry_at:
             if self._outage:
                 # One probe at a time: requests arriving while it waits for its timeout
                 # count locally instead of each waiting for a timeout of their own.
                 self._retry_at = time.monotonic() + RETRY_INTERVAL
             try:
-                counts = await self.redis.increment(counters)
+                counts = await self.redis.count(counters, now)
             except CountsUnavailable as exc:
                 self._failed(exc)
             else:
                 if self._outage:
                     self._outage = False
                     self._retry_at = 0.0
-                    log.warning("Redis reachable again: rate limits are shared by every "
-                                "gateway again")
-                return counts, True
-        return self.local.increment(counters, now), False
-
-    async def _give_back(self, counters: list[Counter], shared: bool) -> None:
-        if shared and self.redis is not None:
-            try:
-                await self.redis.decrement(counters)
-            except CountsUnavailable as exc:
-                self._failed(exc)
-            return
-        self.local.decrement(counters)
+                    log.info("Redis reachable again: rate limits are shared by every "
+                             "gateway again")
+                return counts
+        return self.local.count(counters, now)
 
     def _failed(self, exc: CountsUnavailable) -> None:
         metrics.REDIS_ERRORS.inc()

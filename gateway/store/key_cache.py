@@ -3,7 +3,8 @@
 One Redis hash per key id, `keygate:key:<id>`:
   v  the row's version (bumped by every change in Postgres)
   s  the key's state as JSON: org, env, prefix, scopes, expiry, revoked, rate limit
-     ([requests, seconds] or null); no hash, no secret
+     ([requests, seconds] or null; an entry without it is read as a miss, see
+     KeyState.from_json); no hash, no secret
   b.<fp>  the keyed verifier BLAKE2b-MAC(server secret, id:secret), once a gateway verified
           the key; <fp> fingerprints the server secret, so fleets with different secrets
           sharing one Redis never read each other's verifiers as wrong. (Earlier builds
@@ -102,10 +103,16 @@ class KeyState:
         )
 
     @classmethod
-    def from_json(cls, text: str | bytes) -> KeyState:
+    def from_json(cls, text: str | bytes) -> KeyState | None:
+        """The state in an entry; None for one written by a build before rate limits."""
         d: dict[str, Any] = json.loads(text)
-        # Entries written before rate limits existed have no "rate_limit": no limit.
-        limit = d.get("rate_limit")
+        # An older build writes entries without "rate_limit" at the same version as ours,
+        # so reading one as "no limit" would leave a key's limit unenforced until the entry
+        # expires (reads renew it). Read it as a miss instead: the key is read from
+        # Postgres and the fill overwrites the entry (equal versions are overwritten).
+        if "rate_limit" not in d:
+            return None
+        limit = d["rate_limit"]
         return cls(d["id"], d["org"], d["prefix"], d["env"], tuple(d["scopes"]),
                    d["expires_at"], bool(d["revoked"]), int(d["version"]),
                    None if limit is None else RateLimit(int(limit[0]), int(limit[1])))
@@ -149,9 +156,10 @@ class RedisKeyCache:
             pipe.hmget(_PREFIX + key_id, ["s", self.verifier_field])
             pipe.pexpire(_PREFIX + key_id, self.ttl_ms)
             raw, _ = await pipe.execute()
-        if raw[0] is None:
+        state = None if raw[0] is None else KeyState.from_json(raw[0])
+        if state is None:
             return None
-        return CachedEntry(KeyState.from_json(raw[0]), raw[1])
+        return CachedEntry(state, raw[1])
 
     async def put(self, state: KeyState, verifier: bytes | None) -> None:
         await self._fill(

@@ -8,14 +8,16 @@ counters can share a name (not even a route named "key"). The window length is p
 the name: changing a limit from 100/1m to 100/1h starts a fresh count instead of
 inheriting one whose window start happens to coincide.
 
-Counting is INCR + EXPIRE for every counter of a request in one MULTI/EXEC round trip
-(plain EXPIRE, not EXPIRE NX, which needs Redis 7): the expiry is renewed by each
-increment, which only ever keeps a counter a little longer than its window.
+All counters of a request are counted by one Lua script, in one round trip: it adds one
+to each and, when any is then over its limit, takes the one back from those that had
+room. A script runs atomically, so no other request ever sees a counter raised by a
+request that is being refused (with a separate give-back it could, and be refused too).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
@@ -25,7 +27,29 @@ _PREFIX = "keygate:rl:"
 # behind still finds (and increments) the counter of the window it believes current.
 EXPIRY_MARGIN = 10
 
-Counter = tuple[str, int]  # (Redis key, window seconds)
+# KEYS: the request's counters; ARGV: each one's limit and milliseconds to live, in turn.
+# Every call sets the expiry (no counter is ever left without one, even a given-back one).
+_COUNT = """
+local counts, over = {}, false
+for i, name in ipairs(KEYS) do
+  counts[i] = redis.call('INCR', name)
+  if counts[i] > tonumber(ARGV[2 * i - 1]) then over = true end
+end
+for i, name in ipairs(KEYS) do
+  if over and counts[i] <= tonumber(ARGV[2 * i - 1]) then redis.call('DECR', name) end
+  redis.call('PEXPIRE', name, ARGV[2 * i])
+end
+return counts
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class Counter:
+    """One limit's counter for the current window."""
+
+    name: str  # the Redis key, from counter_name
+    limit: int  # requests allowed in the window
+    ends_at: int  # Unix seconds at which the window ends
 
 
 class CountsUnavailable(Exception):
@@ -39,31 +63,36 @@ def counter_name(route: str | None, key_id: str, per: int, window_start: int) ->
     return f"{_PREFIX}route:{route}:{key_id}:{per}:{window_start}"
 
 
+def milliseconds_to_live(counter: Counter, now: float) -> int:
+    """How long the counter is kept: until its window's end plus EXPIRY_MARGIN.
+
+    The end is fixed, so the counter never outlives its window by more than the margin,
+    however late in the window it was last counted. It is sent as a time to live
+    computed from the gateway's clock, not as PEXPIREAT, because the window itself is
+    the gateway's: a Redis host whose clock runs ahead would otherwise drop counters
+    before their window ends (and every request would look like the window's first).
+    """
+    return max(1, round((counter.ends_at + EXPIRY_MARGIN - now) * 1000))
+
+
 class RedisRateCounts:
-    """Increments of shared counters, on the app's Redis client (same timeouts)."""
+    """Counts of shared counters, on the app's Redis client (same timeouts)."""
 
     def __init__(self, client: aioredis.Redis) -> None:
         self.client = client
+        self._count = client.register_script(_COUNT)
 
-    async def increment(self, counters: Sequence[Counter]) -> list[int]:
-        """Each counter's value after adding one; raise CountsUnavailable."""
+    async def count(self, counters: Sequence[Counter], now: float) -> list[int]:
+        """Each counter's value with this request; raise CountsUnavailable.
+
+        When any value is over its counter's limit, the request has already been taken
+        back from the counters that had room (their value here still includes it).
+        """
+        args: list[int] = []
+        for counter in counters:
+            args += (counter.limit, milliseconds_to_live(counter, now))
         try:
-            async with self.client.pipeline(transaction=True) as pipe:
-                for name, per in counters:
-                    pipe.incr(name)
-                    pipe.expire(name, per + EXPIRY_MARGIN)
-                replies = await pipe.execute()
+            replies = await self._count(keys=[c.name for c in counters], args=args)
         except (TimeoutError, RedisError, OSError) as exc:
             raise CountsUnavailable(type(exc).__name__) from exc
-        return [int(value) for value in replies[::2]]
-
-    async def decrement(self, counters: Sequence[Counter]) -> None:
-        """Give back one count each (a request another limit refused); raise CountsUnavailable."""
-        try:
-            async with self.client.pipeline(transaction=True) as pipe:
-                for name, per in counters:
-                    pipe.decr(name)
-                    pipe.expire(name, per + EXPIRY_MARGIN)  # never a counter without expiry
-                await pipe.execute()
-        except (TimeoutError, RedisError, OSError) as exc:
-            raise CountsUnavailable(type(exc).__name__) from exc
+        return [int(value) for value in replies]

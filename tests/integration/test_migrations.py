@@ -208,12 +208,26 @@ def test_database_checks_refuse_bad_rows(cli: Cli, db: Db) -> None:
         " VALUES ('abcdEFGH', 'acme', 'n', 'kg_live_', 'live', 'plaintext', now(), 'me')",
         "INSERT INTO api_keys (id, org, name, prefix, env, secret_hash, created_at, created_by)"
         " VALUES ('abcdEFGH', 'nope', 'n', 'kg_live_', 'live', '$argon2id$x', now(), 'me')",
-        # A rate limit is both columns or neither, and never below 1.
+        # A rate limit is both columns or neither, within the service's bounds
+        # (1 to 1,000,000,000 requests; windows of 1s to 365d).
         *(
             "INSERT INTO api_keys (id, org, name, prefix, env, secret_hash, created_at,"
             " created_by, rate_limit_requests, rate_limit_per) VALUES ('abcdEFGH', 'acme',"
             f" 'n', 'kg_live_', 'live', '$argon2id$x', now(), 'me', {requests}, {per})"
-            for requests, per in (("100", "NULL"), ("NULL", "60"), ("0", "60"), ("1", "0"))
+            for requests, per in (("100", "NULL"), ("NULL", "60"), ("0", "60"), ("1", "0"),
+                                  ("1", "31536001"), ("1000000001", "60"))
         ),
     ):
         asyncio.run(attempt(sql))
+
+    async def largest_limit() -> None:
+        conn = await asyncpg.connect(db.url)
+        try:
+            await conn.execute(
+                "INSERT INTO api_keys (id, org, name, prefix, env, secret_hash, created_at,"
+                " created_by, rate_limit_requests, rate_limit_per) VALUES ('abcdEFGH', 'acme',"
+                " 'n', 'kg_live_', 'live', '$argon2id$x', now(), 'me', 1000000000, 31536000)")
+        finally:
+            await conn.close()
+
+    asyncio.run(largest_limit())  # the bounds themselves are allowed

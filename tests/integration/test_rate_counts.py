@@ -100,7 +100,7 @@ async def test_counts_are_shared_through_redis(client: aioredis.Redis) -> None:
     assert isinstance(refusal, RateLimited)
     assert refusal.headers() == {"Retry-After": "60", "RateLimit-Limit": "3",
                                  "RateLimit-Remaining": "0", "RateLimit-Reset": "60"}
-    # The counter is where the store says, with an expiry of window + margin.
+    # The counter is where the store says, with an expiry at the window's end + margin.
     name = counter_name("r", k.id, 60, int(T0))
     assert int(await client.get(name)) == 4
     assert 60 < await client.ttl(name) <= 60 + EXPIRY_MARGIN
@@ -204,12 +204,10 @@ class BlackHole:
     def __init__(self) -> None:
         self.calls = 0
 
-    async def increment(self, counters: object) -> list[int]:
+    async def count(self, counters: object, now: float) -> list[int]:
         self.calls += 1
         await asyncio.sleep(0.2)
         raise CountsUnavailable("TimeoutError")
-
-    decrement = increment
 
 
 async def test_one_probe_at_a_time_while_redis_is_away(
@@ -224,3 +222,50 @@ async def test_one_probe_at_a_time_while_redis_is_away(
     await asyncio.gather(*(admit_all(limiter, r, k, 1) for _ in range(20)))
     # One of the twenty waited for the probe's timeout; the others counted locally.
     assert hole.calls == 2
+
+
+async def test_a_refusal_never_makes_a_concurrent_request_fail(client: aioredis.Redis) -> None:
+    """A give-back is part of the count: no other request sees a counter over its limit
+    because of a request that was refused and is being given back."""
+    clock = Clock()
+    limiter = RateLimiter(RedisRateCounts(client), clock=clock)
+    for _ in range(20):
+        k = key(RateLimit(2, 3600))
+        narrow, wide = route(RateLimit(1, 60), "narrow"), route(None, "wide")
+        assert remaining(await admit_all(limiter, narrow, k, 1)) == ["0"]  # key: 1 of 2
+        # The narrow one is refused by its route; the wide one has the key's last request.
+        results = await asyncio.gather(admit_all(limiter, narrow, k, 1),
+                                       admit_all(limiter, wide, k, 1))
+        assert remaining(results[0] + results[1]) == ["429", "0"]
+
+
+async def test_a_counter_expires_with_its_window_not_after_its_last_request(
+    client: aioredis.Redis,
+) -> None:
+    clock = Clock()
+    limiter = RateLimiter(RedisRateCounts(client), clock=clock)
+    r, k = route(RateLimit(100, 60)), key()
+    name = counter_name("r", k.id, 60, int(T0))
+    await admit_all(limiter, r, k, 1)
+    first = await client.pttl(name)
+    assert (60 - 0.25 + EXPIRY_MARGIN - 1) * 1000 < first <= (60 - 0.25 + EXPIRY_MARGIN) * 1000
+    clock.now = T0 + 50.25  # late in the window: the expiry stays where it was
+    await admit_all(limiter, r, k, 1)
+    late = await client.pttl(name)
+    assert (10 + EXPIRY_MARGIN - 1) * 1000 < late <= (10 + EXPIRY_MARGIN) * 1000
+
+
+async def test_redis_back_is_logged_once_at_info(
+    client: aioredis.Redis, dead_client: aioredis.Redis, caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(rate_limiter, "RETRY_INTERVAL", 0.05)
+    limiter = RateLimiter(RedisRateCounts(dead_client), clock=Clock())
+    r, k = route(RateLimit(10, 60)), key()
+    with caplog.at_level(logging.INFO, logger="keygate.rate_limit"):
+        assert remaining(await admit_all(limiter, r, k, 1)) == ["9"]  # counted locally
+        limiter.redis = RedisRateCounts(client)  # Redis is back
+        await asyncio.sleep(0.06)
+        assert remaining(await admit_all(limiter, r, k, 2)) == ["9", "8"]  # shared again
+    back = [rec for rec in caplog.records if "Redis reachable again" in rec.getMessage()]
+    assert [rec.levelno for rec in back] == [logging.INFO]

@@ -108,6 +108,8 @@ def test_example_loads_to_the_documented_values() -> None:
     assert config.cache.local_ttl == 5.0 and config.cache.redis_ttl == 600.0
     assert config.upstreams["sessions"].url == "http://127.0.0.1:9000"
     assert [r.path for r in config.routes][:2] == ["/api/v1/sessions/**"] * 2
+    # Same path, own names: a limit on one never spends the other's budget.
+    assert [r.name for r in config.routes][:2] == ["sessions-read", "sessions-write"]
     assert config.routes[1].max_body == 10 * 1024 * 1024
     assert config.routes[-1].public and config.routes[-1].name == "health"
     assert config.routes[2].org_param == "org"

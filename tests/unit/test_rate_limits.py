@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import pytest
 
-from gateway.keys.rate_limits import RateLimit, RateLimitError, from_mapping, from_text
+from gateway.admin.openapi import openapi_document
+from gateway.keys.rate_limits import (
+    RateLimit,
+    RateLimitError,
+    check_window,
+    from_mapping,
+    from_text,
+)
 
 
 @pytest.mark.parametrize(
@@ -97,3 +105,28 @@ def test_mapping_form_errors_name_the_field(value: Any, field: str | None, says:
 def test_round_trips(limit: RateLimit, json: dict[str, Any], text: str) -> None:
     assert limit.to_json() == json and str(limit) == text
     assert from_mapping(json) == limit and from_text(text) == limit
+
+
+def _window_pattern() -> re.Pattern[str]:
+    schema = openapi_document()["components"]["schemas"]["Key"]["properties"]["rate_limit"]
+    return re.compile(schema["properties"]["per"]["pattern"])
+
+
+@pytest.mark.parametrize(
+    ("per", "accepted"),
+    [
+        ("1s", True), ("1m", True), ("90s", True), ("1h30m", True), ("365d", True),
+        ("500ms", False), ("1.5s", False), ("1m30.5s", False), ("1", False), ("m", False),
+        ("1ms", False), ("1w", False),
+    ],
+)
+def test_the_admin_api_document_describes_the_windows_accepted(per: str,
+                                                               accepted: bool) -> None:
+    """What the OpenAPI pattern allows, the service accepts (the range aside); the
+    sub-second and fractional windows it refuses are ones the service refuses."""
+    assert bool(_window_pattern().fullmatch(per)) == accepted
+    if accepted:
+        check_window(per)
+    else:
+        with pytest.raises(RateLimitError):
+            check_window(per)

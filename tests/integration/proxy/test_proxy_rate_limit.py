@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import aiohttp
 import pytest
+import redis.asyncio as aioredis
 
 from tests.integration.admin.harness import labels, moved, scrape
 from tests.integration.proxy.harness import (
@@ -198,38 +200,53 @@ async def test_changing_a_key_limit_takes_effect_like_a_scope_change(
 async def test_upstream_ratelimit_headers_replaced_only_where_the_gateway_limits(
     gateway: GatewayProcess, http: aiohttp.ClientSession, keys: KeyMaker
 ) -> None:
-    key = await keys.key(["read"])
-    limited = await get(http, gateway.url + "/probe/own-limits", key.secret)
+    async def scenario() -> list[Seen]:
+        key = await keys.key(["read"])
+        limited = await get(http, gateway.url + "/probe/own-limits", key.secret)
+        # Where the gateway has no limit, the upstream's headers pass through untouched
+        # (its RateLimit-Reset is the upstream's: not part of the window check).
+        plain.append(await get(http, gateway.url + "/probe/upstream-limits", key.secret))
+        return [limited]
+
+    plain: list[Seen] = []
+    [limited] = await in_one_window(scenario)
     assert limited.status == 200
     for name in ("RateLimit-Limit", "RateLimit-Remaining", "RateLimit-Reset"):
         assert len(limited.headers.getall(name)) == 1, name
-    assert (limited.limit, limited.remaining) == ("5", "4")  # a fresh key: any window
+    assert (limited.limit, limited.remaining) == ("5", "4")  # a fresh key
     limited.assert_reset_matches_the_clock()
     assert limited.headers["X-Probe-End"] == "kept"
-    # Where the gateway has no limit, the upstream's headers pass through untouched.
-    plain = await get(http, gateway.url + "/probe/upstream-limits", key.secret)
-    assert plain.status == 200
+    assert plain[-1].status == 200
     for name in ("RateLimit-Limit", "RateLimit-Remaining", "RateLimit-Reset"):
-        assert plain.headers.getall(name) == [UPSTREAM_LIMITS[name]]
+        assert plain[-1].headers.getall(name) == [UPSTREAM_LIMITS[name]]
 
 
 async def test_refusal_is_logged_and_counted_as_rate_limited(
     gateway: GatewayProcess, stack: Stack, http: aiohttp.ClientSession, keys: KeyMaker
 ) -> None:
-    key = await keys.key(["read"])
     before = await scrape(http, gateway.admin_url)
-    refused_id = ""
-    for i in range(5):
-        async with http.get(gateway.url + "/api/limited/x",
-                            headers={**key.auth, "X-Request-Id": f"rl-{key.id}-{i}"}) as reply:
-            await reply.read()
-            if reply.status == 429:
-                refused_id = f"rl-{key.id}-{i}"
-    assert refused_id, "no request was refused"
+    refusals: list[tuple[str, str]] = []  # (request id, key's display prefix)
+
+    async def scenario() -> list[Seen]:
+        key = await keys.key(["read"])
+        seen = []
+        for i in range(5):
+            request_id = f"rl-{key.id}-{i}"
+            async with http.get(gateway.url + "/api/limited/x",
+                                headers={**key.auth, "X-Request-Id": request_id}) as reply:
+                await reply.read()
+                seen.append(Seen(reply.status, reply.headers, None, time.time()))
+                if reply.status == 429:
+                    refusals.append((request_id, key.display_prefix))
+        return seen
+
+    seen = await in_one_window(scenario)
+    assert statuses(seen) == [200, 200, 200, 429, 429]
+    refused_id, display_prefix = refusals[-1]
     record = await _until_logged(gateway, refused_id)
     assert (record["status"], record["outcome"], record["route"]) == (429, "rate_limited",
                                                                       "limited")
-    assert record["key"] == key.display_prefix
+    assert record["key"] == display_prefix
     after = await scrape(http, gateway.admin_url)
     changes = moved(before, after, "keygate_requests_total")
     refused = labels(route="limited", method="GET", code="429", outcome="rate_limited")
@@ -277,6 +294,49 @@ async def test_two_gateways_share_one_budget(
     seen = await in_one_window(scenario)
     assert statuses(seen) == [200, 200, 200, 429, 429]
     assert [s.remaining for s in seen] == ["2", "1", "0", "0", "0"]
+
+
+async def test_an_entry_written_by_a_build_before_rate_limits_does_not_lift_a_limit(
+    gateway: GatewayProcess, second_gateway: GatewayProcess, stack: Stack,
+    http: aiohttp.ClientSession, keys: KeyMaker,
+) -> None:
+    """Rolling deploy: an older gateway writes a key's entry without its limit, at the
+    same version; gateways of this build read it as a miss and enforce the limit."""
+    client = aioredis.Redis.from_url(stack.stores.redis_url)
+    entries: list[str] = []
+
+    async def scenario() -> list[Seen]:
+        org = await keys.org("rl")
+        created = await keys.service.create_key(ACTOR, org, "old-entry", ["read"],
+                                                rate_limit="3/1h")
+        ISSUED.append(created.secret)
+        entry = "keygate:key:" + created.key.id
+        entries.append(entry)
+        # Another gateway verifies the key: Redis holds its state and verifier, and this
+        # gateway has never seen the key, so it will read both from Redis.
+        first = await get(http, second_gateway.url + "/api/read/x", created.secret)
+        for _ in range(100):
+            if any(f.startswith(b"b.") for f in await client.hkeys(entry)):
+                break
+            await asyncio.sleep(0.02)
+        else:
+            raise AssertionError("the verifier never reached Redis")
+        state = json.loads(await client.hget(entry, "s"))
+        del state["rate_limit"]  # what the older build writes
+        await client.hset(entry, "s", json.dumps(state))
+        rest = [await get(http, gateway.url + "/api/read/x", created.secret) for _ in range(3)]
+        return [first, *rest]
+
+    try:
+        seen = await in_one_window(scenario)
+        assert statuses(seen) == [200, 200, 200, 429]
+        assert [(s.limit, s.remaining) for s in seen] == [("3", "2"), ("3", "1"), ("3", "0"),
+                                                          ("3", "0")]
+        # The gateway refilled the entry from Postgres, in this build's shape.
+        refilled = json.loads(await client.hget(entries[-1], "s"))
+        assert refilled["rate_limit"] == [3, 3600]
+    finally:
+        await client.aclose()
 
 
 async def test_redis_down_still_serves_and_limits_per_process(
