@@ -322,3 +322,26 @@ def test_table_agrees_with_reference(routes: list[Route], method: str, path: str
         index, params = expected
         assert result.route is routes[index]
         assert dict(result.params) == params
+
+
+def test_repeated_lookups_give_the_walks_answer_and_the_memo_stays_bounded() -> None:
+    table = RouteTable.compile(
+        [route("/users/{id}", "GET"), route("/users/**"), route("/health", "GET")]
+    )
+    first = table.match("GET", "/users/7")
+    assert first is not None and first.params == {"id": "7"}
+    again = table.match("GET", "/users/7")
+    assert again is first  # answered from the memo
+    with pytest.raises(TypeError):
+        again.params["id"] = "8"  # type: ignore[index]  # shared answers are read-only
+    post = table.match("POST", "/users/7")
+    assert post is not None and post.route.path == "/users/**"  # keyed by method too
+    assert table.match("POST", "/health") is None
+    assert table.match("POST", "/health") is None  # a miss is remembered as a miss
+    for n in range(10_000):
+        found = table.match("GET", f"/users/{n}")
+        assert found is not None and found.params == {"id": str(n)}
+    assert len(table._memo) <= 4096
+    long_path = "/users/" + "x" * 1000
+    assert table.match("GET", long_path) is not None
+    assert ("GET", long_path) not in table._memo  # long paths are never kept
