@@ -1,10 +1,12 @@
 """Rate-limit counters in Redis, shared by every gateway: one key per counter and window.
 
-  keygate:rl:key:<key_id>:<per>:<window_start>             a key's own limit (all routes)
-  keygate:rl:route:<route name>:<key_id>:<per>:<window_start>  a route's limit, per key
+  keygate:rl:{<key_id>}:key:<per>:<window_start>              a key's own limit (all routes)
+  keygate:rl:{<key_id>}:route:<route name>:<per>:<window_start>  a route's limit, per key
 
-The route name is the only free-form part and sits between fixed-format parts, so no two
-counters can share a name (not even a route named "key"). The window length is part of
+`{<key_id>}` is a Redis Cluster hash tag: every counter of one request (they all belong
+to one key) lives in the same slot, as a multi-key script requires there. The route name
+is the only free-form part and sits between fixed-format parts, so no two counters can
+share a name (not even a route named "key"). The window length is part of
 the name: changing a limit from 100/1m to 100/1h starts a fresh count instead of
 inheriting one whose window start happens to coincide.
 
@@ -59,8 +61,8 @@ class CountsUnavailable(Exception):
 def counter_name(route: str | None, key_id: str, per: int, window_start: int) -> str:
     """The Redis key of one counter; `route` None is the key's own limit."""
     if route is None:
-        return f"{_PREFIX}key:{key_id}:{per}:{window_start}"
-    return f"{_PREFIX}route:{route}:{key_id}:{per}:{window_start}"
+        return f"{_PREFIX}{{{key_id}}}:key:{per}:{window_start}"
+    return f"{_PREFIX}{{{key_id}}}:route:{route}:{per}:{window_start}"
 
 
 def milliseconds_to_live(counter: Counter, now: float) -> int:

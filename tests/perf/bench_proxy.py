@@ -35,6 +35,7 @@ import time
 import timeit
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -481,7 +482,12 @@ class _Route:
     methods: frozenset[str] | None
 
 
-def route_bench() -> list[tuple[str, float, float]]:
+def route_bench() -> list[tuple[str, float, float, float]]:
+    """(label, walk with 5 routes, walk with 500 routes, memo hit with 500 routes), in us.
+
+    The walk is what a (method, path) not seen recently costs (RouteTable._walk, the trie);
+    a memo hit is what a repeated one costs (RouteTable.match answering from its memo).
+    """
     from gateway.proxy.routes import RouteTable
 
     def table(n: int) -> RouteTable[_Route]:
@@ -490,20 +496,22 @@ def route_bench() -> list[tuple[str, float, float]]:
         routes.append(_Route("/api/v1/target/{id}/**", None))
         return RouteTable.compile(routes)
 
+    def best_of(call: Callable[[], object]) -> float:
+        timer = timeit.Timer(call)
+        loops, _ = timer.autorange()
+        return min(timer.repeat(repeat=5, number=loops)) / loops * 1e6
+
     cases = [("last route, /api/v1/target/42/a/b", "/api/v1/target/42/a/b"),
              ("no match, /nothing/here/at/all", "/nothing/here/at/all"),
              ("first route, /api/v0/svc0/7/items/x", "/api/v0/svc0/7/items/x")]
+    small, large = table(5), table(500)
+    assert len(small) == 5 and len(large) == 500
     out = []
     for label, path in cases:
-        per = []
-        for n in (5, 500):
-            t = table(n)
-            assert len(t) == n
-            timer = timeit.Timer(lambda t=t, path=path: t.match("GET", path))
-            loops, _ = timer.autorange()
-            best = min(timer.repeat(repeat=5, number=loops)) / loops
-            per.append(best * 1e6)
-        out.append((label, per[0], per[1]))
+        out.append((label,
+                    best_of(lambda path=path: small._walk("GET", path)),
+                    best_of(lambda path=path: large._walk("GET", path)),
+                    best_of(lambda path=path: large.match("GET", path))))
     return out
 
 
@@ -563,6 +571,8 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--access-log", choices=("off", "on", "both"), default="both",
                    help="Keygate log.access_log setting(s) to measure (default both)")
     p.add_argument("--upstream-workers", type=int, default=1)
+    p.add_argument("--workers", type=int, action="append", choices=(1, 2),
+                   help="proxy worker counts to measure (repeatable; default 1 and 2)")
     p.add_argument("--no-pin", dest="pin", action="store_false",
                    help="do not pin 1-worker runs (default: proxy on CPU 1, wrk+upstream on 0)")
     p.add_argument("--compare-root", metavar="DIR",
@@ -572,7 +582,9 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--native", action="store_true", help="py-spy --native (C frames too)")
     p.add_argument("--only-profile", action="store_true", help="skip the wrk table")
     p.add_argument("--skip-routes", action="store_true", help="skip the route-table timing")
-    return p.parse_args()
+    args = p.parse_args()
+    args.workers = args.workers or [1, 2]
+    return args
 
 
 def main() -> int:
@@ -588,11 +600,13 @@ def main() -> int:
           + ("1-worker runs: server under test on CPU 1, wrk + upstream on CPU 0; "
              "2-worker runs: all share both" if args.pin else "no pinning"), flush=True)
     if not args.skip_routes:
-        print("\nRoute table: RouteTable.match, best of 5 (timeit), microseconds per call")
-        print(f"| {'request':<40} | {'5 routes':>8} | {'500 routes':>10} |")
-        print(f"|{'-' * 42}|{'-' * 10}|{'-' * 12}|")
-        for label, five, five_hundred in route_bench():
-            print(f"| {label:<40} | {five:>8.2f} | {five_hundred:>10.2f} |")
+        print("\nRoute table: best of 5 (timeit), microseconds per call; walk = a path not"
+              " seen recently, memo = a repeated one")
+        print(f"| {'request':<40} | {'walk, 5 routes':>14} | {'walk, 500 routes':>16} |"
+              f" {'memo, 500 routes':>16} |")
+        print(f"|{'-' * 42}|{'-' * 16}|{'-' * 18}|{'-' * 18}|")
+        for label, five, five_hundred, memo in route_bench():
+            print(f"| {label:<40} | {five:>14.2f} | {five_hundred:>16.2f} | {memo:>16.2f} |")
     tmp = Path(tempfile.mkdtemp(prefix="keygate-bench-"))
     procs = Procs()
     pg = EmbeddedPostgres(tmp / "pg")
@@ -608,7 +622,7 @@ def main() -> int:
 
         logs = {"off": [False], "on": [True], "both": [False, True]}[args.access_log]
         scenarios = [Scenario("direct upstream", "direct", 1)]
-        for workers in (1, 2):
+        for workers in args.workers:
             scenarios.append(Scenario(f"plain proxy, {workers} worker(s)", "plain", workers))
             for log in logs:
                 scenarios.append(Scenario(
