@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from contextvars import ContextVar
+from contextvars import ContextVar, Token
 from dataclasses import dataclass
 from typing import Any
 
@@ -41,7 +41,7 @@ _NOT_ADDED: CIMultiDict[None] = CIMultiDict(
 _PREPARED: ContextVar[CIMultiDict[str] | None] = ContextVar("keygate_prepared", default=None)
 
 
-def send_headers(headers: CIMultiDict[str]) -> object:
+def send_headers(headers: CIMultiDict[str]) -> Token[CIMultiDict[str] | None]:
     """Hand `headers` (Host first, nothing to add) to the next request this task builds.
 
     Passed as `headers=` instead, they would be copied one by one in Python twice, by
@@ -52,8 +52,8 @@ def send_headers(headers: CIMultiDict[str]) -> object:
     return _PREPARED.set(headers)
 
 
-def sent_headers(token: object) -> None:
-    _PREPARED.reset(token)  # type: ignore[arg-type]
+def sent_headers(token: Token[CIMultiDict[str] | None]) -> None:
+    _PREPARED.reset(token)
 
 
 class _ForwardedRequest(aiohttp.ClientRequest):
@@ -68,9 +68,10 @@ class _ForwardedRequest(aiohttp.ClientRequest):
         if prepared is not None:
             self.headers = prepared  # built for this request alone; Host is in it
             return
-        # aiohttp's own copies the headers one by one in Python, to let a Host header
-        # through; the forwarded headers never hold one (upstream_request_headers drops
-        # it), so one bulk copy behind the upstream's Host does the same.
+        # Nothing handed over: a WebSocket handshake (ws_connect adds its own fields to the
+        # headers it passes). aiohttp's own copies them one by one in Python, to let a Host
+        # header through; relay_websocket drops the forwarded Host, so one bulk copy behind
+        # the upstream's Host does the same.
         copied: CIMultiDict[str] = CIMultiDict()
         copied[hdrs.HOST] = self.url.host_port_subcomponent or ""
         if headers:

@@ -17,7 +17,8 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -195,6 +196,17 @@ class GatewayProcess:
 
     def healthy(self) -> bool:
         return self.process.alive() and _http_ok(self.admin_url + "/healthz")
+
+
+@contextmanager
+def stopped_cleanly(gw: GatewayProcess) -> Iterator[GatewayProcess]:
+    """Yield `gw`, then stop it and require exit code 0 (killed instead if the body failed)."""
+    try:
+        yield gw
+    except BaseException:
+        gw.process.kill()
+        raise
+    gw.process.stop(expect_code=0)
 
 
 def write_config(path: Path, config: Mapping[str, Any]) -> Path:

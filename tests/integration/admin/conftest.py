@@ -25,6 +25,7 @@ from tests.support.gateway_process import (
     closed_port,
     start_gateway,
     start_upstream,
+    stopped_cleanly,
 )
 from tests.support.stores import Stores
 
@@ -49,12 +50,8 @@ def admin_gateway(
 ) -> Iterator[GatewayProcess]:
     config = operator_config(admin_upstream.url, closed_port())
     gw = start_gateway(config, admin_log_dir, operator_env(stores), name="admin-gateway")
-    try:
+    with stopped_cleanly(gw):
         yield gw
-    except BaseException:
-        gw.process.kill()
-        raise
-    gw.process.stop(expect_code=0)
     output = gw.process.output()
     assert_no_key_in(output, "the admin gateway's stdout/stderr")
     assert ROOT_TOKEN not in output, "the root admin token was logged"

@@ -22,6 +22,7 @@ from tests.support.gateway_process import (
     UpstreamProcess,
     closed_port,
     start_gateway,
+    stopped_cleanly,
 )
 from tests.support.stores import Stores
 
@@ -33,12 +34,8 @@ def tokenless_gateway(
     """No KEYGATE_ADMIN_TOKEN and no loopback opt-in: the admin API must stay off."""
     gw = start_gateway(operator_config(admin_upstream.url, closed_port()), admin_log_dir,
                        operator_env(stores, admin_token=""), name="tokenless-gateway")
-    try:
+    with stopped_cleanly(gw):
         yield gw
-    except BaseException:
-        gw.process.kill()
-        raise
-    gw.process.stop(expect_code=0)
 
 
 @pytest.fixture(scope="module")
@@ -49,12 +46,8 @@ def loopback_gateway(
                              admin={"allow_unauthenticated_loopback": True})
     gw = start_gateway(config, admin_log_dir, operator_env(stores, admin_token=""),
                        name="loopback-gateway")
-    try:
+    with stopped_cleanly(gw):
         yield gw
-    except BaseException:
-        gw.process.kill()
-        raise
-    gw.process.stop(expect_code=0)
 
 
 async def test_without_a_token_the_admin_api_is_off(

@@ -31,6 +31,7 @@ from tests.support.gateway_process import (
     closed_port,
     start_gateway,
     start_upstream,
+    stopped_cleanly,
 )
 from tests.support.stores import Stores
 
@@ -66,12 +67,8 @@ def stack(
     dead = closed_port()
     config = gateway_config(upstream.url, probe.port, dead)
     gw = start_gateway(config, proxy_log_dir, gateway_env(stores), name="gateway")
-    try:
+    with stopped_cleanly(gw):
         yield Stack(stores, upstream, probe, gw, dead, proxy_log_dir)
-    except BaseException:
-        gw.process.kill()
-        raise
-    gw.process.stop(expect_code=0)
     assert_no_key_in(gw.process.output(), "the gateway's stdout/stderr")
 
 

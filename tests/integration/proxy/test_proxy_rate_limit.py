@@ -31,7 +31,12 @@ from tests.integration.proxy.harness import (
 )
 from tests.integration.proxy.test_proxy_process import _until_logged
 from tests.integration.proxy.wire import UPSTREAM_LIMITS
-from tests.support.gateway_process import GatewayProcess, closed_port, start_gateway
+from tests.support.gateway_process import (
+    GatewayProcess,
+    closed_port,
+    start_gateway,
+    stopped_cleanly,
+)
 from tests.support.rate_limits import PER, Seen, get, in_one_window
 
 
@@ -260,12 +265,8 @@ async def test_refusal_is_logged_and_counted_as_rate_limited(
 def second_gateway(stack: Stack) -> Iterator[GatewayProcess]:
     gw = start_gateway(stack.config(), stack.log_dir, gateway_env(stack.stores),
                        name="gateway-rl-2")
-    try:
+    with stopped_cleanly(gw):
         yield gw
-    except BaseException:
-        gw.process.kill()
-        raise
-    gw.process.stop(expect_code=0)
     assert_no_key_in(gw.process.output(), "the second gateway's output")
 
 
@@ -273,12 +274,8 @@ def second_gateway(stack: Stack) -> Iterator[GatewayProcess]:
 def no_redis_gateway(stack: Stack) -> Iterator[GatewayProcess]:
     env = {**gateway_env(stack.stores), "KEYGATE_REDIS_URL": f"redis://127.0.0.1:{closed_port()}/0"}
     gw = start_gateway(stack.config(), stack.log_dir, env, name="gateway-no-redis")
-    try:
+    with stopped_cleanly(gw):
         yield gw
-    except BaseException:
-        gw.process.kill()
-        raise
-    gw.process.stop(expect_code=0)
     assert_no_key_in(gw.process.output(), "the no-redis gateway's output")
 
 

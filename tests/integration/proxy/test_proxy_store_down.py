@@ -21,7 +21,12 @@ from tests.integration.proxy.harness import (
     get_error,
     invalid_token_header,
 )
-from tests.support.gateway_process import GatewayProcess, closed_port, start_gateway
+from tests.support.gateway_process import (
+    GatewayProcess,
+    closed_port,
+    start_gateway,
+    stopped_cleanly,
+)
 
 
 @pytest.fixture(scope="module")
@@ -29,12 +34,8 @@ def no_db_gateway(stack: Stack) -> Iterator[GatewayProcess]:
     env = gateway_env(stack.stores, database_url=f"postgresql://keygate@127.0.0.1:{closed_port()}/x")
     gw = start_gateway(stack.config(accept_envs=["live"]), stack.log_dir, env,
                        name="gateway-no-db")
-    try:
+    with stopped_cleanly(gw):
         yield gw
-    except BaseException:
-        gw.process.kill()
-        raise
-    gw.process.stop(expect_code=0)
     assert_no_key_in(gw.process.output(), "the no-db gateway's output")
 
 
