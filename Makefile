@@ -1,15 +1,21 @@
 # The two set-up commands: `make run` (embedded dev stack) and `make test` (whole suite).
+# Everything installs from requirements.lock (pip-compile --generate-hashes): CI, users and
+# the image get exactly the versions the suite passed on. `make lock` refreshes it;
+# `make test-lowest` runs the suite at the lowest versions pyproject.toml allows.
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
+LOWEST_VENV := .venv-lowest
+# The lower bounds of pyproject.toml for the libraries the gateway leans on hardest.
+LOWEST := aiohttp==3.11.0 redis==5.0.1 asyncpg==0.29.0
 
-.PHONY: run test lint bench clean
+.PHONY: run test test-lowest lint bench lock clean
 
-$(STAMP): pyproject.toml
+$(STAMP): requirements.lock pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev,test,speed]'
+	$(BIN)/pip install --quiet --require-hashes --no-deps -r requirements.lock
+	$(BIN)/pip install --quiet --no-deps -e .
 	touch $(STAMP)
 
 run: $(STAMP)
@@ -18,6 +24,16 @@ run: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
 
+# The same suite against the oldest versions the ranges admit (no hashes: it is a probe
+# of the ranges, not what ships).
+test-lowest: requirements.lock pyproject.toml
+	$(PYTHON) -m venv $(LOWEST_VENV)
+	$(LOWEST_VENV)/bin/pip install --quiet --no-deps -r requirements.lock
+	$(LOWEST_VENV)/bin/pip install --quiet --no-deps $(LOWEST)
+	$(LOWEST_VENV)/bin/pip install --quiet --no-deps -e .
+	$(LOWEST_VENV)/bin/pip check
+	$(LOWEST_VENV)/bin/python -m pytest -q -p no:cacheprovider
+
 lint: $(STAMP)
 	$(BIN)/ruff check gateway tests
 	$(BIN)/mypy
@@ -25,5 +41,11 @@ lint: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python tests/perf/bench_proxy.py
 
+lock:
+	$(PYTHON) -m venv .venv-lock
+	.venv-lock/bin/pip install --quiet pip-tools
+	.venv-lock/bin/pip-compile --quiet --generate-hashes --allow-unsafe --strip-extras \
+	    --extra dev --extra test --extra speed -o requirements.lock pyproject.toml
+
 clean:
-	rm -rf $(VENV) .keygate .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(LOWEST_VENV) .venv-lock .keygate .pytest_cache .mypy_cache .ruff_cache

@@ -6,6 +6,7 @@ line it stands on, so `keygate check-config` can list them all at once.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 from collections.abc import Callable, Mapping
@@ -41,6 +42,10 @@ class KeysConfig:
     accept_envs: frozenset[str] = frozenset(ENVS)
     argon2: Argon2Params = Argon2Params()
     verify_threads: int = 2
+    # argon2 verifies waiting for a thread, per org and in all; beyond them a first-seen
+    # key is answered 503 auth_unavailable at once instead of queueing without bound.
+    max_queued_verifies_per_org: int = 16
+    max_queued_verifies: int = 128
 
 
 @dataclass(frozen=True)
@@ -69,6 +74,14 @@ class ServerConfig:
     workers: int = 1
     drain_timeout: float = 30.0
     store_timeout: float = 2.0
+    header_timeout: float = 10.0  # the whole request head, from its first byte
+    body_idle_timeout: float = 30.0  # longest wait for the next bytes of a request body
+    keepalive_timeout: float = 75.0  # idle keep-alive connections are closed after this
+    max_header_count: int = 100
+    max_header_field: int = 8190  # bytes of one header line (and of the request line)
+    max_header_bytes: int = 32768  # bytes of the whole header section
+    # Peers whose X-Forwarded-For is believed (load balancers in front of the gateway).
+    trusted_proxies: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -105,6 +118,7 @@ class RouteConfig:
     org_param: str | None = None
     forward_credentials: bool = False
     max_body: int | None = None
+    max_message: int = 1024 * 1024  # largest WebSocket message relayed (1009 beyond it)
     rate_limit: RateLimit | None = None
     line: int | None = None
 
@@ -273,6 +287,32 @@ def _size(value: Any) -> int:
     return parse_size(value)
 
 
+def _positive_size(value: Any) -> int:
+    size = parse_size(value)
+    if size < 1:
+        raise ValueError("must be at least 1 byte")
+    return size
+
+
+def _networks(value: Any) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+    if not isinstance(value, list):
+        raise ValueError("must be a list of addresses or CIDRs such as [10.0.0.0/8]")
+    out = []
+    for item in value:
+        try:
+            out.append(ipaddress.ip_network(str(item), strict=False))
+        except ValueError:
+            raise ValueError(f"{item!r} is not an IP address or CIDR (e.g. 10.0.0.0/8)") from None
+    return tuple(out)
+
+
+def _header_size(value: Any) -> int:
+    size = parse_size(value)
+    if size < 1024:
+        raise ValueError("must be at least 1KiB")
+    return size
+
+
 def _read_keys(r: _Reader) -> KeysConfig:
     prefixes = dict(KeysConfig().prefixes)
     p = r.section("prefixes")
@@ -291,9 +331,16 @@ def _read_keys(r: _Reader) -> KeysConfig:
     if argon2.memory_kib < 8 * argon2.parallelism:
         a.problem(("memory_kib",), "must be at least 8 times parallelism")
     a.done()
-    verify_threads = r.get("verify_threads", KeysConfig().verify_threads, _positive_int)
+    defaults = KeysConfig()
+    verify_threads = r.get("verify_threads", defaults.verify_threads, _positive_int)
+    per_org = r.get("max_queued_verifies_per_org", defaults.max_queued_verifies_per_org,
+                    _positive_int)
+    queued = r.get("max_queued_verifies", defaults.max_queued_verifies, _positive_int)
+    if per_org > queued:
+        r.problem(("max_queued_verifies_per_org",),
+                  f"must be at most max_queued_verifies ({queued})")
     r.done()
-    return KeysConfig(prefixes, frozenset(accept), argon2, verify_threads)
+    return KeysConfig(prefixes, frozenset(accept), argon2, verify_threads, per_org, queued)
 
 
 def _prefix(value: Any) -> str:
@@ -391,6 +438,7 @@ def _read_routes(
             org_param=org_param,
             forward_credentials=r.get("forward_credentials", False, _bool),
             max_body=r.get("max_body", None, _size),
+            max_message=r.get("max_message", 1024 * 1024, _positive_size),
             rate_limit=_read_rate_limit(r) if "rate_limit" in r.data else None,
             line=doc.line_of(("routes", i)),
         )
@@ -462,11 +510,22 @@ def parse_config(text: str, source: str, env: Mapping[str, str]) -> Config:
     )
     lu.done()
     s = top.section("server")
+    sd = ServerConfig()
     server = ServerConfig(
-        workers=s.get("workers", 1, _positive_int),
-        drain_timeout=s.get("drain_timeout", 30.0, _duration),
-        store_timeout=s.get("store_timeout", 2.0, _positive_duration),
+        workers=s.get("workers", sd.workers, _positive_int),
+        drain_timeout=s.get("drain_timeout", sd.drain_timeout, _duration),
+        store_timeout=s.get("store_timeout", sd.store_timeout, _positive_duration),
+        header_timeout=s.get("header_timeout", sd.header_timeout, _positive_duration),
+        body_idle_timeout=s.get("body_idle_timeout", sd.body_idle_timeout, _positive_duration),
+        keepalive_timeout=s.get("keepalive_timeout", sd.keepalive_timeout, _positive_duration),
+        max_header_count=s.get("max_header_count", sd.max_header_count, _positive_int),
+        max_header_field=s.get("max_header_field", sd.max_header_field, _header_size),
+        max_header_bytes=s.get("max_header_bytes", sd.max_header_bytes, _header_size),
+        trusted_proxies=s.get("trusted_proxies", (), _networks),
     )
+    if server.max_header_field > server.max_header_bytes:
+        s.problem(("max_header_field",),
+                  f"must be at most max_header_bytes ({server.max_header_bytes})")
     s.done()
     lg = top.section("log")
     log = LogConfig(
