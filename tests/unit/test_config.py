@@ -392,3 +392,49 @@ def test_bad_env_urls_are_rejected(name: str, value: str) -> None:
     found = problems_of("", {name: value})
     assert len(found) == 1 and found[0].startswith(f"{name}:")
     assert "hunter2" not in found[0]
+
+
+# --- the trust-boundary fields (server limits, trusted proxies, verify queue) ------------
+
+
+def test_boundary_fields_default_to_the_documented_values() -> None:
+    config = parse_config(EXAMPLE.read_text(), str(EXAMPLE), {})
+    server = config.server
+    assert (server.header_timeout, server.body_idle_timeout, server.keepalive_timeout) == (
+        10.0, 30.0, 75.0)
+    assert (server.max_header_count, server.max_header_field, server.max_header_bytes) == (
+        100, 8192, 32768)
+    assert server.trusted_proxies == ()
+    assert (config.keys.max_queued_verifies_per_org, config.keys.max_queued_verifies) == (16, 128)
+    assert all(route.max_message == 1024 * 1024 for route in config.routes)
+
+
+def test_trusted_proxies_are_networks() -> None:
+    config = parse_config(
+        ROUTES + "  - {path: /x, upstream: a}\n"
+        "server:\n  trusted_proxies: [10.0.0.0/8, 192.168.1.7, 'fd00::/8']\n",
+        "t.yaml", {},
+    )
+    assert [str(n) for n in config.server.trusted_proxies] == [
+        "10.0.0.0/8", "192.168.1.7/32", "fd00::/8"]
+
+
+@pytest.mark.parametrize(
+    ("section", "path"),
+    [
+        ("server:\n  trusted_proxies: [10.0.0.0/33]\n", "server.trusted_proxies"),
+        ("server:\n  trusted_proxies: 10.0.0.0/8\n", "server.trusted_proxies"),
+        ("server:\n  max_header_field: 64KiB\n", "server.max_header_field"),
+        ("server:\n  max_header_bytes: 100\n", "server.max_header_bytes"),
+        ("server:\n  header_timeout: 0s\n", "server.header_timeout"),
+        ("keys:\n  max_queued_verifies: 4\n", "keys.max_queued_verifies_per_org"),
+    ],
+)
+def test_bad_boundary_fields_name_their_field(section: str, path: str) -> None:
+    found = problems_of(ROUTES + "  - {path: /x, upstream: a}\n" + section)
+    assert any(f"{path}:" in p for p in found), found
+
+
+def test_route_max_message_is_a_positive_size() -> None:
+    found = problems_of(ROUTES + "  - {path: /x, upstream: a, websocket: true, max_message: 0}\n")
+    assert any("routes[0].max_message:" in p for p in found), found
