@@ -8,7 +8,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 LOWEST_VENV := .venv-lowest
 # The lower bounds of pyproject.toml for the libraries the gateway leans on hardest.
-LOWEST := aiohttp==3.11.0 redis==5.0.1 asyncpg==0.29.0
+LOWEST := aiohttp==3.14.4 redis==5.0.1 asyncpg==0.29.0
 
 .PHONY: run test test-lowest lint bench lock clean
 

@@ -273,8 +273,15 @@ async def _cmd_keys(args: argparse.Namespace, svc: KeyService, out: Output) -> N
         )
         out.json(key.to_json(now)) if out.as_json else _show_key(out, key)
     elif args.action == "revoke":
-        key = await svc.revoke_key(actor, args.key_id, reason=args.reason)
-        out.json(key.to_json(now)) if out.as_json else out.line(f"Revoked key {key.display_prefix}")
+        revoked = await svc.revoke_key(actor, args.key_id, reason=args.reason)
+        key = revoked.key
+        if out.as_json:
+            out.json(key.to_json(now))
+        elif revoked.already:  # idempotent: exit 0, and say that nothing changed
+            out.line(f"Key {key.display_prefix} was already revoked at "
+                     f"{rfc3339(key.revoked_at)} by {key.revoked_by}; nothing changed")
+        else:
+            out.line(f"Revoked key {key.display_prefix}")
     elif args.action == "roll":
         rolled = await svc.roll_key(
             actor,

@@ -14,20 +14,14 @@ import sys
 import tempfile
 import threading
 import time
+import traceback
 from collections.abc import Callable, Coroutine
 from multiprocessing.synchronize import Event as EventType
 from typing import Any
 
 from aiohttp import web
 
-from gateway.app import (
-    admin_app,
-    build_gateway,
-    proxy_server,
-    server_secret,
-    start_background,
-    stop_gateway,
-)
+from gateway.app import admin_app, build_gateway, proxy_server, server_secret
 from gateway.config import Config
 from gateway.keys.errors import StoreUnavailable
 from gateway.store.db import Database
@@ -51,12 +45,45 @@ def run_async(main: Coroutine[Any, Any, Any]) -> Any:
         return runner.run(main)
 
 
-class _JsonFormatter(logging.Formatter):
+def traceback_without_messages(exc: BaseException) -> str:
+    """An exception's stack frames and type names, its chain included, never its message.
+
+    Exception messages may quote input (a header, a request line, a key); the frames name
+    only code. Every formatter below prints this instead of `logging`'s usual traceback,
+    so nothing logged with `exc_info`, by us or by aiohttp, can carry request data.
+    """
+    chain: list[BaseException] = []
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        chain.append(current)
+        current = current.__cause__ or (
+            None if current.__suppress_context__ else current.__context__
+        )
+    parts: list[str] = []
+    for link in reversed(chain):
+        if parts:
+            parts.append("\nThe above exception led to:\n\n")
+        parts.append("Traceback (most recent call last):\n")
+        parts.extend(traceback.format_tb(link.__traceback__))
+        kind = type(link)
+        parts.append(f"{kind.__module__}.{kind.__qualname__}\n")
+    return "".join(parts).rstrip("\n")
+
+
+class _NoMessageTracebacks(logging.Formatter):
+    def formatException(self, ei: Any) -> str:
+        return traceback_without_messages(ei[1]) if ei[1] is not None else ""
+
+
+class _JsonFormatter(_NoMessageTracebacks):
     def format(self, record: logging.LogRecord) -> str:
         entry = {"time": self.formatTime(record), "level": record.levelname.lower(),
                  "logger": record.name, "message": record.getMessage()}
-        if record.exc_info and record.exc_info[0] is not None:
-            entry["error"] = record.exc_info[0].__name__  # never a traceback with request data
+        if record.exc_info and record.exc_info[1] is not None:
+            entry["error"] = type(record.exc_info[1]).__name__
+            entry["traceback"] = self.formatException(record.exc_info)
         return json.dumps(entry)
 
 
@@ -65,14 +92,12 @@ def configure_logging(config: Config) -> None:
     if config.log.format == "json":
         handler.setFormatter(_JsonFormatter())
     else:
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        handler.setFormatter(
+            _NoMessageTracebacks("%(asctime)s %(levelname)s %(name)s: %(message)s")
+        )
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(config.log.level.upper())
-    # aiohttp logs malformed requests with their raw bytes at debug/error: keep those quiet,
-    # so a key in a broken request line can never reach the logs.
-    logging.getLogger("aiohttp.server").setLevel(logging.CRITICAL)
-    logging.getLogger("aiohttp.access").setLevel(logging.CRITICAL)
 
 
 async def run_worker(
@@ -94,7 +119,6 @@ async def run_worker(
     await web.TCPSite(proxy_runner, host, port, reuse_port=shared_port, backlog=2048).start()
     admin_host, admin_port = split_host_port(config.listen.admin)
     await web.TCPSite(admin_runner, admin_host, admin_port, reuse_port=shared_port).start()
-    await start_background(gw)
     # Start-up objects live forever: keep the cyclic GC from rescanning them per request.
     gc.collect()
     gc.freeze()
@@ -111,8 +135,7 @@ async def run_worker(
     await stop.wait()
     log.info("shutting down: draining in-flight requests (up to %ss)", config.server.drain_timeout)
     await proxy_runner.cleanup()  # stops accepting, then waits for in-flight requests
-    await admin_runner.cleanup()
-    await stop_gateway(gw)
+    await admin_runner.cleanup()  # its cleanup_ctx closes the stores, after the flushes
 
 
 _STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)

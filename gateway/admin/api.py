@@ -136,11 +136,11 @@ async def update_key(request: web.Request) -> web.Response:
 async def revoke_key(request: web.Request) -> web.Response:
     actor = await _actor(request)
     body = await read.json_body(request, {"reason": str})
-    key = await request.app[SERVICE].revoke_key(
+    revoked = await request.app[SERVICE].revoke_key(
         actor, request.match_info["key_id"], reason=body.get("reason"),
         org=request.match_info["org"],
     )
-    return _json(key.to_json(utcnow()))
+    return _json(revoked.key.to_json(utcnow()))  # 200 too when it was already revoked
 
 
 async def roll_key(request: web.Request) -> web.Response:

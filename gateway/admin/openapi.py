@@ -128,7 +128,13 @@ def openapi_document() -> dict[str, Any]:
         "info": {"title": "Keygate admin API", "version": __version__,
                  "description": "Manage organisations, API keys and the audit log. "
                                 "Bearer: the root token (KEYGATE_ADMIN_TOKEN) or an API key "
-                                "with keys:manage / keys:read, acting inside its own org."},
+                                "with keys:manage / keys:read, acting inside its own org. "
+                                "A key principal can never grant, keep or lift more than it "
+                                "holds itself: scopes it lacks (403 scope_not_held), an "
+                                "expiry later than its own, no rate limit or a looser one "
+                                "than its own, live keys from a test key (403 forbidden); it "
+                                "may update, roll or revoke only keys within all of these. "
+                                "Permission is checked before any lookup."},
         "servers": [{"url": "/admin/v1"}],
         "security": [{"bearer": []}],
         "components": {
@@ -154,11 +160,13 @@ def openapi_document() -> dict[str, Any]:
                 },
                 "get": {
                     "operationId": "listOrgs",
+                    "description": "Root sees every org; an API key with keys:read or "
+                                   "keys:manage sees only its own (403 without either).",
                     "responses": {"200": _json(
                         {"type": "object", "required": ["items"],
                          "properties": {"items": {"type": "array", "items": _ref("Org")}}},
                         "Orgs"),
-                                  **_errors(401, 503)},
+                                  **_errors(401, 403, 503)},
                 },
             },
             "/orgs/{org}/keys": {
@@ -201,9 +209,13 @@ def openapi_document() -> dict[str, Any]:
                 "parameters": [_ORG_PARAM, _KEY_PARAM],
                 "post": {
                     "operationId": "revokeKey",
+                    "description": "Idempotent: revoking a revoked key returns it unchanged "
+                                   "(its first reason, time and principal) and writes no "
+                                   "second audit entry.",
                     "requestBody": _body(_input({"reason": _NAME}), required=False),
-                    "responses": {"200": _json(_ref("Key"), "Revoked"),
-                                  **_errors(400, 401, 403, 404, 409, 503)},
+                    "responses": {"200": _json(_ref("Key"),
+                                               "Revoked, now or before (then unchanged)"),
+                                  **_errors(400, 401, 403, 404, 503)},
                 },
             },
             "/orgs/{org}/keys/{key_id}/roll": {

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import hmac
 from dataclasses import dataclass, replace
+from datetime import UTC, datetime
 
 from aiohttp import web
 
-from gateway.auth.authenticate import identify_key
 from gateway.auth.credentials import read_credential
 from gateway.auth.errors import Refusal
-from gateway.auth.resolver import KeyResolver
+from gateway.auth.key_lookup import KeyLookup
 from gateway.config import KeysConfig
 from gateway.keys.models import Actor
 from gateway.observability.request_ids import valid_traceparent
@@ -29,7 +29,7 @@ class AdminUnauthorized(Refusal):
 class AdminAuth:
     root_token: str | None
     allow_anonymous_root: bool  # loopback-only listeners with allow_unauthenticated_loopback
-    resolver: KeyResolver
+    resolver: KeyLookup
     keys: KeysConfig
 
     async def actor(self, request: web.Request, request_id: str) -> Actor:
@@ -51,11 +51,19 @@ class AdminAuth:
         if self.root_token and hmac.compare_digest(presented.encode(), self.root_token.encode()):
             return root
         try:
-            state = await identify_key(
-                presented, resolver=self.resolver, keys=self.keys, client=request.remote
-            )
+            state = await self.resolver.identify(presented, request.remote)
         except Refusal as refusal:
             if refusal.status == 503:
                 raise
             raise AdminUnauthorized() from None
-        return replace(root, principal=state.display_prefix, org=state.org, scopes=state.scopes)
+        # The key's own holdings travel with it: they are its ceiling (gateway/keys/ceiling.py).
+        return replace(
+            root,
+            principal=f"key:{state.display_prefix}",  # SPEC §1: key:<display prefix>
+            org=state.org,
+            scopes=state.scopes,
+            env=state.env,
+            expires_at=(None if state.expires_at is None
+                        else datetime.fromtimestamp(state.expires_at, UTC)),
+            rate_limit=state.rate_limit,
+        )

@@ -1,27 +1,19 @@
-"""The authentication steps of a request, top to bottom, each raising one Refusal."""
+"""The pure authentication steps (no I/O), each raising one Refusal: parse the presented
+key, check a state's status, authorise a route, and the identity headers sent upstream.
+The lookup that needs stores is `gateway.auth.key_lookup.KeyLookup.identify`."""
 
 from __future__ import annotations
 
 import functools
-import time
 from collections.abc import Mapping
 
-from multidict import CIMultiDictProxy, istr
+from multidict import istr
 
-from gateway.auth.credentials import read_credential
-from gateway.auth.errors import (
-    ExpiredKey,
-    InsufficientScope,
-    InvalidKey,
-    MissingKey,
-    RevokedKey,
-    WrongOrg,
-)
-from gateway.auth.resolver import KeyResolver
+from gateway.auth.errors import ExpiredKey, InsufficientScope, InvalidKey, RevokedKey, WrongOrg
 from gateway.config import KeysConfig
 from gateway.keys.format import MalformedKey, ParsedKey, parse_key
 from gateway.keys.scopes import missing_scopes
-from gateway.store.key_cache import KeyState
+from gateway.keys.state import KeyState
 
 
 def parse_presented(presented: str, keys: KeysConfig) -> ParsedKey:
@@ -36,48 +28,11 @@ def parse_presented(presented: str, keys: KeysConfig) -> ParsedKey:
 
 
 def check_status(state: KeyState, now: float) -> None:
+    """Revoked or expired (against `now`, unix seconds) -> the matching Refusal."""
     if state.revoked:
         raise RevokedKey()
     if state.expires_at is not None and state.expires_at <= now:
         raise ExpiredKey()
-
-
-async def identify(
-    headers: CIMultiDictProxy[str],
-    *,
-    resolver: KeyResolver,
-    keys: KeysConfig,
-    client: str | None = None,
-) -> KeyState:
-    """Who is calling: the state of a valid, live key; raise the matching Refusal otherwise."""
-    presented = read_credential(headers)
-    if presented is None:
-        raise MissingKey()
-    return await identify_key(presented, resolver=resolver, keys=keys, client=client)
-
-
-async def identify_key(
-    presented: str, *, resolver: KeyResolver, keys: KeysConfig, client: str | None = None
-) -> KeyState:
-    """The state of the presented key if it is valid and live; raise its Refusal otherwise."""
-    state = resolver.proven(presented)  # the common case: this very string passed before
-    if state is None:
-        state = await _identify_anew(presented, resolver, keys, client)
-    if state.revoked or state.expires_at is not None:
-        check_status(state, time.time())  # expiry against the clock, on every request
-    return state
-
-
-async def _identify_anew(
-    presented: str, resolver: KeyResolver, keys: KeysConfig, client: str | None
-) -> KeyState:
-    """Every check of a key not seen whole before: format, checksum, env, then the stores."""
-    parsed = parse_presented(presented, keys)
-    state = resolver.cached(parsed)  # no I/O and nothing to await
-    if state is None:
-        state = await resolver.resolve(parsed, client)
-    resolver.remember(presented, state)
-    return state
 
 
 def authorise(

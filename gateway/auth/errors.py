@@ -91,3 +91,19 @@ class AuthUnavailable(Refusal):
 
     def headers(self) -> dict[str, str]:
         return {"Retry-After": str(self.retry_after)}
+
+
+class TooManyAttempts(Refusal):
+    """Too many candidate secrets for this key id recently (§3 step 7): never a 401, so a
+    right key never looks invalid because someone else guessed at its id."""
+
+    status = 429
+    code = "too_many_attempts"
+    message = "Too many attempts with wrong secrets for this API key recently; retry later."
+
+    def __init__(self, retry_after: int) -> None:
+        super().__init__()
+        self.retry_after = retry_after
+
+    def headers(self) -> dict[str, str]:
+        return {"Retry-After": str(self.retry_after)}

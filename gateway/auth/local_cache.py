@@ -1,14 +1,28 @@
-"""The in-process tier of the key cache: bounded (LRU) and short-lived (TTL)."""
+"""The in-process tier of the key cache: bounded (LRU), short-lived (TTL), never older.
+
+No interleaving of awaits may let an older state replace a newer one here. Two guards:
+
+- Versions: a put is refused when the entry there, or the floor an invalidation left for
+  the key (`<id>:<version>` said "at least this version from now on"), is newer.
+- Tickets: a lookup takes a ticket (a generation number) before it reads Redis or
+  Postgres, and its put is refused when the key was invalidated after the ticket was
+  taken. That covers what versions cannot: a bare-id invalidation (version unknown), a
+  floor dropped from its bounded table (every ticket older than a dropped marker is
+  refused), and `clear()` (every ticket older than the clear is refused).
+"""
 
 from __future__ import annotations
 
+import itertools
 import time
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from hmac import compare_digest
 
-from gateway.store.key_cache import KeyState
+from gateway.keys.state import KeyState
+
+Ticket = int
 
 
 @dataclass(frozen=True)
@@ -37,6 +51,14 @@ class LocalKeyCache:
         # Proofs (TokenProofs) of whole keys this process has checked, by key id: like
         # verifiers they outlive entries, since a key's full string never changes.
         self._proofs: dict[str, bytes] = {}
+        # Per key: (generation of its last invalidation, lowest version acceptable since).
+        self._marks: OrderedDict[str, tuple[Ticket, int]] = OrderedDict()
+        self._generations = itertools.count(1)
+        self._generation: Ticket = 0
+        # Tickets older than this are refused for every key (a clear, or a dropped mark).
+        self._refuse_before: Ticket = 0
+
+    # ------------------------------------------------------------------ reads
 
     def get(self, key_id: str) -> LocalEntry | None:
         entry = self._entries.get(key_id)
@@ -47,25 +69,6 @@ class LocalKeyCache:
             return None
         self._entries.move_to_end(key_id)
         return entry
-
-    def put(
-        self,
-        key_id: str,
-        state: KeyState | None,
-        verifier: bytes | None = None,
-        secret_hash: str | None = None,
-        ttl: float | None = None,
-    ) -> None:
-        lifetime = self.ttl if ttl is None else min(ttl, self.ttl)
-        self._entries[key_id] = LocalEntry(state, verifier, secret_hash, self.clock() + lifetime)
-        self._entries.move_to_end(key_id)
-        while len(self._entries) > self.max_entries:
-            self._entries.popitem(last=False)
-        if verifier is not None:
-            self._verifiers[key_id] = verifier
-            self._verifiers.move_to_end(key_id)
-            while len(self._verifiers) > self.max_entries:
-                self._verifiers.popitem(last=False)
 
     def proven(self, key_id: str, proof: bytes) -> KeyState | None:
         """The live state of `key_id` if `proof` is that of its whole key, else None.
@@ -84,6 +87,61 @@ class LocalKeyCache:
         self._entries.move_to_end(key_id)
         return entry.state
 
+    def known_verifier(self, key_id: str) -> bytes | None:
+        """The verifier of `key_id` once seen, even after its entry expired or was evicted."""
+        return self._verifiers.get(key_id)
+
+    def floor(self, key_id: str) -> int:
+        """The lowest version of `key_id` that may still be believed (0: no constraint)."""
+        mark = self._marks.get(key_id)
+        return 0 if mark is None else mark[1]
+
+    # ------------------------------------------------------------------ writes
+
+    def ticket(self) -> Ticket:
+        """Take before reading a key from Redis or Postgres; hand it to `put`."""
+        return self._generation
+
+    def put(
+        self,
+        key_id: str,
+        state: KeyState | None,
+        verifier: bytes | None = None,
+        secret_hash: str | None = None,
+        *,
+        ticket: Ticket,
+        ttl: float | None = None,
+    ) -> bool:
+        """Cache what a lookup that took `ticket` read; False (nothing cached) when it may
+        be older than what is known: invalidated since the ticket, or below a version."""
+        if verifier is not None:
+            self.learn_verifier(key_id, verifier)  # a secret never changes: always valid
+        if ticket < self._refuse_before:
+            return False
+        mark = self._marks.get(key_id)
+        if mark is not None and (
+            ticket < mark[0] or (state is not None and state.version < mark[1])
+        ):
+            return False
+        current = self._entries.get(key_id)
+        if (
+            current is not None and current.state is not None and state is not None
+            and current.state.version > state.version
+        ):
+            return False
+        lifetime = self.ttl if ttl is None else min(ttl, self.ttl)
+        self._entries[key_id] = LocalEntry(state, verifier, secret_hash, self.clock() + lifetime)
+        self._entries.move_to_end(key_id)
+        while len(self._entries) > self.max_entries:
+            self._entries.popitem(last=False)
+        return True
+
+    def learn_verifier(self, key_id: str, verifier: bytes) -> None:
+        self._verifiers[key_id] = verifier
+        self._verifiers.move_to_end(key_id)
+        while len(self._verifiers) > self.max_entries:
+            self._verifiers.popitem(last=False)
+
     def put_proof(self, key_id: str, proof: bytes) -> None:
         proofs = self._proofs
         proofs.pop(key_id, None)  # re-inserted last: the oldest proof is dropped first
@@ -91,14 +149,27 @@ class LocalKeyCache:
         if len(proofs) > self.max_entries:
             del proofs[next(iter(proofs))]
 
-    def known_verifier(self, key_id: str) -> bytes | None:
-        """The verifier of `key_id` once seen, even after its entry expired or was evicted."""
-        return self._verifiers.get(key_id)
+    def invalidate(self, key_id: str, version: int | None) -> None:
+        """`key_id` changed (to `version`, when known): evict it, and refuse from now on
+        any put from a lookup begun before, and any state older than `version`."""
+        self._generation = generation = next(self._generations)
+        mark = self._marks.pop(key_id, None)
+        floor = max(mark[1] if mark else 0, version or 0)
+        self._marks[key_id] = (generation, floor)
+        while len(self._marks) > self.max_entries:
+            _, (dropped, _) = self._marks.popitem(last=False)
+            # Its lookups in flight must still be refused: refuse every older ticket.
+            self._refuse_before = max(self._refuse_before, dropped)
+        self._entries.pop(key_id, None)
 
     def evict(self, key_id: str) -> None:
+        """Drop the entry (a refresh is due) without refusing anything."""
         self._entries.pop(key_id, None)
 
     def clear(self) -> None:
+        """Drop every entry, and refuse every put from a lookup begun before."""
+        self._generation = next(self._generations)
+        self._refuse_before = self._generation
         self._entries.clear()
 
     def __len__(self) -> int:

@@ -10,7 +10,7 @@ import asyncio
 import hashlib
 import hmac
 import secrets
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 
 from argon2 import PasswordHasher, Type
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
@@ -47,6 +47,11 @@ class SecretHasher:
     async def verify_async(self, encoded: str, secret: str) -> bool:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._pool, self.verify, encoded, secret)
+
+    def submit_verify(self, encoded: str, secret: str) -> Future[bool]:
+        """Start a verify on the pool; the future completes when its thread is done with
+        it (whatever happens to whoever awaits it), which is what frees a slot."""
+        return self._pool.submit(self.verify, encoded, secret)
 
     def needs_rehash(self, encoded: str) -> bool:
         return self._hasher.check_needs_rehash(encoded)

@@ -113,14 +113,27 @@ class AuditEntry:
 
 @dataclass(frozen=True)
 class Actor:
-    """Who performs an admin action and from where (recorded in the audit log)."""
+    """Who performs an admin action and from where (recorded in the audit log).
+
+    An API-key principal (`org` set) also carries what its key holds — scopes, env,
+    expiry, rate limit — because it can never grant, keep or lift more than that
+    (gateway/keys/ceiling.py). Root and CLI principals leave them unset: no ceiling.
+    """
 
     principal: str
     org: str | None = None  # set for API-key principals: they act inside this org only
     scopes: tuple[str, ...] = ()
+    env: str | None = None
+    expires_at: datetime | None = None
+    rate_limit: RateLimit | None = None
     client_ip: str | None = None
     request_id: str | None = None
     traceparent: str | None = None
+
+    @property
+    def is_key(self) -> bool:
+        """An API key acting inside its org: bound by its own ceiling."""
+        return self.org is not None
 
 
 def rfc3339(value: datetime | None) -> str | None:

@@ -100,3 +100,16 @@ def from_text(text: str) -> RateLimit:
     # Thousands of digits would hit int()'s digit limit; anything that long is too many.
     number = int(count) if len(count) <= 18 else MAX_REQUESTS + 1
     return RateLimit(check_requests(number), check_window(per.strip()))
+
+
+def no_looser(limit: RateLimit, ceiling: RateLimit) -> bool:
+    """Whether `limit` never lets more through than `ceiling`, by both of its measures.
+
+    Burst: at most as many requests in one window (`requests <= ceiling.requests`).
+    Rate: at most as many requests per second on average
+    (`requests / per <= ceiling.requests / ceiling.per`, compared as whole numbers).
+    Both are needed: 1000/1h is slower than 100/1m on average but lets ten times as many
+    through at once; 10/1s bursts less than 100/1m but sustains six times its rate.
+    """
+    return (limit.requests <= ceiling.requests
+            and limit.requests * ceiling.per <= ceiling.requests * limit.per)

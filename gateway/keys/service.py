@@ -19,12 +19,13 @@ from datetime import datetime, timedelta
 from typing import Any, Literal
 
 from gateway.config import Config, KeysConfig
+from gateway.keys import ceiling
 from gateway.keys import format as key_format
-from gateway.keys.errors import Conflict, Forbidden, InvalidInput, NotFound, ScopeNotHeld
+from gateway.keys.errors import Conflict, Forbidden, InvalidInput, NotFound
 from gateway.keys.hashing import SecretHasher
 from gateway.keys.models import Actor, ApiKey, AuditEntry, Org, utcnow
 from gateway.keys.rate_limits import RateLimit, RateLimitError, from_mapping, from_text
-from gateway.keys.scopes import ScopeError, grants, missing_scopes, normalise_scopes
+from gateway.keys.scopes import ScopeError, grants, normalise_scopes
 from gateway.store import queries
 from gateway.store.db import Connection, Database
 from gateway.store.key_cache import KeyCacheWriter
@@ -71,6 +72,12 @@ class RolledKey:
         return (
             f"RolledKey(key={self.key.display_prefix!r}, previous={self.previous.display_prefix!r})"
         )
+
+
+@dataclass(frozen=True)
+class RevokedKey:
+    key: ApiKey
+    already: bool  # it was revoked before this call: nothing changed, nothing audited
 
 
 @dataclass(frozen=True)
@@ -121,6 +128,8 @@ class KeyService:
         return org
 
     async def list_orgs(self, actor: Actor) -> list[Org]:
+        """Every org for root; for a key with keys:read or keys:manage, its own org only."""
+        _check_permission(actor, write=False)
         async with self.db.connection() as conn:
             orgs = await queries.list_orgs(conn)
         return [o for o in orgs if actor.org is None or o.slug == actor.org]
@@ -145,10 +154,13 @@ class KeyService:
         clean_scopes = self._check_scopes(actor, scopes)
         if env not in self.keys.prefixes:
             raise InvalidInput(f"invalid env {env!r}: use live or test", "env")
+        ceiling.check_new_env(actor, env)
         meta = _check_metadata(metadata)
         limit = check_rate_limit(rate_limit)
+        ceiling.check_new_rate_limit(actor, limit, "creates")
         now = self.clock()
         expiry = _expiry(now, expires_in, expires_at)
+        ceiling.check_new_expiry(actor, expiry, _expiry_field(expires_in), "creates")
         async with self.db.transaction() as conn:
             await self._require_org(conn, org)
             created = await self._insert_new_key(
@@ -190,6 +202,7 @@ class KeyService:
         return Page(items, next_cursor)
 
     async def get_key(self, actor: Actor, ref: str, *, org: str | None = None) -> ApiKey:
+        _check_permission(actor, write=False)
         async with self.db.connection() as conn:
             return await self._find_key(conn, actor, ref, org)
 
@@ -203,17 +216,19 @@ class KeyService:
         rate_limit: RateLimitInput | Literal[Keep.KEEP] = KEEP,
         org: str | None = None,
     ) -> ApiKey:
+        _check_permission(actor, write=True)
         if name is None and scopes is None and rate_limit is KEEP:
             raise InvalidInput("nothing to update: give a new name, scopes and/or rate limit")
         new_name = _check_name(name, "name") if name is not None else None
         new_scopes = self._check_scopes(actor, scopes) if scopes is not None else None
         new_limit = KEEP if rate_limit is KEEP else check_rate_limit(rate_limit)
+        if new_limit is not KEEP:
+            # Its own limit too: a key can tighten itself, never loosen or remove.
+            ceiling.check_new_rate_limit(actor, new_limit, "updates")
         now = self.clock()
         async with self.db.transaction() as conn:
             old = await self._find_key(conn, actor, ref, org, for_update=True)
-            if actor.org is not None:
-                # A key principal may not change a key that holds more than it does.
-                self._check_scopes(actor, list(old.scopes))
+            ceiling.check_target(actor, old, "update")
             key = await queries.update_key(
                 conn,
                 old.id,
@@ -244,20 +259,24 @@ class KeyService:
 
     async def revoke_key(
         self, actor: Actor, ref: str, *, reason: str | None = None, org: str | None = None
-    ) -> ApiKey:
+    ) -> RevokedKey:
+        """Revoke now. Idempotent: a revoked key is returned as it is, with no audit entry
+        (its first reason, time and principal stay)."""
+        _check_permission(actor, write=True)
         if reason is not None:
             reason = _check_name(reason, "reason")
         now = self.clock()
         async with self.db.transaction() as conn:
             old = await self._find_key(conn, actor, ref, org, for_update=True)
+            ceiling.check_target(actor, old, "revoke")
             if old.revoked_at is not None:
-                raise Conflict(f"key {old.display_prefix} is already revoked")
+                return RevokedKey(old, already=True)
             key = await queries.revoke_key(conn, old.id, now, actor.principal, reason)
             await self._audit(
                 conn, actor, now, "key.revoke", key.org, key.id, details={"reason": reason}
             )
         await self._changed(key)
-        return key
+        return RevokedKey(key, already=False)
 
     async def roll_key(
         self,
@@ -269,7 +288,12 @@ class KeyService:
         expires_at: datetime | None = None,
         org: str | None = None,
     ) -> RolledKey:
-        """Issue a replacement key; the old one expires after `grace` (0: revoked now)."""
+        """Issue a replacement key; the old one expires after `grace` (0: revoked now).
+
+        Without an expiry the new key gets the old one's lifetime counted from now, cut at
+        the acting key's own expiry; an explicit expiry beyond that is refused.
+        """
+        _check_permission(actor, write=True)
         if grace < 0:
             raise InvalidInput("grace cannot be negative", "grace")
         if grace > MAX_LIFETIME:
@@ -277,15 +301,18 @@ class KeyService:
         now = self.clock()
         async with self.db.transaction() as conn:
             old = await self._find_key(conn, actor, ref, org, for_update=True)
+            ceiling.check_target(actor, old, "roll")
             if old.revoked_at is not None:
                 raise Conflict(
                     f"key {old.display_prefix} is revoked; a revoked key cannot be rolled"
                 )
-            self._check_scopes(actor, list(old.scopes))
             if expires_in is None and expires_at is None and old.expires_at is not None:
-                expiry: datetime | None = now + (old.expires_at - old.created_at)
+                inherited = now + (old.expires_at - old.created_at)
+                expiry: datetime | None = (inherited if actor.expires_at is None
+                                           else min(inherited, actor.expires_at))
             else:
                 expiry = _expiry(now, expires_in, expires_at)
+                ceiling.check_new_expiry(actor, expiry, _expiry_field(expires_in), "rolls")
             created = await self._insert_new_key(
                 conn, actor, now, old.org, old.name, old.scopes, old.env, expiry,
                 old.metadata, old.rate_limit, rolled_from=old.id,
@@ -348,10 +375,10 @@ class KeyService:
     # --- internals ------------------------------------------------------------------
 
     def _check_org_access(self, actor: Actor, org: str, *, write: bool = False) -> None:
+        _check_permission(actor, write=write)  # first: a refusal must not depend on the org
         if actor.org is not None and actor.org != org:
             # Another org's resources do not exist for this principal.
             raise NotFound(f"unknown org {org!r}", "org")
-        _check_permission(actor, write=write)
 
     def _check_scopes(self, actor: Actor, scopes: list[str] | tuple[str, ...]) -> tuple[str, ...]:
         if not isinstance(scopes, list | tuple):
@@ -360,13 +387,7 @@ class KeyService:
             clean = normalise_scopes(scopes)
         except ScopeError as exc:
             raise InvalidInput(str(exc), "scopes") from None
-        if actor.org is not None:
-            not_held = missing_scopes(actor.scopes, clean)
-            if not_held:
-                raise ScopeNotHeld(
-                    f"cannot grant scopes the acting key does not hold: {' '.join(not_held)}",
-                    "scopes",
-                )
+        ceiling.check_new_scopes(actor, clean)
         return clean
 
     async def _require_org(self, conn: Connection, org: str) -> None:
@@ -394,7 +415,6 @@ class KeyService:
         )
         if key is None or hidden:
             raise NotFound(f"unknown key {ref!r}", "key_id")
-        _check_permission(actor, write=for_update)  # every change locks the row first
         return key
 
     async def _insert_new_key(
@@ -468,7 +488,11 @@ READ_SCOPE = "keys:read"
 
 
 def _check_permission(actor: Actor, *, write: bool) -> None:
-    """API-key principals need keys:manage to change keys, keys:read (or manage) to read."""
+    """API-key principals need keys:manage to change keys, keys:read (or manage) to read.
+
+    Every action calls this before it looks anything up, so the refusal is the same
+    whether or not the org or key exists.
+    """
     if actor.org is None:
         return
     needed = (MANAGE_SCOPE,) if write else (MANAGE_SCOPE, READ_SCOPE)
@@ -557,6 +581,11 @@ def _expiry(
             raise InvalidInput("expires_at is in the past", "expires_at")
         return expires_at
     return None
+
+
+def _expiry_field(expires_in: float | None) -> str:
+    """The field an expiry came from, to name in a refusal."""
+    return "expires_in" if expires_in is not None else "expires_at"
 
 
 def _iso(value: datetime | None) -> str | None:

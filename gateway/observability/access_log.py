@@ -22,6 +22,8 @@ class _Exchange(Protocol):
     method: str
     path: str
     route: str
+    client: str | None
+    user_agent: str | None
 
     @property
     def key(self) -> Any: ...
@@ -66,6 +68,10 @@ class AccessLog:
         key = exchange.key
         when = self._timestamp()
         path = self.redact(exchange.path)
+        client = exchange.client
+        agent = exchange.user_agent
+        if agent is not None:
+            agent = self.redact(agent[:256])  # bounded, and never a key pasted into it
         duration_ms = round(duration * 1000, 3)
         if self.fmt == "json":
             # Formatted directly (a quarter of the time of a dict through json's encoder);
@@ -75,14 +81,16 @@ class AccessLog:
                 f'{{"time":"{when}","request_id":{_q(exchange.request_id)},'
                 f'"method":{_q(exchange.method)},"path":{_q(path)},"route":{_q(exchange.route)},'
                 f'"status":{status},"outcome":{_q(outcome)},"duration_ms":{duration_ms},'
-                f'"key":{who}}}\n'
+                f'"key":{who},"client":{_q(client) if client else "null"},'
+                f'"user_agent":{_q(agent) if agent is not None else "null"}}}\n'
             )
         else:
             line = (
                 f"time={when} request_id={exchange.request_id} method={exchange.method} "
                 f"path={path} route={exchange.route} status={status} outcome={outcome} "
                 f"duration_ms={duration_ms} key={key.display_prefix if key else '-'} "
-                f"org={key.org if key else '-'}\n"
+                f"org={key.org if key else '-'} client={client or '-'} "
+                f"user_agent={_q(agent) if agent is not None else '-'}\n"
             )
         pending = self._pending
         pending.append(line)

@@ -87,6 +87,12 @@ store_errors = Counter(
     ["store"],
     registry=REGISTRY,
 )
+background_restarts = Counter(
+    "keygate_background_restarts_total",
+    "Restarts of a crashed background task (invalidation listener, flushes, ...).",
+    ["task"],
+    registry=REGISTRY,
+)
 
 # The per-request metrics, tallied and flushed in batches (see tallies.py).
 REQUESTS = CounterTally(requests_total)

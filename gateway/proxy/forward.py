@@ -1,56 +1,95 @@
-"""Forwarding one HTTP request upstream and streaming the response back."""
+"""Forwarding one HTTP request upstream and streaming the response back.
+
+The gateway, not the client, frames what the upstream receives: the body goes out as the
+exact bytes aiohttp's parser delimited (never decoded), under the Content-Length it
+parsed, or chunked when the client sent chunked. An upstream connection on which the
+request was not written completely is closed, never returned to the pool: the upstream
+would read what follows as the start of the next request.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncIterator
 
 import aiohttp
-from aiohttp import web
+from aiohttp import hdrs, web
 from multidict import CIMultiDict
 
+from gateway.auth.errors import Refusal
 from gateway.observability import metrics
-from gateway.proxy.errors import BodyTooLarge, UpstreamTimeout, UpstreamUnavailable
+from gateway.proxy.errors import (
+    BadRequest,
+    BodyStalled,
+    BodyTooLarge,
+    UpstreamTimeout,
+    UpstreamUnavailable,
+)
+from gateway.proxy.framing import Framing
 from gateway.proxy.headers import downstream_response_headers
-from gateway.proxy.upstreams import Upstream, send_headers, sent_headers
-
-CHUNK = 64 * 1024
-
-
-class _ForwardedResponse(web.StreamResponse):
-    # Hold the serialized headers until the first body write (as web.Response does), so
-    # a body that arrived with the upstream's headers leaves in the same send() call.
-    # forward_http writes straight after prepare(), so headers are never delayed.
-    _send_headers_immediately = False
+from gateway.proxy.responses import SERVER_NAME
+from gateway.proxy.upstreams import Upstream
 
 
-class _Limited:
-    """Streams the request body, stopping once it exceeds `limit` bytes."""
+class ClientWentAway(BadRequest):
+    """The client's body ended (or its connection closed) before the declared length."""
 
-    def __init__(self, request: web.BaseRequest, limit: int) -> None:
+    message = "The request body ended before its declared length."
+
+
+class RequestBody:
+    """The client's body as sent upstream: counted on the wire, bounded, and checked whole.
+
+    Each read waits at most `idle_timeout` s. `complete` turns true only once every
+    declared byte was handed to the upstream writer; `failure` says why it stopped short.
+    """
+
+    def __init__(
+        self, request: web.BaseRequest, framing: Framing, max_body: int | None,
+        idle_timeout: float,
+    ) -> None:
         self.request = request
-        self.limit = limit
-        self.exceeded = False
+        self.framing = framing
+        self.max_body = max_body
+        self.idle_timeout = idle_timeout
+        self.sent = 0
+        self.complete = False
+        self.failure: BaseException | None = None
+
+    def _fail(self, failure: BaseException) -> BaseException:
+        self.failure = failure
+        return failure
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
-        seen = 0
-        async for chunk in self.request.content.iter_chunked(CHUNK):
-            seen += len(chunk)
-            if seen > self.limit:
-                self.exceeded = True
-                raise BodyTooLarge()
+        if self.sent:
+            # A retry on a fresh connection (aiohttp retries idempotent requests whose
+            # pooled connection failed) cannot replay what was already read.
+            raise self._fail(UpstreamUnavailable())
+        content = self.request.content
+        while True:
+            try:
+                async with asyncio.timeout(self.idle_timeout):
+                    chunk = await content.readany()
+            except TimeoutError:
+                raise self._fail(BodyStalled()) from None
+            except (ConnectionError, aiohttp.ClientPayloadError, web.RequestPayloadError):
+                raise self._fail(ClientWentAway()) from None
+            if not chunk:
+                break
+            self.sent += len(chunk)
+            if self.max_body is not None and self.sent > self.max_body:
+                raise self._fail(BodyTooLarge())
             yield chunk
+        if self.framing.length is not None and self.sent != self.framing.length:
+            raise self._fail(ClientWentAway())  # EOF before the declared length
+        self.complete = True
 
 
-def _body(request: web.BaseRequest, max_body: int | None) -> object:
-    if not request.body_exists:
-        return None
-    if max_body is None:
-        return request.content  # streamed by aiohttp, never buffered whole
-    length = request.content_length
-    if length is not None and length > max_body:
+def check_declared_size(framing: Framing, max_body: int | None) -> None:
+    """413 before reading anything when the declared length is already over the limit."""
+    if max_body is not None and framing.length is not None and framing.length > max_body:
         raise BodyTooLarge()
-    return _Limited(request, max_body) if length is None else request.content
 
 
 async def forward_http(
@@ -59,7 +98,9 @@ async def forward_http(
     path: str,
     query: str,
     headers: CIMultiDict[str],
+    framing: Framing,
     max_body: int | None,
+    idle_timeout: float,
     request_id: str,
     gateway_headers: tuple[tuple[str, str], ...] = (),
 ) -> web.StreamResponse:
@@ -67,44 +108,78 @@ async def forward_http(
 
     `gateway_headers` (the RateLimit-* of a limited request) replace the upstream's own.
     """
-    body = _body(request, max_body)
+    check_declared_size(framing, max_body)
+    # Framing never comes from the client's fields (nor survives a Connection token).
+    headers.popall(hdrs.CONTENT_LENGTH, None)
+    headers.popall(hdrs.TRANSFER_ENCODING, None)
+    body: RequestBody | None = None
+    if framing.length is not None:
+        headers[hdrs.CONTENT_LENGTH] = str(framing.length)
+    if framing.has_body:
+        body = RequestBody(request, framing, max_body, idle_timeout)
     started = time.perf_counter()
-    handed_over = send_headers(headers)
     try:
         async with upstream.session.request(
-            request.method, upstream.url(path, query), data=body,
-            allow_redirects=False, compress=None, chunked=None,
+            request.method, upstream.url(path, query), headers=headers,
+            data=body,
+            allow_redirects=False, compress=None, chunked=True if framing.chunked else None,
         ) as reply:
-            metrics.UPSTREAM_DURATION.observe(upstream.config.name, time.perf_counter() - started)
-            response_headers = downstream_response_headers(reply.headers, request_id)
-            for name, value in gateway_headers:
-                response_headers[name] = value
-            response = _ForwardedResponse(
-                status=reply.status, reason=reply.reason, headers=response_headers
-            )
-            await response.prepare(request)
             try:
-                # What has already arrived (often the whole body) goes out with the
-                # headers; b"" sends the headers alone.
-                await response.write(reply.content.read_nowait())
-                async for chunk in reply.content.iter_any():
-                    await response.write(chunk)
-            except (TimeoutError, aiohttp.ClientError):
-                # Too late for a status: cut the connection so the client sees truncation.
-                if request.transport is not None:
-                    request.transport.abort()
-                return response
-            await response.write_eof()
-            return response
-    except BodyTooLarge:
+                metrics.UPSTREAM_DURATION.observe(
+                    upstream.config.name, time.perf_counter() - started
+                )
+                # An upstream that answers before reading the whole body leaves the rest of
+                # it unforwarded: this client connection is then not reused either.
+                keep_alive = body is None or body.complete
+                return await _relay_response(
+                    request, reply, request_id, gateway_headers, keep_alive
+                )
+            finally:
+                if body is not None and not body.complete:
+                    reply.close()  # never back to the pool: the request was cut short
+    except (TimeoutError, aiohttp.ClientError) as exc:
+        raise _refusal(exc, body) from None
+
+
+def _refusal(exc: BaseException, body: RequestBody | None) -> BaseException:
+    """What a failed exchange means for the client: the body's own failure comes first."""
+    if body is not None and body.failure is not None:
+        return body.failure
+    if isinstance(exc, TimeoutError | aiohttp.ServerTimeoutError):
+        return UpstreamTimeout()
+    return UpstreamUnavailable()
+
+
+async def _relay_response(
+    request: web.BaseRequest,
+    reply: aiohttp.ClientResponse,
+    request_id: str,
+    gateway_headers: tuple[tuple[str, str], ...],
+    keep_alive: bool,
+) -> web.StreamResponse:
+    response_headers = downstream_response_headers(reply.headers, request_id)
+    for name, value in gateway_headers:
+        response_headers[name] = value
+    response_headers[hdrs.SERVER] = SERVER_NAME
+    response = web.StreamResponse(status=reply.status, reason=reply.reason,
+                                  headers=response_headers)
+    if not keep_alive:
+        response.force_close()
+    await response.prepare(request)
+    try:
+        async for chunk in reply.content.iter_any():
+            await response.write(chunk)
+    except (TimeoutError, aiohttp.ClientError, Refusal):
+        # Too late for a status: cut the connection so the client sees truncation.
+        _abort(request)
+        return response
+    except BaseException:
+        _abort(request)  # the handler turns this into a logged internal error
         raise
-    except (TimeoutError, aiohttp.ServerTimeoutError):
-        raise UpstreamTimeout() from None
-    except aiohttp.ClientConnectorError:
-        raise UpstreamUnavailable() from None
-    except aiohttp.ClientError:
-        if isinstance(body, _Limited) and body.exceeded:
-            raise BodyTooLarge() from None
-        raise UpstreamUnavailable() from None
-    finally:
-        sent_headers(handed_over)
+    await response.write_eof()
+    return response
+
+
+def _abort(request: web.BaseRequest) -> None:
+    if request.transport is not None:
+        request.transport.abort()

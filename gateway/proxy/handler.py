@@ -1,38 +1,53 @@
 """The proxy's request pipeline, top to bottom.
 
-normalise path -> match route -> authenticate (credential, parse, resolve, status, scopes,
-org) -> record last use -> rate limit (only when the route or key has one) -> forward or
-relay. Each step raises one Refusal; `handle` turns it into the response and records the
-outcome once.
+check the message (target, header size, framing) -> normalise path -> match route ->
+check a WebSocket handshake -> authenticate (credential, parse, resolve, status, scopes,
+org) -> record last use -> rate limit (only when the route or key has one) -> check the
+declared body size -> 100 Continue -> forward or relay. Each step raises one Refusal;
+`handle` turns it into the response and records the outcome once. Anything else that
+escapes is an internal error: logged with its traceback (never its message, which may
+quote input), counted, and answered 500 like every other refusal.
 """
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
-from aiohttp import web
+from aiohttp import HttpVersion11, web
 
-from gateway.auth.authenticate import Headers, authorise, identify, identity_headers
+from gateway.auth.authenticate import Headers, authorise, identity_headers
 from gateway.auth.errors import Refusal
-from gateway.auth.resolver import KeyResolver
+from gateway.auth.key_lookup import KeyLookup
 from gateway.config import Config, RouteConfig
+from gateway.keys.state import KeyState
 from gateway.observability import metrics
 from gateway.observability.access_log import AccessLog
 from gateway.observability.request_ids import request_id as make_request_id
-from gateway.proxy.errors import BadPath, NoRoute
-from gateway.proxy.forward import forward_http
-from gateway.proxy.headers import upstream_request_headers
+from gateway.proxy.client_address import client_address
+from gateway.proxy.errors import BadPath, BadRequest, InternalError, NoRoute
+from gateway.proxy.forward import check_declared_size, forward_http
+from gateway.proxy.framing import (
+    Framing,
+    check_header_size,
+    check_target,
+    check_websocket_handshake,
+    framing,
+    is_websocket_upgrade,
+)
+from gateway.proxy.headers import X_FORWARDED_FOR, upstream_request_headers
 from gateway.proxy.paths import InvalidPath, normalise_path
 from gateway.proxy.rate_limiter import RateLimiter
 from gateway.proxy.responses import refusal_response
 from gateway.proxy.routes import RouteTable
 from gateway.proxy.upstreams import Upstream
-from gateway.proxy.websocket import WebSocketSessions, relay_websocket
-from gateway.store.key_cache import KeyState
+from gateway.proxy.websocket import relay_websocket
+from gateway.proxy.ws_sessions import RouteNeed, WebSocketSessions
 
+log = logging.getLogger("keygate")
 CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 # The `method` label's values: anything else a client invents is counted as "other".
 KNOWN_METHODS = frozenset(
@@ -49,6 +64,8 @@ class Exchange:
     path: str = "-"
     route: str = "none"
     key: KeyState | None = None
+    client: str | None = None  # the client address (after server.trusted_proxies)
+    user_agent: str | None = None
 
 
 def split_target(raw: str) -> tuple[str, str]:
@@ -69,7 +86,7 @@ class ProxyHandler:
         self,
         config: Config,
         routes: RouteTable[RouteConfig],
-        resolver: KeyResolver,
+        lookup: KeyLookup,
         upstreams: dict[str, Upstream],
         sessions: WebSocketSessions,
         access_log: AccessLog,
@@ -78,22 +95,33 @@ class ProxyHandler:
     ) -> None:
         self.keys = config.keys
         self.routes = routes
-        self.resolver = resolver
+        self.lookup = lookup
         self.upstreams = upstreams
         self.sessions = sessions
         self.access_log = access_log
         self.record_use = record_use
         self.limiter = limiter
+        self.server = config.server
 
     async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
         started = time.perf_counter()
-        exchange = Exchange(make_request_id(request.headers.get("X-Request-Id")), request.method)
+        exchange = Exchange(make_request_id(request.headers.get("X-Request-Id")), request.method,
+                            client=request.remote, user_agent=request.headers.get("User-Agent"))
         outcome = "allowed"
         try:
             response = await self._pipeline(request, exchange)
         except Refusal as refusal:
             outcome = refusal.code
             response = refusal_response(refusal, exchange.request_id)
+            if getattr(refusal, "close_connection", False):
+                response.force_close()  # what follows on the connection is not trusted
+        except ConnectionError:
+            # The client went away mid-request: this answer is for the log and metrics.
+            outcome, response = _closing(BadRequest(), exchange)
+        except Exception as exc:
+            log.error("internal error in route %s (request %s)", exchange.route,
+                      exchange.request_id, exc_info=exc)
+            outcome, response = _closing(InternalError(), exchange)
         duration = time.perf_counter() - started
         method = request.method if request.method in KNOWN_METHODS else "other"
         metrics.REQUESTS.add((exchange.route, method, str(response.status), outcome))
@@ -103,6 +131,7 @@ class ProxyHandler:
         return response
 
     async def _pipeline(self, request: web.BaseRequest, exchange: Exchange) -> web.StreamResponse:
+        body = self._checked_message(request)
         raw_path, query = split_target(request.raw_path)
         exchange.path = path = _normalised(raw_path)
         match = self.routes.match(request.method, path)
@@ -110,12 +139,18 @@ class ProxyHandler:
             raise NoRoute()
         route = match.route
         exchange.route = route.name
+        upgrade = route.websocket and is_websocket_upgrade(request.headers)
+        if upgrade:  # refused before anything is authenticated or contacted
+            check_websocket_handshake(request.method, request.version, request.headers)
         identity: Headers = ()
         limits: Headers = ()
+        client = client_address(
+            request.remote, request.headers.getall(X_FORWARDED_FOR, ()),
+            self.server.trusted_proxies,
+        )
+        exchange.client = client.ip
         if not route.public:
-            exchange.key = key = await identify(
-                request.headers, resolver=self.resolver, keys=self.keys, client=request.remote
-            )
+            exchange.key = key = await self.lookup.identify(request.headers, client.ip)
             authorise(key, scopes=route.scopes, org_param=route.org_param, params=match.params)
             identity = identity_headers(key)
             self.record_use(key.id)
@@ -125,21 +160,38 @@ class ProxyHandler:
         upstream = self.upstreams[route.upstream]
         headers = upstream_request_headers(
             request.headers, forward_credentials=route.forward_credentials, identity=identity,
-            request_id=exchange.request_id, client_ip=request.remote, scheme=request.scheme,
+            request_id=exchange.request_id, client=client, scheme=request.scheme,
             host=upstream.host,
         )
-        if route.websocket and _is_upgrade(request):
+        if upgrade:
             return await relay_websocket(
                 request, upstream, path, query, headers, self.sessions,
-                exchange.key.id if exchange.key else None,
+                exchange.key.id if exchange.key else None, route.max_message,
+                RouteNeed(route.scopes, route.org_param, match.params),
             )
-        if request.headers.get("Expect", "").lower() == "100-continue":
-            # Only now, after authentication, may the client start sending its body.
+        check_declared_size(body, route.max_body)
+        if _expects_continue(request, body):
+            # Only now, authenticated and within max_body, may the client send its body.
             await request.writer.write(CONTINUE)
         return await forward_http(
-            request, upstream, path, query, headers, route.max_body, exchange.request_id,
-            limits,
+            request, upstream, path, query, headers, body, route.max_body,
+            self.server.body_idle_timeout, exchange.request_id, limits,
         )
+
+    def _checked_message(self, request: web.BaseRequest) -> Framing:
+        """The message-level refusals (§3 "Other refusals"); returns the body's framing."""
+        check_target(request.method, request.raw_path)
+        check_header_size(
+            request.raw_headers, max_count=self.server.max_header_count,
+            max_bytes=self.server.max_header_bytes,
+        )
+        return framing(request.headers)
+
+
+def _closing(refusal: Refusal, exchange: Exchange) -> tuple[str, web.Response]:
+    response = refusal_response(refusal, exchange.request_id)
+    response.force_close()
+    return refusal.code, response
 
 
 def _normalised(raw_path: str) -> str:
@@ -149,5 +201,10 @@ def _normalised(raw_path: str) -> str:
         raise BadPath(f"The request path is not acceptable: {exc.reason}.") from None
 
 
-def _is_upgrade(request: web.BaseRequest) -> bool:
-    return request.headers.get("Upgrade", "").lower() == "websocket"
+def _expects_continue(request: web.BaseRequest, body: Framing) -> bool:
+    """RFC 9110 §10.1.1: never to an HTTP/1.0 client, and only when a body will follow."""
+    return (
+        body.has_body
+        and request.version >= HttpVersion11
+        and request.headers.get("Expect", "").strip().lower() == "100-continue"
+    )

@@ -1,56 +1,104 @@
-"""The proxy listener's aiohttp server: §3's rules hold even where aiohttp answers itself.
+"""The proxy listener's aiohttp server: §3's and §4's rules hold even where aiohttp acts alone.
 
-aiohttp answers requests its HTTP parser refuses (and handler crashes) on its own: with a
-`Server` banner naming Python and aiohttp, and a text body quoting the offending request
-line or header, which may hold an API key. Here those answers become the gateway's usual
-JSON error bodies, and every response of the listener says only `Server: keygate`.
+This is the one module that reaches past aiohttp's documented web API, and only through
+its protocol class (`RequestHandler`), whose constructor and `handle_error` hook have kept
+their shape since 3.x began; tests/unit/test_aiohttp_contract.py fails on an aiohttp
+where they do not. Two things need it:
+
+- aiohttp answers requests its HTTP parser refuses on its own, with a text body quoting
+  the offending request line or header (which may hold an API key) and a `Server` banner
+  naming versions. `handle_error` turns those into the gateway's JSON refusals: 431 for
+  an over-long line or too many fields, 400 otherwise, and always closes the connection.
+- A request head must arrive within `header_timeout`. aiohttp bounds only idle
+  keep-alive time, so the protocol arms a timer when a connection opens and when the
+  first byte of the next request arrives, and cancels it once a request is handed to the
+  handler: a client that sends nothing, or drips a head byte by byte, is disconnected.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiohttp import web
-from aiohttp.abc import AbstractStreamWriter
-from aiohttp.http_parser import RawRequestMessage
-from aiohttp.streams import StreamReader
+from aiohttp.http_exceptions import BadHttpMessage, LineTooLong
 from aiohttp.web_protocol import RequestHandler
 
 from gateway.auth.errors import Refusal
+from gateway.config import ServerConfig
+from gateway.observability import metrics
 from gateway.observability.request_ids import request_id
-from gateway.proxy.responses import SERVER_NAME, refusal_response
+from gateway.proxy.errors import BadRequest, HeadersTooLarge, InternalError
+from gateway.proxy.responses import refusal_response
+
+log = logging.getLogger("keygate")
+Handler = Callable[[web.BaseRequest], Awaitable[web.StreamResponse]]
 
 
-class Unparseable(Refusal):
-    status = 400
-    code = "invalid_request"
-    message = "The request is not valid HTTP/1.1."
-
-
-class InternalError(Refusal):
-    status = 500
-    code = "internal_error"
-    message = "The gateway failed to handle the request."
-
-
-class _ProxyRequest(web.BaseRequest):
-    async def _prepare_hook(self, response: web.StreamResponse) -> None:
-        # Runs for every response, WebSocket handshakes and aiohttp's own included.
-        response.headers["Server"] = SERVER_NAME
-
-
-def _make_request(
-    message: RawRequestMessage,
-    payload: StreamReader,
-    protocol: RequestHandler,
-    writer: AbstractStreamWriter,
-    task: asyncio.Task[None],
-) -> web.BaseRequest:
-    return _ProxyRequest(message, payload, protocol, writer, task, task.get_loop())
+def parser_refusal(status: int, exc: BaseException | None) -> Refusal:
+    """The refusal for something aiohttp's parser (or its handler wrapper) rejected."""
+    if status >= 500:
+        return InternalError()
+    if isinstance(exc, LineTooLong):
+        return HeadersTooLarge()
+    # aiohttp 3.12+ counts header fields itself; that refusal has no class of its own.
+    if isinstance(exc, BadHttpMessage) and "too many headers" in exc.message.lower():
+        return HeadersTooLarge()
+    return BadRequest()
 
 
 class _ProxyRequestHandler(RequestHandler):
+    """aiohttp's connection protocol plus a head timeout and the gateway's error bodies."""
+
+    def __init__(self, manager: ProxyServer, *, header_timeout: float, **kwargs: Any) -> None:
+        super().__init__(manager, **kwargs)
+        self._keygate_header_timeout = header_timeout
+        self._keygate_head_timer: asyncio.TimerHandle | None = None
+        self._keygate_handling = False
+
+    # -- the head timeout (asyncio.Protocol methods) --------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        self._arm_head_timer()  # a connection that never sends a byte is closed too
+
+    def data_received(self, data: bytes) -> None:
+        if not self._keygate_handling and data:
+            self._arm_head_timer()  # the first byte of the next head starts its clock
+        super().data_received(data)
+
+    def connection_lost(self, exc: BaseException | None) -> None:
+        self._cancel_head_timer()
+        super().connection_lost(exc)
+
+    def request_started(self) -> None:
+        self._keygate_handling = True
+        self._cancel_head_timer()
+
+    def request_finished(self) -> None:
+        self._keygate_handling = False  # idle now: keepalive_timeout bounds the wait
+
+    def _arm_head_timer(self) -> None:
+        if self._keygate_head_timer is None and self._keygate_header_timeout > 0:
+            loop = asyncio.get_running_loop()
+            self._keygate_head_timer = loop.call_later(
+                self._keygate_header_timeout, self._head_timed_out
+            )
+
+    def _cancel_head_timer(self) -> None:
+        if self._keygate_head_timer is not None:
+            self._keygate_head_timer.cancel()
+            self._keygate_head_timer = None
+
+    def _head_timed_out(self) -> None:
+        self._keygate_head_timer = None
+        if not self._keygate_handling:
+            self.force_close()
+
+    # -- aiohttp's own answers --------------------------------------------------------
+
     def handle_error(
         self,
         request: web.BaseRequest,
@@ -59,20 +107,50 @@ class _ProxyRequestHandler(RequestHandler):
         message: str | None = None,
     ) -> web.StreamResponse:
         """Like aiohttp's, minus the logging of raw request data and the echoed input."""
+        refusal = parser_refusal(status, exc)
+        if status >= 500:
+            # Only reached when the handler itself failed outside its own guard.
+            log.error("unhandled error in the proxy listener", exc_info=exc)
+        metrics.REQUESTS.add(("none", "other", str(refusal.status), refusal.code))
         if request.writer.output_size > 0:
             raise ConnectionError("response already started; cannot send an error")
-        refusal: Refusal = InternalError() if status >= 500 else Unparseable()
-        refusal.status = status
         response = refusal_response(refusal, request_id(None))
         response.force_close()
         return response
 
 
 class ProxyServer(web.Server):
-    """web.Server whose connections use the handler above and whose requests hide the banner."""
+    """web.Server whose connections use the protocol above, configured from `server`."""
 
-    def __init__(self, handler: Any, **kwargs: Any) -> None:
-        super().__init__(handler, request_factory=_make_request, **kwargs)
+    def __init__(self, handler: Handler, server: ServerConfig) -> None:
+        super().__init__(self._handle, handler_cancellation=True)
+        self._keygate_handler = handler
+        self._keygate_loop = asyncio.get_running_loop()
+        # Our own copy: aiohttp's Server keeps its kwargs in a private attribute.
+        self._keygate_protocol_kwargs: dict[str, Any] = {
+            "keepalive_timeout": server.keepalive_timeout,
+            "max_line_size": server.max_header_field,
+            "max_field_size": server.max_header_field,
+            "max_headers": server.max_header_count,
+            "auto_decompress": False,  # request bodies are forwarded as received
+            # After an answer, the unread rest of a body is drained for at most this long.
+            "lingering_time": server.body_idle_timeout,
+            "access_log": None,  # the gateway writes its own access log
+        }
+        self._keygate_header_timeout = server.header_timeout
+
+    async def _handle(self, request: web.BaseRequest) -> web.StreamResponse:
+        protocol = request.protocol
+        if isinstance(protocol, _ProxyRequestHandler):
+            protocol.request_started()
+        try:
+            return await self._keygate_handler(request)
+        finally:
+            if isinstance(protocol, _ProxyRequestHandler):
+                protocol.request_finished()
 
     def __call__(self) -> RequestHandler:
-        return _ProxyRequestHandler(self, loop=self._loop, **self._kwargs)
+        return _ProxyRequestHandler(
+            self, loop=self._keygate_loop, header_timeout=self._keygate_header_timeout,
+            **self._keygate_protocol_kwargs,
+        )

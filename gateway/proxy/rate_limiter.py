@@ -16,10 +16,10 @@ from collections.abc import Callable, Sequence
 
 from gateway.config import RouteConfig
 from gateway.keys.rate_limits import RateLimit
+from gateway.keys.state import KeyState
 from gateway.observability import metrics
 from gateway.proxy.errors import RateLimited
 from gateway.proxy.rate_windows import Window, seconds_to_reset, tightest, window_start
-from gateway.store.key_cache import KeyState
 from gateway.store.rate_counts import Counter, CountsUnavailable, RedisRateCounts, counter_name
 
 log = logging.getLogger("keygate.rate_limit")

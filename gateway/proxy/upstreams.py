@@ -3,13 +3,9 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from contextvars import ContextVar, Token
 from dataclasses import dataclass
-from typing import Any
 
 import aiohttp
-from aiohttp import hdrs
-from multidict import CIMultiDict
 from yarl import URL
 
 from gateway.config import UpstreamConfig
@@ -31,55 +27,9 @@ class Upstream:
         return url.with_scheme("wss" if url.scheme == "https" else "ws")
 
 
-# Headers aiohttp's client would add on its own; a proxy sends only what the client sent.
-_NOT_ADDED: CIMultiDict[None] = CIMultiDict(
-    (name, None) for name in ("Accept", "Accept-Encoding", "Content-Type", "User-Agent")
-)
-
-
-# The complete headers of the request about to be sent in this task (see `send_headers`).
-_PREPARED: ContextVar[CIMultiDict[str] | None] = ContextVar("keygate_prepared", default=None)
-
-
-def send_headers(headers: CIMultiDict[str]) -> Token[CIMultiDict[str] | None]:
-    """Hand `headers` (Host first, nothing to add) to the next request this task builds.
-
-    Passed as `headers=` instead, they would be copied one by one in Python twice, by
-    `ClientSession._prepare_headers` and `ClientRequest.update_headers`: about 1 % of a
-    proxied request's instructions. Returns the token for `sent_headers`, which must run
-    once the request is built (`forward_http` calls it in a `finally`).
-    """
-    return _PREPARED.set(headers)
-
-
-def sent_headers(token: Token[CIMultiDict[str] | None]) -> None:
-    _PREPARED.reset(token)
-
-
-class _ForwardedRequest(aiohttp.ClientRequest):
-    """A client request that adds no default headers, and takes handed-over headers as is.
-
-    Same outcome as `skip_auto_headers` on the session, without aiohttp building and
-    sorting that skip list and copying the headers for every request.
-    """
-
-    def update_headers(self, headers: Any) -> None:
-        prepared = _PREPARED.get()
-        if prepared is not None:
-            self.headers = prepared  # built for this request alone; Host is in it
-            return
-        # Nothing handed over: a WebSocket handshake (ws_connect adds its own fields to the
-        # headers it passes). aiohttp's own copies them one by one in Python, to let a Host
-        # header through; relay_websocket drops the forwarded Host, so one bulk copy behind
-        # the upstream's Host does the same.
-        copied: CIMultiDict[str] = CIMultiDict()
-        copied[hdrs.HOST] = self.url.host_port_subcomponent or ""
-        if headers:
-            copied.extend(headers)
-        self.headers = copied
-
-    def update_auto_headers(self, skip_auto_headers: object) -> None:
-        self._skip_auto_headers = _NOT_ADDED  # also keeps a body's Content-Type unset
+# Headers aiohttp's client would add on its own (a body's Content-Type included): a proxy
+# sends only what the client sent.
+NOT_ADDED = ("Accept", "Accept-Encoding", "Content-Type", "User-Agent")
 
 
 def open_upstreams(configs: Mapping[str, UpstreamConfig]) -> dict[str, Upstream]:
@@ -95,7 +45,7 @@ def open_upstreams(configs: Mapping[str, UpstreamConfig]) -> dict[str, Upstream]
                 total=None, sock_connect=cfg.connect_timeout, sock_read=cfg.timeout
             ),
             auto_decompress=False,  # bodies pass through byte for byte
-            request_class=_ForwardedRequest,
+            skip_auto_headers=NOT_ADDED,
             cookie_jar=aiohttp.DummyCookieJar(),
             trust_env=False,
         )

@@ -8,52 +8,23 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections import defaultdict
 
 import aiohttp
 from aiohttp import WSMsgType, web
 from multidict import CIMultiDict
 
 from gateway.proxy.errors import UpstreamTimeout, UpstreamUnavailable
+from gateway.proxy.responses import SERVER_NAME
 from gateway.proxy.upstreams import Upstream
+from gateway.proxy.ws_sessions import RouteNeed, WebSocketSessions
 
-POLICY_VIOLATION = 1008
-# Set by aiohttp's ws_connect itself (Host included: the request class adds it).
+# Set by aiohttp's ws_connect itself (Host included: from the upstream's URL).
 # Lower-case, compared with `name.lower()`: field names are case-insensitive.
 _HANDSHAKE = frozenset(
     ("sec-websocket-key", "sec-websocket-version", "sec-websocket-extensions",
      "sec-websocket-protocol", "content-length", "host")
 )
 AnyWebSocket = web.WebSocketResponse | aiohttp.ClientWebSocketResponse
-
-
-class WebSocketSessions:
-    """The open client-side sockets of each key, for closing on revocation."""
-
-    def __init__(self) -> None:
-        self._by_key: defaultdict[str, set[web.WebSocketResponse]] = defaultdict(set)
-
-    def add(self, key_id: str, ws: web.WebSocketResponse) -> None:
-        self._by_key[key_id].add(ws)
-
-    def remove(self, key_id: str, ws: web.WebSocketResponse) -> None:
-        sockets = self._by_key.get(key_id)
-        if sockets is not None:
-            sockets.discard(ws)
-            if not sockets:
-                del self._by_key[key_id]
-
-    def keys(self) -> list[str]:
-        return list(self._by_key)
-
-    async def close_key(self, key_id: str, reason: str) -> int:
-        sockets = list(self._by_key.get(key_id, ()))
-        for ws in sockets:
-            await ws.close(code=POLICY_VIOLATION, message=reason.encode())
-        return len(sockets)
-
-    def __len__(self) -> int:
-        return sum(len(s) for s in self._by_key.values())
 
 
 async def relay_websocket(
@@ -64,8 +35,17 @@ async def relay_websocket(
     headers: CIMultiDict[str],
     sessions: WebSocketSessions,
     key_id: str | None,
+    max_message: int,
+    need: RouteNeed | None = None,
 ) -> web.WebSocketResponse:
-    """Connect upstream first (so its failure is a clean 502/504), then accept the client."""
+    """Connect upstream first (so its failure is a clean 502/504), then accept the client.
+
+    The handshake was validated before (framing.check_websocket_handshake). Messages over
+    `max_message` bytes close the session with 1009 on either side; permessage-deflate is
+    neither offered upstream nor accepted from the client, so a message's size on the wire
+    is its size in memory. `need` (what the route requires of the key) is registered with
+    the session, so a key that loses a scope or org the route needs is closed with 1008.
+    """
     protocols = [
         p.strip()
         for value in request.headers.getall("Sec-WebSocket-Protocol", ())
@@ -76,7 +56,7 @@ async def relay_websocket(
     try:
         up = await upstream.session.ws_connect(
             upstream.ws_url(path, query), headers=up_headers, protocols=protocols,
-            autoclose=False, autoping=False, max_msg_size=0,
+            autoclose=False, autoping=False, max_msg_size=max_message, compress=0,
         )
     except (TimeoutError, aiohttp.ServerTimeoutError):
         raise UpstreamTimeout() from None
@@ -84,18 +64,24 @@ async def relay_websocket(
         raise UpstreamUnavailable() from None
     down = web.WebSocketResponse(
         protocols=(up.protocol,) if up.protocol else (),
-        autoclose=False, autoping=False, max_msg_size=0,
+        autoclose=False, autoping=False, max_msg_size=max_message, compress=False,
     )
     down.headers["X-Request-Id"] = headers["X-Request-Id"]
+    down.headers["Server"] = SERVER_NAME
     try:
         await down.prepare(request)
     except BaseException:
         await up.close()
         raise
     if key_id is not None:
-        sessions.add(key_id, down)
+        sessions.add(key_id, down, need)
     try:
         await _pump_both(down, up)
+    except BaseException:
+        # The 101 is out: no status can follow. Cut the connection; the handler logs.
+        if request.transport is not None:
+            request.transport.abort()
+        raise
     finally:
         if key_id is not None:
             sessions.remove(key_id, down)

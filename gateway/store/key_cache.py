@@ -4,7 +4,7 @@ One Redis hash per key id, `keygate:key:<id>`:
   v  the row's version (bumped by every change in Postgres)
   s  the key's state as JSON: org, env, prefix, scopes, expiry, revoked, rate limit
      ([requests, seconds] or null; an entry without it is read as a miss, see
-     KeyState.from_json); no hash, no secret
+     state_from_json); no hash, no secret
   b.<fp>  the keyed verifier BLAKE2b-MAC(server secret, id:secret), once a gateway verified
           the key; <fp> fingerprints the server secret, so fleets with different secrets
           sharing one Redis never read each other's verifiers as wrong. (Earlier builds
@@ -12,7 +12,9 @@ One Redis hash per key id, `keygate:key:<id>`:
 
 Writes are version-checked in Lua so a cache fill that read Postgres before a change can
 never overwrite the newer state the change wrote (a revoked key leaves a tombstone).
-Every change is also published on `keygate:invalidate` so gateways evict their local copy.
+Every change is also published on `keygate:invalidate` as `<id>:<version>`, so gateways
+evict their local copy and refuse older states from then on (a bare `<id>` from an older
+build means "changed, version unknown").
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from redis.exceptions import RedisError
 
 from gateway.keys.models import ApiKey
 from gateway.keys.rate_limits import RateLimit
+from gateway.keys.state import KeyState
 
 if TYPE_CHECKING:
     from gateway.config import Config
@@ -55,67 +58,44 @@ return 1
 """
 
 
-@dataclass(frozen=True)
-class KeyState:
-    """What every tier of the cache knows about a key. Never holds the secret."""
+def state_to_json(state: KeyState) -> str:
+    """The `s` field of a Redis entry."""
+    return json.dumps(
+        {"id": state.id, "org": state.org, "prefix": state.prefix, "env": state.env,
+         "scopes": list(state.scopes), "expires_at": state.expires_at,
+         "revoked": state.revoked, "version": state.version,
+         "rate_limit": None if state.rate_limit is None
+         else [state.rate_limit.requests, state.rate_limit.per]},
+        separators=(",", ":"),
+    )
 
-    id: str
-    org: str
-    prefix: str
-    env: str
-    scopes: tuple[str, ...]
-    expires_at: float | None  # unix seconds
-    revoked: bool
-    version: int
-    rate_limit: RateLimit | None = None
 
-    @property
-    def display_prefix(self) -> str:
-        return self.prefix + self.id
+def state_from_json(text: str | bytes) -> KeyState | None:
+    """The state in an entry; None for one written by a build before rate limits."""
+    d: dict[str, Any] = json.loads(text)
+    # An older build writes entries without "rate_limit" at the same version as ours,
+    # so reading one as "no limit" would leave a key's limit unenforced until the entry
+    # expires (reads renew it). Read it as a miss instead: the key is read from
+    # Postgres and the fill overwrites the entry (equal versions are overwritten).
+    if "rate_limit" not in d:
+        return None
+    limit = d["rate_limit"]
+    return KeyState(d["id"], d["org"], d["prefix"], d["env"], tuple(d["scopes"]),
+                    d["expires_at"], bool(d["revoked"]), int(d["version"]),
+                    None if limit is None else RateLimit(int(limit[0]), int(limit[1])))
 
-    def __hash__(self) -> int:
-        # Equal states share id and version: hashing those two is enough, and cheaper
-        # than the generated hash over every field (states key the identity-header cache).
-        return hash((self.id, self.version))
 
-    @classmethod
-    def of(cls, key: ApiKey) -> KeyState:
-        return cls(
-            id=key.id,
-            org=key.org,
-            prefix=key.prefix,
-            env=key.env,
-            scopes=key.scopes,
-            expires_at=key.expires_at.timestamp() if key.expires_at else None,
-            revoked=key.revoked_at is not None,
-            version=key.version,
-            rate_limit=key.rate_limit,
-        )
+def invalidation(key_id: str, version: int) -> str:
+    """The message published on CHANNEL for a change: `<id>:<version>`."""
+    return f"{key_id}:{version}"
 
-    def to_json(self) -> str:
-        return json.dumps(
-            {"id": self.id, "org": self.org, "prefix": self.prefix, "env": self.env,
-             "scopes": list(self.scopes), "expires_at": self.expires_at,
-             "revoked": self.revoked, "version": self.version,
-             "rate_limit": None if self.rate_limit is None
-             else [self.rate_limit.requests, self.rate_limit.per]},
-            separators=(",", ":"),
-        )
 
-    @classmethod
-    def from_json(cls, text: str | bytes) -> KeyState | None:
-        """The state in an entry; None for one written by a build before rate limits."""
-        d: dict[str, Any] = json.loads(text)
-        # An older build writes entries without "rate_limit" at the same version as ours,
-        # so reading one as "no limit" would leave a key's limit unenforced until the entry
-        # expires (reads renew it). Read it as a miss instead: the key is read from
-        # Postgres and the fill overwrites the entry (equal versions are overwritten).
-        if "rate_limit" not in d:
-            return None
-        limit = d["rate_limit"]
-        return cls(d["id"], d["org"], d["prefix"], d["env"], tuple(d["scopes"]),
-                   d["expires_at"], bool(d["revoked"]), int(d["version"]),
-                   None if limit is None else RateLimit(int(limit[0]), int(limit[1])))
+def parse_invalidation(message: str) -> tuple[str, int | None]:
+    """(key id, version) of a message; version None for a bare id (builds before versions)."""
+    key_id, sep, version = message.partition(":")
+    if sep and version.isdigit():
+        return key_id, int(version)
+    return key_id, None
 
 
 @dataclass(frozen=True)
@@ -156,7 +136,7 @@ class RedisKeyCache:
             pipe.hmget(_PREFIX + key_id, ["s", self.verifier_field])
             pipe.pexpire(_PREFIX + key_id, self.ttl_ms)
             raw, _ = await pipe.execute()
-        state = None if raw[0] is None else KeyState.from_json(raw[0])
+        state = None if raw[0] is None else state_from_json(raw[0])
         if state is None:
             return None
         return CachedEntry(state, raw[1])
@@ -164,17 +144,19 @@ class RedisKeyCache:
     async def put(self, state: KeyState, verifier: bytes | None) -> None:
         await self._fill(
             keys=[_PREFIX + state.id],
-            args=[state.version, state.to_json(), verifier or b"", self.ttl_ms,
+            args=[state.version, state_to_json(state), verifier or b"", self.ttl_ms,
                   self.verifier_field],
         )
 
     async def key_changed(self, key: ApiKey) -> None:
         """Write the new state (never older than what is there) and tell every gateway."""
         await self.put(KeyState.of(key), None)
-        await self.client.publish(CHANNEL, key.id)
+        await self.client.publish(CHANNEL, invalidation(key.id, key.version))
 
     async def subscribe(self) -> AsyncIterator[str]:
-        """Key ids as changes are published; raises RedisError when the link drops."""
+        """Messages (`parse_invalidation`) as changes are published; "" once subscribed.
+
+        Raises RedisError when the link drops."""
         # Its own connection, never retried: a link that reconnected by itself would hide
         # the invalidations published while it was down.
         pool = self.client.connection_pool
@@ -195,7 +177,7 @@ class RedisKeyCache:
                     yield data.decode() if isinstance(data, bytes) else str(data)
         finally:
             with contextlib.suppress(RedisError, OSError):
-                await pubsub.aclose()  # type: ignore[no-untyped-call]  # untyped in redis-py
+                await pubsub.aclose()  # type: ignore[no-untyped-call, unused-ignore]  # untyped before redis 5.3
             with contextlib.suppress(RedisError, OSError):
                 await link.connection_pool.disconnect()
 

@@ -111,8 +111,6 @@ USER_ERRORS = [
     (["keys", "update", "{active}"], "nothing to update"),
     (["keys", "revoke", "abcdEFGH"], "unknown key 'abcdEFGH'"),
     (["keys", "roll", "abcdEFGH"], "unknown key 'abcdEFGH'"),
-    (["keys", "revoke", "{revoked}"], "already revoked"),
-    (["keys", "revoke", "{revoked_prefix}", "--reason", "again"], "already revoked"),
     (["keys", "roll", "{revoked}"], "revoked key cannot be rolled"),
     (["keys", "list", "--org", "acme", "--limit", "0"], "--limit"),
     (["audit", "--org", "acme", "--limit", "0"], "limit"),
@@ -135,13 +133,6 @@ def test_user_errors(
     assert message in result.err
     assert "Traceback" not in result.err
     assert snapshot(db) == before
-
-
-def test_revoking_twice_leaves_the_row_as_it_was(cli: Cli, db: Db, setup: dict[str, str]) -> None:
-    row = db.key_row(setup["revoked"])
-    assert row["revoke_reason"] == "test"
-    assert cli("keys", "revoke", setup["revoked"], "--reason", "other").code == 1
-    assert db.key_row(setup["revoked"]) == row
 
 
 USAGE_ERRORS = [

@@ -293,6 +293,26 @@ def test_revoke_with_reason(acme: Cli, db: Db) -> None:
     )
 
 
+def test_revoking_a_revoked_key_succeeds_and_changes_nothing(acme: Cli, db: Db) -> None:
+    """Idempotent (SPEC §6): exit 0, the key as it was, no second audit entry."""
+    key = create(acme)["key"]
+    first = acme.ok("keys", "revoke", key["id"], "--reason", "first", "--json").json()
+    row = db.key_row(key["id"])
+    audited = db.fetch("SELECT * FROM audit_log WHERE key_id = $1 ORDER BY id", key["id"])
+
+    again = acme.ok("keys", "revoke", key["display_prefix"], "--reason", "second", "--json")
+    assert again.json() == first and again.err == ""
+    text = acme.ok("keys", "revoke", key["id"])
+    assert text.out.strip() == (
+        f"Key {key['display_prefix']} was already revoked at {first['revoked_at']} "
+        f"by {PRINCIPAL}; nothing changed"
+    )
+    assert db.key_row(key["id"]) == row
+    assert db.fetch("SELECT * FROM audit_log WHERE key_id = $1 ORDER BY id",
+                    key["id"]) == audited
+    assert [e["action"] for e in audited] == ["key.create", "key.revoke"]
+
+
 # --- roll ------------------------------------------------------------------------------
 
 

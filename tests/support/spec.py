@@ -11,4 +11,5 @@ SPEC_METRICS = {
     "keygate_last_used_pending": "gauge",
     "keygate_last_used_flushes_total": "counter",
     "keygate_store_errors_total": "counter",
+    "keygate_background_restarts_total": "counter",
 }

@@ -16,6 +16,8 @@ class _Exchange:
     path: str = "/x"
     route: str = "r"
     key: object = None
+    client: str | None = None
+    user_agent: str | None = None
 
 
 class _CountingStream(io.StringIO):
@@ -65,7 +67,8 @@ class _Key:
 def test_json_line_is_one_valid_object_whatever_the_values() -> None:
     stream = io.StringIO()
     log = AccessLog(stream=stream, flush_interval=0.0)
-    exchange = _Exchange("req-1", "PROPFIND", "/a/%22b%22", 'route "with" quotes\\', _Key())
+    exchange = _Exchange("req-1", "PROPFIND", "/a/%22b%22", 'route "with" quotes\\', _Key(),
+                         "2001:db8::7", 'curl/8 "x"\n')
     log.write(exchange, 207, "allowed", 0.0012345)
     lines = stream.getvalue().splitlines()
     assert len(lines) == 1
@@ -74,13 +77,24 @@ def test_json_line_is_one_valid_object_whatever_the_values() -> None:
         "time": record["time"], "request_id": "req-1", "method": "PROPFIND",
         "path": "/a/%22b%22", "route": 'route "with" quotes\\', "status": 207,
         "outcome": "allowed", "duration_ms": 1.234, "key": "kg_live_a1B2c3D4",
-        "org": 'acme "inc" \\ ünïcode\n',
+        "org": 'acme "inc" \\ ünïcode\n', "client": "2001:db8::7",
+        "user_agent": 'curl/8 "x"\n',
     }
     assert record["time"].endswith("Z") and len(record["time"]) == len("2026-01-01T00:00:00.000Z")
     anonymous = io.StringIO()
     AccessLog(stream=anonymous).write(_Exchange("req-2"), 401, "missing_api_key", 0.0)
     record = json.loads(anonymous.getvalue())
     assert record["key"] is None and record["org"] is None
+    assert record["client"] is None and record["user_agent"] is None
+
+
+def test_user_agent_is_redacted_and_bounded() -> None:
+    stream = io.StringIO()
+    log = AccessLog(stream=stream, redact=lambda text: text.replace("SECRET", "[redacted]"))
+    log.write(_Exchange("req-4", user_agent="bot SECRET " + "x" * 1000), 200, "allowed", 0.0)
+    agent = json.loads(stream.getvalue())["user_agent"]
+    assert "SECRET" not in agent and agent.startswith("bot [redacted] ")
+    assert len(agent) <= 256 + len("[redacted]")
 
 
 def test_text_line_has_every_field() -> None:
@@ -88,5 +102,5 @@ def test_text_line_has_every_field() -> None:
     AccessLog(stream=stream, fmt="text").write(_Exchange("req-3"), 404, "no_route", 0.5)
     assert stream.getvalue().endswith(
         "request_id=req-3 method=GET path=/x route=r status=404 outcome=no_route "
-        "duration_ms=500.0 key=- org=-\n"
+        "duration_ms=500.0 key=- org=- client=- user_agent=-\n"
     )

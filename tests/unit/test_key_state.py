@@ -7,21 +7,27 @@ import json
 import pytest
 
 from gateway.keys.rate_limits import RateLimit
-from gateway.store.key_cache import KeyState
+from gateway.keys.state import KeyState
+from gateway.store.key_cache import (
+    invalidation,
+    parse_invalidation,
+    state_from_json,
+    state_to_json,
+)
 
 
 @pytest.mark.parametrize("limit", [None, RateLimit(100, 60), RateLimit(1, 86400)])
 def test_state_round_trips_through_json(limit: RateLimit | None) -> None:
     state = KeyState("a1B2c3D4", "acme", "kg_live_", "live", ("read",), 1.9e9, False, 3, limit)
-    assert KeyState.from_json(state.to_json()) == state
+    assert state_from_json(state_to_json(state)) == state
 
 
 def test_entry_written_before_rate_limits_reads_as_a_miss() -> None:
     # An older build writes this shape at the same version: "no limit" could be wrong.
     old = {"id": "a1B2c3D4", "org": "acme", "prefix": "kg_live_", "env": "live",
            "scopes": ["read"], "expires_at": None, "revoked": False, "version": 2}
-    assert KeyState.from_json(json.dumps(old)) is None
-    assert KeyState.from_json(json.dumps({**old, "rate_limit": None})) is not None
+    assert state_from_json(json.dumps(old)) is None
+    assert state_from_json(json.dumps({**old, "rate_limit": None})) is not None
 
 
 def test_limit_is_part_of_equality() -> None:
@@ -29,3 +35,18 @@ def test_limit_is_part_of_equality() -> None:
     limited = KeyState("a1B2c3D4", "acme", "kg_live_", "live", ("read",), None, False, 3,
                        RateLimit(5, 60))
     assert plain != limited
+
+
+@pytest.mark.parametrize(
+    ("message", "parsed"),
+    [
+        (invalidation("a1B2c3D4", 7), ("a1B2c3D4", 7)),
+        ("a1B2c3D4:12", ("a1B2c3D4", 12)),
+        ("a1B2c3D4", ("a1B2c3D4", None)),  # a build before versions: version unknown
+        ("a1B2c3D4:", ("a1B2c3D4", None)),
+        ("a1B2c3D4:x", ("a1B2c3D4", None)),
+        ("a1B2c3D4:-1", ("a1B2c3D4", None)),
+    ],
+)
+def test_invalidation_messages(message: str, parsed: tuple[str, int | None]) -> None:
+    assert parse_invalidation(message) == parsed

@@ -26,7 +26,7 @@ class Tenant:
 
     slug: str
     manager: AdminClient
-    manager_prefix: str
+    manager_principal: str  # SPEC §1: key:<display prefix>
     reader: AdminClient
     plain: AdminClient
     target: dict[str, Any]
@@ -38,7 +38,7 @@ async def tenant(root: AdminClient, label: str) -> Tenant:
     reader = await root.create_key(slug, ["keys:read"], name="reader")
     plain = await root.create_key(slug, ["read"], name="plain")
     target = (await root.create_key(slug, ["read"], name="target"))["key"]
-    return Tenant(slug, root.as_(manager["secret"]), manager["key"]["display_prefix"],
+    return Tenant(slug, root.as_(manager["secret"]), "key:" + manager["key"]["display_prefix"],
                   root.as_(reader["secret"]), root.as_(plain["secret"]), target)
 
 
@@ -62,7 +62,7 @@ async def test_manager_key_acts_in_its_own_org(root: AdminClient) -> None:
                                     {"name": "made by key", "scopes": ["read"]},
                                     headers=headers)).ok(201)
     ISSUED.append(created["secret"])
-    assert created["key"]["created_by"] == t.manager_prefix
+    assert created["key"]["created_by"] == t.manager_principal
     key_id = created["key"]["id"]
     patched = (await t.manager.call("PATCH", f"/orgs/{t.slug}/keys/{key_id}",
                                     {"name": "renamed", "scopes": ["read", "write"]})).ok()
@@ -72,13 +72,13 @@ async def test_manager_key_acts_in_its_own_org(root: AdminClient) -> None:
     ISSUED.append(rolled["secret"])
     revoked = (await t.manager.call("POST", f"/orgs/{t.slug}/keys/{rolled['key']['id']}/revoke",
                                     {"reason": "by key"})).ok()
-    assert revoked["revoked_by"] == t.manager_prefix
+    assert revoked["revoked_by"] == t.manager_principal
 
     listed = (await t.manager.call("GET", "/orgs")).ok()
     assert [o["slug"] for o in listed["items"]] == [t.slug]
 
     entries = await t.manager.audit(t.slug)
-    by_key = [e for e in entries if e["principal"] == t.manager_prefix]
+    by_key = [e for e in entries if e["principal"] == t.manager_principal]
     assert sorted(e["action"] for e in by_key) == sorted(
         ["key.create", "key.update", "key.roll", "key.create", "key.revoke"])
     first = next(e for e in by_key if e["request_id"] == "by-key-1")

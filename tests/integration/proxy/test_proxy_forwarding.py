@@ -199,8 +199,10 @@ async def test_request_headers_upstream(gateway: GatewayProcess, keys: KeyMaker)
                 "trailer"):
         assert hop not in names, hop
     assert all("x-drop-me" not in v.lower() for v in got("Connection"))
-    # Forwarding information.
-    assert got("X-Forwarded-For") == ["203.0.113.7, 198.51.100.1, 127.0.0.1"]
+    # Forwarding information: the peer is not a trusted proxy, so the chain it sent is
+    # dropped and the gateway vouches for the peer alone.
+    assert got("X-Forwarded-For") == ["127.0.0.1"]
+    assert got("X-Real-IP") == ["127.0.0.1"]
     assert got("X-Forwarded-Proto") == ["http"]
     assert got("X-Forwarded-Host") == ["public.example.test"]
     assert got("traceparent") == [traceparent]

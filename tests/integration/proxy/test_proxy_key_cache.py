@@ -11,6 +11,7 @@ import random
 import time
 
 import aiohttp
+from prometheus_client.parser import text_string_to_metric_families
 
 from gateway.keys.format import BASE62, base62_checksum
 from tests.integration.proxy.harness import ACTOR, LOCAL_TTL, KeyMaker, MadeKey
@@ -206,13 +207,129 @@ async def test_wrong_secret_flood_before_first_use(
 ) -> None:
     """A flood that starts before the key's first use (nothing cached anywhere).
 
-    The attacker (127.0.0.2) exhausts its own wrong-secret budget for the key id; the key's
-    real user (127.0.0.1) is still verified, so the flood cannot lock the key out.
+    The attacker (127.0.0.2) exhausts its own wrong-secret budget for the key id and is
+    then answered 429 without argon2 (never 401); the key's real user (127.0.0.1) is
+    still verified, so the flood cannot lock the key out.
     """
     key = await keys.key(["read"])
     _, wrong = await _flood(gateway, key, valid=0, wrong=100, attacker="127.0.0.2")
-    assert wrong == {401: 100}
+    assert wrong == {401: MAX_FAILURES, 429: 100 - MAX_FAILURES}
     valid, wrong = await _flood(gateway, key, valid=50, wrong=100, attacker="127.0.0.2")
     print(f"cold flood: valid {valid}, wrong {wrong}")
-    assert wrong == {401: 100}
+    # Still throttled, or (once the owner's secret is known) refused by the keyed hash.
+    assert set(wrong) <= {401, 429}
     assert valid == {200: 50}
+
+
+# --- the wrong-secret limit (§3 step 7), counted on the gateway's own metrics ------------
+
+MAX_FAILURES = 20  # cache.max_failures_per_key's default: the harness does not set it
+
+
+async def _verifications(gateway: GatewayProcess) -> float:
+    """argon2 verifies run so far (keygate_key_verifications_total, valid + invalid)."""
+    async with aiohttp.ClientSession() as http, \
+            http.get(gateway.admin_url + "/metrics") as reply:
+        text = await reply.text()
+    total = 0.0
+    for family in text_string_to_metric_families(text):
+        if family.name == "keygate_key_verifications":
+            total += sum(s.value for s in family.samples if s.name.endswith("_total")
+                         and s.labels.get("result") in ("valid", "invalid"))
+    return total
+
+
+async def _settled_verifications(gateway: GatewayProcess) -> float:
+    """The count once it stops moving (verifies of gone clients finish in the background)."""
+    last = await _verifications(gateway)
+    for _ in range(100):
+        await asyncio.sleep(0.3)
+        now = await _verifications(gateway)
+        if now == last:
+            break
+        last = now
+    return last
+
+
+async def test_two_hundred_concurrent_wrong_secrets_cost_at_most_the_limit_of_verifies(
+    gateway: GatewayProcess, keys: KeyMaker
+) -> None:
+    key = await keys.key(["read"])
+    before = await _settled_verifications(gateway)
+    codes: dict[tuple[int, str | None], int] = {}
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as http:
+
+        async def wrong() -> None:
+            secret = key.with_secret(_wrong_secret())
+            async with http.get(gateway.url + "/api/read/flood",
+                                headers={"Authorization": f"Bearer {secret}"}) as reply:
+                body = await reply.json()
+                if reply.status == 429:
+                    assert int(reply.headers["Retry-After"]) >= 1
+                found = (reply.status, body["error"]["code"])
+                codes[found] = codes.get(found, 0) + 1
+
+        await asyncio.gather(*(wrong() for _ in range(200)))
+    ran = await _settled_verifications(gateway) - before
+    print(f"200 concurrent wrong secrets: {codes}; argon2 verifies: {ran:g}")
+    assert ran <= MAX_FAILURES
+    assert codes == {(401, "invalid_api_key"): ran, (429, "too_many_attempts"): 200 - ran}
+    # The owner, from the same address, after the window: not before (it is the same
+    # client), so from another loopback address now.
+    async with aiohttp.ClientSession(
+        connector=aiohttp.TCPConnector(local_addr=("127.0.0.5", 0))
+    ) as owner, owner.get(gateway.url + "/api/read/x", headers=key.auth) as reply:
+        assert reply.status == 200
+
+
+async def test_clients_that_leave_mid_verify_are_still_counted(
+    gateway: GatewayProcess, keys: KeyMaker
+) -> None:
+    """Each attempt is counted when it starts: closing the socket while the gateway
+    verifies does not give the attempt back. Over the disconnecting burst and the polite
+    attempts after it, the key id costs exactly the limit's worth of argon2, no more."""
+    key = await keys.key(["read"])
+    before = await _settled_verifications(gateway)
+
+    async def leave_mid_verify() -> None:
+        _, writer = await asyncio.open_connection(
+            "127.0.0.1", gateway.proxy_port, local_addr=("127.0.0.3", 0)
+        )
+        secret = key.with_secret(_wrong_secret())
+        writer.write(f"GET /api/read/x HTTP/1.1\r\nHost: gw\r\n"
+                     f"Authorization: Bearer {secret}\r\n\r\n".encode())
+        await writer.drain()
+        await asyncio.sleep(0.005)  # long enough to be read, too short to be answered
+        writer.transport.abort()  # gone, without waiting for the answer
+
+    await asyncio.gather(*(leave_mid_verify() for _ in range(60)))
+    by_leavers = await _settled_verifications(gateway) - before
+    statuses: list[int] = []
+    async with aiohttp.ClientSession(
+        connector=aiohttp.TCPConnector(local_addr=("127.0.0.3", 0))
+    ) as http:
+        for _ in range(MAX_FAILURES + 5):
+            secret = key.with_secret(_wrong_secret())
+            async with http.get(gateway.url + "/api/read/x",
+                                headers={"Authorization": f"Bearer {secret}"}) as reply:
+                statuses.append(reply.status)
+    total = await _settled_verifications(gateway) - before
+    print(f"verifies for clients that left: {by_leavers:g}; after them: {statuses}")
+    assert total == MAX_FAILURES
+    assert statuses.count(401) == MAX_FAILURES - by_leavers
+    assert statuses[-5:] == [429] * 5
+
+
+async def test_one_address_burst_never_reaches_the_per_id_cap(
+    gateway: GatewayProcess, keys: KeyMaker
+) -> None:
+    key = await keys.key(["read"])
+    before = await _settled_verifications(gateway)
+    _, wrong = await _flood(gateway, key, valid=0, wrong=600, attacker="127.0.0.4")
+    ran = await _settled_verifications(gateway) - before
+    assert ran <= MAX_FAILURES < MAX_FAILURES * 10  # the per-id cap is 10x the per-client
+    assert wrong == {401: ran, 429: 600 - ran}
+    # The owner's correct key, first used now from another address: verified, 200.
+    async with aiohttp.ClientSession() as http, \
+            http.get(gateway.url + "/api/read/x", headers=key.auth) as reply:
+        assert reply.status == 200

@@ -9,7 +9,7 @@ import aiohttp
 import pytest
 from aiohttp import WSMsgType
 
-from tests.integration.proxy.harness import KeyMaker, Stack
+from tests.integration.proxy.harness import ACTOR, KeyMaker, Stack
 from tests.support.gateway_process import GatewayProcess
 
 
@@ -109,6 +109,29 @@ async def test_revoking_the_key_closes_its_sessions_with_1008(
         assert msg.data == 1008
         assert elapsed < 1.5
         # Another key's session is untouched.
+        await other.send_str("still here")
+        assert (await other.receive(5)).data == "still here"
+
+
+async def test_losing_a_scope_the_route_needs_closes_its_sessions_with_1008(
+    gateway: GatewayProcess, http: aiohttp.ClientSession, keys: KeyMaker
+) -> None:
+    losing = await keys.key(["events", "read"])
+    keeping = await keys.key(["events", "read"])
+    async with http.ws_connect(ws_url(gateway, "/ws/scope"), headers=losing.auth) as ws, \
+            http.ws_connect(ws_url(gateway, "/ws/scope2"), headers=keeping.auth) as other:
+        await ws.send_str("x")
+        assert (await ws.receive(5)).data == "x"
+        # A change that keeps what the route needs leaves the session open…
+        await keys.service.update_key(ACTOR, keeping.id, scopes=["events"])
+        # …one that takes the route's scope away closes it, within the revocation bound.
+        changed_at = time.monotonic()
+        await keys.service.update_key(ACTOR, losing.id, scopes=["read"])
+        msg = await ws.receive(5)
+        elapsed = time.monotonic() - changed_at
+        assert msg.type == WSMsgType.CLOSE
+        assert msg.data == 1008
+        assert elapsed < 1.5
         await other.send_str("still here")
         assert (await other.receive(5)).data == "still here"
 

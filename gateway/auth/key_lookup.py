@@ -1,0 +1,344 @@
+"""Who is calling: one component owns key lookup whole, behind `identify()`.
+
+Tiers: this process's cache, then Redis, then Postgres, then (for a secret never seen
+right before) one argon2 verify on a fair, bounded queue. After that a request costs one
+keyed hash and one constant-time comparison. The component also owns what keeps the tiers
+honest: versions and tickets (no tier is ever handed an older state than it knows, see
+`local_cache`), whether Redis may be trusted (not while its invalidation channel is down
+and until it is re-synced), the invalidation listener, the periodic re-sync, and the
+re-authorisation of open WebSocket sessions when their key changes (`key_changes`).
+
+Its resources (Redis client, background tasks, verifies in flight) live in `lifetime`, an
+aiohttp cleanup_ctx generator; the caller only wires.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, Protocol
+
+from multidict import CIMultiDictProxy
+from redis.exceptions import RedisError
+
+from gateway.auth import key_changes
+from gateway.auth.authenticate import check_status, parse_presented
+from gateway.auth.credentials import read_credential
+from gateway.auth.errors import AuthUnavailable, InvalidKey, MissingKey, TooManyAttempts
+from gateway.auth.failures import FailureLimiter, Reservation
+from gateway.auth.local_cache import LocalKeyCache, Ticket
+from gateway.auth.verify_queue import FairVerifier, VerifyQueueFull
+from gateway.config import CacheConfig, KeysConfig
+from gateway.keys.errors import StoreUnavailable
+from gateway.keys.format import BODY_LENGTH, ID_LENGTH, ParsedKey
+from gateway.keys.hashing import (
+    SecretHasher,
+    TokenProofs,
+    fast_verifier,
+    same_verifier,
+    verifier_key,
+)
+from gateway.keys.models import ApiKey
+from gateway.keys.state import KeyState
+from gateway.observability import metrics
+from gateway.store import queries
+from gateway.store.db import Database
+from gateway.store.key_cache import CachedEntry, RedisKeyCache
+from gateway.supervisor import Supervisor
+
+# Awaited with the key id right after a Redis read ("redis"), right after a Postgres read
+# ("postgres") and just before an argon2 verify ("verify"): a test passes a barrier here
+# to hold a lookup mid-flight with what it read. Production passes nothing.
+Checkpoint = Callable[[str, str], Awaitable[None]]
+# A lookup whose result was outdated by an invalidation while it ran reads again, at most
+# this many times in all (then 503: the key is changing faster than it can be read).
+_ATTEMPTS = 3
+
+
+class OpenSessions(Protocol):
+    """The proxy's WebSocket registry (gateway.proxy.ws_sessions), as lookup needs it:
+    named here because auth must not import proxy."""
+
+    def keys(self) -> list[str]: ...
+
+    def __contains__(self, key_id: object) -> bool: ...
+
+    async def enforce(self, state: KeyState, now: float) -> int: ...
+
+
+class KeyLookup:
+    def __init__(
+        self,
+        *,
+        keys: KeysConfig,
+        cache: CacheConfig,
+        db: Database,
+        redis: RedisKeyCache | None,
+        hasher: SecretHasher,
+        server_secret: bytes,
+        sessions: OpenSessions | None = None,
+        clock: Callable[[], float] = time.time,
+        monotonic: Callable[[], float] = time.monotonic,
+        checkpoint: Checkpoint | None = None,
+        on_verify_start: Callable[[str], None] | None = None,
+    ) -> None:
+        self.keys = keys
+        self.cache_config = cache
+        self.db = db
+        self.redis = redis
+        self.sessions = sessions
+        self.clock = clock  # wall clock: expiry
+        self.monotonic = monotonic  # TTLs and windows
+        self.checkpoint = checkpoint
+        self.local = LocalKeyCache(cache.local_ttl, cache.max_entries, clock=monotonic)
+        self.failures = FailureLimiter(
+            cache.failed_ttl, cache.max_failures_per_key, clock=monotonic
+        )
+        self.verifies = FairVerifier(
+            hasher, keys.verify_threads, keys.max_queued_verifies_per_org,
+            keys.max_queued_verifies, on_start=on_verify_start,
+        )
+        self.verifier_key = verifier_key(server_secret)
+        self.proofs = TokenProofs()
+        # False while the invalidation channel is down and until the re-sync after it is
+        # back: an entry written before a change made meanwhile may be stale, so keys are
+        # read from PostgreSQL instead (set by the change listener).
+        self.redis_trusted = True
+        # One store read and argon2 verify per (key, candidate) at a time: a cold burst
+        # shares it. A task, so that it finishes (and is counted) even when every request
+        # awaiting it is gone.
+        self._in_flight: dict[bytes, asyncio.Task[KeyState | None]] = {}
+
+    # ------------------------------------------------------------------ identify
+
+    async def identify(
+        self, credential: str | CIMultiDictProxy[str], client: str | None
+    ) -> KeyState:
+        """The state of the presented key (given itself, or the request headers carrying
+        it) if it is valid and live; raise the matching Refusal otherwise.
+
+        `client` is the caller's address, scoping the wrong-secret limit (§3 step 7).
+        """
+        presented = credential if isinstance(credential, str) else read_credential(credential)
+        if presented is None:
+            raise MissingKey()
+        # The common case: this very string passed every check before (its proof matches).
+        state = self.local.proven(presented[_ID_START:_ID_END], self.proofs.of(presented))
+        if state is not None:
+            metrics.KEY_CACHE.add(metrics.LOCAL_HIT)
+        else:
+            state = await self._identify_anew(presented, client)
+        if state.revoked or state.expires_at is not None:
+            check_status(state, self.clock())  # expiry against the clock, on every request
+        return state
+
+    async def _identify_anew(self, presented: str, client: str | None) -> KeyState:
+        """Every check of a key not seen whole before: format, checksum, env, then tiers."""
+        parsed = parse_presented(presented, self.keys)
+        verifier = fast_verifier(self.verifier_key, parsed.key_id, parsed.secret)
+        entry = self.local.get(parsed.key_id)
+        if entry is not None and (entry.state is None or entry.verifier is not None):
+            metrics.KEY_CACHE.add(metrics.LOCAL_HIT)
+            if entry.state is None or entry.verifier is None:
+                raise InvalidKey()
+            state = _checked(entry.state, entry.verifier, verifier, parsed)
+        else:
+            if entry is None:
+                metrics.LOCAL_MISS.inc()
+            else:
+                metrics.KEY_CACHE.add(metrics.LOCAL_HIT)
+            state = await self._resolve(parsed, verifier, client)
+        self.local.put_proof(state.id, self.proofs.of(presented))
+        return state
+
+    async def _resolve(self, parsed: ParsedKey, verifier: bytes, client: str | None) -> KeyState:
+        key_id = parsed.key_id
+        for attempt in range(_ATTEMPTS):
+            last = attempt == _ATTEMPTS - 1
+            ticket = self.local.ticket()  # before any read: see local_cache
+            cached = await self._from_redis(key_id)
+            known = cached.verifier if cached is not None else None
+            known = known or self.local.known_verifier(key_id)
+            if cached is not None and known is not None:
+                state = _checked(cached.state, known, verifier, parsed)  # raises if wrong
+                if self.local.put(key_id, state, known, ticket=ticket) or last:
+                    if cached.verifier is None:
+                        await self._fill_redis(state, known)
+                    return state
+                continue
+            # Identical lookups in flight share one store read and one verify: a cold
+            # burst (or a hung database) costs one of each, not one per request.
+            task = self._in_flight.get(verifier)
+            if task is None:
+                task = asyncio.create_task(self._from_store(parsed, verifier, client, ticket))
+                self._in_flight[verifier] = task
+                task.add_done_callback(lambda t: self._settled(verifier, t))
+            found = await asyncio.shield(task)
+            if found is not None:
+                return found
+            # Invalidated while it was read or verified: read again (the verifier is known).
+        raise AuthUnavailable()  # changed on every attempt: let the client retry
+
+    async def _from_redis(self, key_id: str) -> CachedEntry | None:
+        """Redis's entry, unless Redis is not trusted now or the entry is older than an
+        invalidation this process has seen."""
+        if self.redis is None or not self.redis_trusted:
+            return None
+        try:
+            cached = await self.redis.get(key_id)
+        except (TimeoutError, RedisError, OSError):
+            metrics.REDIS_ERRORS.inc()
+            return None
+        if self.checkpoint is not None:
+            await self.checkpoint("redis", key_id)
+        if cached is not None and cached.state.version < self.local.floor(key_id):
+            cached = None
+        (metrics.REDIS_HIT if cached is not None else metrics.REDIS_MISS).inc()
+        return cached
+
+    async def _stored(self, key_id: str, ticket: Ticket) -> tuple[KeyState, str]:
+        """The key's state and argon2 hash: kept locally by an earlier failed verify, or
+        read from Postgres; raises InvalidKey for an unknown id."""
+        entry = self.local.get(key_id)
+        if entry is not None and entry.state is not None and entry.secret_hash is not None:
+            return entry.state, entry.secret_hash
+        try:
+            async with self.db.connection() as conn:
+                row = await queries.get_key(conn, key_id)
+        except StoreUnavailable:
+            metrics.POSTGRES_ERRORS.inc()
+            raise AuthUnavailable() from None
+        if self.checkpoint is not None:
+            await self.checkpoint("postgres", key_id)
+        if row is None:
+            metrics.POSTGRES_MISS.inc()
+            self.local.put(key_id, None, ticket=ticket)
+            raise InvalidKey()
+        metrics.POSTGRES_HIT.inc()
+        return KeyState.of(row), row.secret_hash
+
+    async def _from_store(
+        self, parsed: ParsedKey, verifier: bytes, client: str | None, ticket: Ticket
+    ) -> KeyState | None:
+        """The key's state from Postgres, its secret checked (by the known verifier, else
+        by argon2, counted against the limits first); None when an invalidation since
+        `ticket` outdated what was read. Runs as a task: it finishes, and counts, even
+        when every request awaiting it has gone."""
+        key_id = parsed.key_id
+        state, secret_hash = await self._stored(key_id, ticket)
+        known = self.local.known_verifier(key_id)
+        if known is not None:  # verified before: only the state needed a refresh
+            state = _checked(state, known, verifier, parsed)
+            if not self.local.put(key_id, state, known, ticket=ticket):
+                return None
+            await self._fill_redis(state, known)
+            return state
+        if state.prefix != parsed.prefix:
+            raise InvalidKey()
+        reservation = self.failures.reserve(key_id, client)
+        if not isinstance(reservation, Reservation):
+            metrics.key_verifications.labels("throttled").inc()
+            raise TooManyAttempts(reservation)
+        started = time.perf_counter()
+        try:
+            if self.checkpoint is not None:
+                await self.checkpoint("verify", key_id)
+            ok = await self.verifies.verify(state.org, secret_hash, parsed.secret)
+        except VerifyQueueFull:
+            self.failures.refund(reservation)  # no verify ran: nothing was tried
+            raise
+        metrics.key_verification_duration.observe(time.perf_counter() - started)
+        metrics.key_verifications.labels("valid" if ok else "invalid").inc()
+        if not ok:
+            current = self.local.get(key_id)
+            # A right secret verified meanwhile stays known: dropping its verifier would
+            # send valid requests back to argon2, which the failures may by now limit.
+            if current is None or current.verifier is None:
+                self.local.put(key_id, state, None, secret_hash, ticket=ticket)
+            raise InvalidKey()
+        self.failures.refund(reservation)
+        stored = self.local.put(key_id, state, verifier, ticket=ticket)  # learns it anyway
+        await self._fill_redis(state, verifier)  # Redis keeps whichever state is newer
+        return state if stored else None
+
+    def _settled(self, verifier: bytes, task: asyncio.Task[KeyState | None]) -> None:
+        if self._in_flight.get(verifier) is task:
+            del self._in_flight[verifier]
+        if not task.cancelled():
+            task.exception()  # retrieved: the awaiting requests re-raise it, if any are left
+
+    async def _fill_redis(self, state: KeyState, verifier: bytes) -> None:
+        if self.redis is None or not self.redis_trusted:  # likely down: spare the timeout
+            return
+        try:
+            await self.redis.put(state, verifier)
+        except (TimeoutError, RedisError, OSError):
+            metrics.REDIS_ERRORS.inc()
+
+    # ------------------------------------------------------------------ changes
+
+    def changed(self, key_id: str, version: int | None) -> None:
+        """`key_id` changed (to `version`, None when unknown): forget it here, and refuse
+        older states and lookups begun before this moment (see local_cache)."""
+        self.local.invalidate(key_id, version)
+
+    async def key_changed(self, key: ApiKey) -> None:
+        """A change made by this process (the admin API): here at once, then everywhere."""
+        self.changed(key.id, key.version)
+        if self.redis is not None:
+            await self.redis.key_changed(key)
+
+    async def current_state(self, key_id: str) -> KeyState | None:
+        """A key's current state for its open sessions: from Redis, or from PostgreSQL
+        while Redis is untrusted or stale (a revocation made meanwhile is only there).
+        None when neither store answers or the key is unknown."""
+        cached = await self._from_redis(key_id)
+        if cached is not None:
+            return cached.state
+        try:
+            async with self.db.connection() as conn:
+                row = await queries.get_key(conn, key_id)
+        except StoreUnavailable:
+            metrics.POSTGRES_ERRORS.inc()
+            return None
+        return KeyState.of(row) if row is not None else None
+
+    async def enforce_sessions(self, key_id: str) -> None:
+        """Re-authorise `key_id`'s open WebSocket sessions against its current state."""
+        if self.sessions is None or key_id not in self.sessions:
+            return
+        state = await self.current_state(key_id)
+        if state is not None:
+            await self.sessions.enforce(state, self.clock())
+
+    # ------------------------------------------------------------------ lifetime
+
+    async def lifetime(self, _app: Any = None) -> AsyncIterator[None]:
+        """aiohttp cleanup_ctx: the background loops, supervised, while the app runs;
+        on the way out they stop, verifies in flight are dropped and Redis is closed."""
+        supervisor = Supervisor()
+        if self.redis is not None:
+            supervisor.start("invalidations", lambda: key_changes.listen(self))
+            supervisor.start("resync", lambda: key_changes.resync_periodically(self))
+        if self.sessions is not None:
+            supervisor.start("ws-expiry", lambda: key_changes.watch_sessions(self))
+        try:
+            yield
+        finally:
+            await supervisor.stop()
+            for task in list(self._in_flight.values()):
+                task.cancel()
+            await asyncio.gather(*self._in_flight.values(), return_exceptions=True)
+            if self.redis is not None:
+                await self.redis.close()
+
+
+_ID_START = -BODY_LENGTH
+_ID_END = -BODY_LENGTH + ID_LENGTH
+
+
+def _checked(state: KeyState, known: bytes, presented: bytes, parsed: ParsedKey) -> KeyState:
+    if not same_verifier(known, presented) or state.prefix != parsed.prefix:
+        raise InvalidKey()
+    return state

@@ -1,0 +1,49 @@
+"""KeyState: what the gateway knows about a key when it decides a request. Never the secret.
+
+Every tier of the key cache holds KeyStates (serialised by `gateway.store.key_cache`); the
+`version` is the row's, bumped by every change in Postgres, and orders the states of one
+key: no tier ever replaces a newer state with an older one.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from gateway.keys.models import ApiKey
+from gateway.keys.rate_limits import RateLimit
+
+
+@dataclass(frozen=True)
+class KeyState:
+    id: str
+    org: str
+    prefix: str
+    env: str
+    scopes: tuple[str, ...]
+    expires_at: float | None  # unix seconds
+    revoked: bool
+    version: int
+    rate_limit: RateLimit | None = None
+
+    @property
+    def display_prefix(self) -> str:
+        return self.prefix + self.id
+
+    def __hash__(self) -> int:
+        # Equal states share id and version: hashing those two is enough, and cheaper
+        # than the generated hash over every field (states key the identity-header cache).
+        return hash((self.id, self.version))
+
+    @classmethod
+    def of(cls, key: ApiKey) -> KeyState:
+        return cls(
+            id=key.id,
+            org=key.org,
+            prefix=key.prefix,
+            env=key.env,
+            scopes=key.scopes,
+            expires_at=key.expires_at.timestamp() if key.expires_at else None,
+            revoked=key.revoked_at is not None,
+            version=key.version,
+            rate_limit=key.rate_limit,
+        )

@@ -1,0 +1,324 @@
+"""KeyLookup as a component, on the session's real PostgreSQL and Redis (never mocked).
+
+The interleavings that matter are driven deterministically: a barrier injected into the
+component (its `checkpoint`) holds a lookup right after it read Redis or Postgres, or just
+before its argon2 verify; meanwhile the key is revoked through the real service, whose
+change reaches this lookup only as another gateway's would (Redis pub/sub, heard by the
+lookup's own listener); then the barrier is released. The revoked key must be refused by
+the very next request, whatever the interleaving. The wrong-secret limit and the argon2
+queue are checked with counts of verifies started (real argon2 on real threads).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import secrets
+import uuid
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import pytest
+import redis.asyncio as aioredis
+
+from gateway.auth.errors import Refusal, TooManyAttempts
+from gateway.auth.key_lookup import KeyLookup
+from gateway.config import Argon2Params, Config, load_config
+from gateway.keys.format import base62_checksum
+from gateway.keys.hashing import SecretHasher
+from gateway.keys.models import Actor, ApiKey
+from gateway.keys.service import KeyService
+from gateway.keys.state import KeyState
+from gateway.store.db import Database
+from gateway.store.key_cache import CHANNEL, KeyCacheWriter, RedisKeyCache
+from tests.conftest import TEST_CONFIG
+from tests.support.stores import Stores
+
+ACTOR = Actor(principal="test:lookup")
+SECRET = secrets.token_bytes(32)
+ARGON2 = Argon2Params(time_cost=1, memory_kib=4096, parallelism=1)
+
+
+class Barrier:
+    """Holds the first lookup that reaches `point` until released."""
+
+    def __init__(self, point: str) -> None:
+        self.point = point
+        self.reached = asyncio.Event()
+        self.release = asyncio.Event()
+
+    async def __call__(self, point: str, key_id: str) -> None:
+        if point == self.point and not self.reached.is_set():
+            self.reached.set()
+            await self.release.wait()
+
+
+class HoldAll:
+    """Holds every lookup that reaches `point` until released; counts them."""
+
+    def __init__(self, point: str) -> None:
+        self.point = point
+        self.held = 0
+        self.release = asyncio.Event()
+
+    async def __call__(self, point: str, key_id: str) -> None:
+        if point == self.point:
+            self.held += 1
+            await self.release.wait()
+
+
+@dataclasses.dataclass
+class World:
+    config: Config
+    db: Database
+    hasher: SecretHasher
+    service: KeyService  # another gateway's (or the CLI's) service: publishes on Redis
+    old_build_service: KeyService  # as a build before versions: publishes bare ids
+    redis: aioredis.Redis
+    lookups: list[KeyLookup]
+    stack: contextlib.AsyncExitStack
+
+    async def lookup(self, **kwargs: Any) -> KeyLookup:
+        """A running lookup (listener subscribed) with its own Redis client."""
+        config: Config = kwargs.pop("config", self.config)
+        lookup = KeyLookup(
+            keys=config.keys, cache=config.cache, db=self.db,
+            redis=RedisKeyCache.connect(self.config.redis_url, 600, 1.0, SECRET),
+            hasher=self.hasher, server_secret=SECRET, **kwargs,
+        )
+        before = await self.subscribers()
+        await self.stack.enter_async_context(contextlib.asynccontextmanager(lookup.lifetime)())
+        for _ in range(500):  # until its listener is subscribed
+            if await self.subscribers() > before:
+                break
+            await asyncio.sleep(0.01)
+        self.lookups.append(lookup)
+        return lookup
+
+    async def subscribers(self) -> int:
+        counts = await self.redis.pubsub_numsub(CHANNEL)
+        return int(counts[0][1])
+
+    async def key(self, scopes: tuple[str, ...] = ("read",), org: str | None = None) -> Made:
+        if org is None:
+            org = f"lk-{uuid.uuid4().hex[:10]}"
+            await self.service.create_org(ACTOR, org)
+        created = await self.service.create_key(ACTOR, org, "lookup", list(scopes))
+        return Made(created.key.id, created.secret, created.key.display_prefix, org)
+
+
+@dataclasses.dataclass(frozen=True)
+class Made:
+    id: str
+    secret: str
+    display_prefix: str
+    org: str
+
+    def wrong(self) -> str:
+        body = self.display_prefix + secrets.token_hex(16)
+        return body + base62_checksum(body)
+
+
+@pytest.fixture
+async def world(clean_stores: Stores) -> AsyncIterator[World]:
+    config = load_config(str(TEST_CONFIG))
+    config = dataclasses.replace(
+        config, redis_url=clean_stores.redis_url, database_url=clean_stores.database_url,
+        keys=dataclasses.replace(config.keys, argon2=ARGON2, verify_threads=2),
+    )
+    db = Database(clean_stores.database_url)
+    hasher = SecretHasher(ARGON2, threads=2)
+    writer = KeyCacheWriter(RedisKeyCache.connect(clean_stores.redis_url, 600, 2.0))
+    old_cache = RedisKeyCache.connect(clean_stores.redis_url, 600, 2.0)
+
+    async def old_build_writer(key: ApiKey) -> None:
+        await old_cache.put(KeyState.of(key), None)
+        await old_cache.client.publish(CHANNEL, key.id)
+
+    client = aioredis.Redis.from_url(clean_stores.redis_url)
+    async with contextlib.AsyncExitStack() as stack:
+        try:
+            yield World(config, db, hasher,
+                        KeyService(db, config.keys, hasher, on_change=writer.key_changed),
+                        KeyService(db, config.keys, hasher, on_change=old_build_writer),
+                        client, [], stack)
+        finally:
+            await stack.aclose()
+            await writer.close()
+            await old_cache.close()
+            await client.aclose()
+            await db.close()
+            hasher.close()
+
+
+async def heard(lookup: KeyLookup, key_id: str, version: int) -> None:
+    """Until the lookup's listener has delivered the change `key_id` -> `version`."""
+    for _ in range(500):
+        if lookup.local.floor(key_id) >= version:
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError("the invalidation never arrived")
+
+
+async def outcome(call: Any) -> str:
+    try:
+        await call
+    except Refusal as refusal:
+        return refusal.code
+    return "allowed"
+
+
+# ------------------------------------------------------------------------- versions
+
+
+@pytest.mark.parametrize(
+    ("point", "bare_id"),
+    [
+        ("redis", False),  # read a warm Redis entry (with verifier), then held
+        ("postgres", False),  # read the row, then held
+        ("verify", False),  # read the row, held before argon2
+        ("verify", True),  # the same, told by an older build: a bare id, no version
+        ("redis", True),
+    ],
+)
+async def test_a_lookup_in_flight_across_a_revocation_cannot_resurrect_the_key(
+    world: World, point: str, bare_id: bool
+) -> None:
+    key = await world.key()
+    if point == "redis":  # another gateway verified the key: Redis holds its verifier
+        other = await world.lookup()
+        await other.identify(key.secret, "10.0.0.1")
+    barrier = Barrier(point)
+    lookup = await world.lookup(checkpoint=barrier)
+    in_flight = asyncio.create_task(outcome(lookup.identify(key.secret, "10.0.0.1")))
+    await asyncio.wait_for(barrier.reached.wait(), 5)
+
+    generation = lookup.local.ticket()
+    service = world.old_build_service if bare_id else world.service
+    revoked = await service.revoke_key(ACTOR, key.id, reason="test")
+    if bare_id:  # no version to go by: the message is heard when the generation moves
+        for _ in range(500):
+            if lookup.local.ticket() != generation:
+                break
+            await asyncio.sleep(0.01)
+    else:
+        await heard(lookup, key.id, revoked.key.version)
+
+    barrier.release.set()
+    assert await in_flight in ("allowed", "revoked_api_key")  # it began before the revoke
+    assert await outcome(lookup.identify(key.secret, "10.0.0.1")) == "revoked_api_key"
+    entry = lookup.local.get(key.id)
+    assert entry is None or entry.state is None or entry.state.revoked
+
+
+# ------------------------------------------------------------------ wrong-secret limit
+
+
+def counter() -> tuple[list[str], Callable[[str], None]]:
+    started: list[str] = []
+    return started, started.append
+
+
+async def test_two_hundred_concurrent_wrong_secrets_run_at_most_the_limit_of_verifies(
+    world: World,
+) -> None:
+    key = await world.key()
+    started, on_start = counter()
+    lookup = await world.lookup(on_verify_start=on_start)
+    limit = world.config.cache.max_failures_per_key
+    results = await asyncio.gather(
+        *(outcome(lookup.identify(key.wrong(), "10.0.0.66")) for _ in range(200))
+    )
+    assert len(started) <= limit
+    assert results.count("invalid_api_key") == len(started)
+    assert results.count("too_many_attempts") == 200 - len(started)
+    # The owner, elsewhere, is not affected; a right secret gives its place back.
+    assert await outcome(lookup.identify(key.secret, "10.0.0.1")) == "allowed"
+
+
+async def test_attempts_whose_client_went_away_mid_verify_still_count(world: World) -> None:
+    key = await world.key()
+    started, on_start = counter()
+    hold = HoldAll("verify")
+    limit = world.config.cache.max_failures_per_key
+    roomy = dataclasses.replace(world.config, keys=dataclasses.replace(
+        world.config.keys, max_queued_verifies_per_org=limit))  # every verify queues
+    lookup = await world.lookup(on_verify_start=on_start, checkpoint=hold, config=roomy)
+    callers = [asyncio.create_task(lookup.identify(key.wrong(), "10.0.0.66"))
+               for _ in range(limit)]
+    for _ in range(1000):  # every one reserved its attempt and waits for argon2
+        if hold.held == limit:
+            break
+        await asyncio.sleep(0.01)
+    for caller in callers:
+        caller.cancel()  # the clients disconnect (aiohttp cancels their handlers)
+    await asyncio.gather(*callers, return_exceptions=True)
+    with pytest.raises(TooManyAttempts) as refused:
+        await lookup.identify(key.wrong(), "10.0.0.66")
+    assert int(refused.value.headers()["Retry-After"]) >= 1
+    hold.release.set()
+    for _ in range(1000):  # the verifies still run (their slots are freed by them)
+        if len(started) == limit and not lookup.verifies.running:
+            break
+        await asyncio.sleep(0.01)
+    with pytest.raises(TooManyAttempts):
+        await lookup.identify(key.wrong(), "10.0.0.66")
+    assert len(started) == limit
+
+
+async def test_one_address_never_locks_out_the_owner_and_known_keys_are_never_throttled(
+    world: World,
+) -> None:
+    key = await world.key()
+    started, on_start = counter()
+    lookup = await world.lookup(on_verify_start=on_start)
+    burst = await asyncio.gather(
+        *(outcome(lookup.identify(key.wrong(), "10.0.0.66")) for _ in range(500))
+    )
+    limit = world.config.cache.max_failures_per_key
+    assert burst.count("invalid_api_key") <= limit  # far below the per-id cap (10x)
+    assert lookup.failures.retry_after(key.id, "10.0.0.1") is None
+    assert await outcome(lookup.identify(key.secret, "10.0.0.1")) == "allowed"
+    # Its right secret is known now: never throttled, even from the attacker's address,
+    # and wrong ones are refused by the keyed hash (401, no argon2).
+    verifies = len(started)
+    assert await outcome(lookup.identify(key.secret, "10.0.0.66")) == "allowed"
+    assert await outcome(lookup.identify(key.wrong(), "10.0.0.66")) == "invalid_api_key"
+    # And on a fresh gateway that finds the verifier in Redis.
+    fresh = await world.lookup()
+    assert await outcome(fresh.identify(key.secret, "10.0.0.66")) == "allowed"
+    assert len(started) == verifies
+
+
+async def test_one_tenants_flood_delays_anothers_first_verify_by_two_rounds_at_most(
+    world: World,
+) -> None:
+    flood_org = f"lk-{uuid.uuid4().hex[:10]}"
+    await world.service.create_org(ACTOR, flood_org)
+    flood_keys = [await world.key(org=flood_org) for _ in range(4)]
+    victim = await world.key()
+    started, on_start = counter()
+    queued_at: list[int] = []
+
+    async def mark(point: str, key_id: str) -> None:
+        if point == "verify" and key_id == victim.id:
+            queued_at.append(len(started))
+
+    lookup = await world.lookup(on_verify_start=on_start, checkpoint=mark)
+    slots = world.config.keys.verify_threads
+    flood = [
+        asyncio.create_task(outcome(lookup.identify(k.wrong(), f"10.1.{i}.{j}")))
+        for i, k in enumerate(flood_keys) for j in range(40)
+    ]
+    for _ in range(5000):  # until the flood is running and queued
+        if len(started) >= 2 * slots:
+            break
+        await asyncio.sleep(0.001)
+    assert await outcome(lookup.identify(victim.secret, "10.2.0.1")) == "allowed"
+    ahead = started.index(victim.org) - queued_at[0]
+    results = await asyncio.gather(*flood)
+    print(f"flood: {len(started) - 1} verifies, outcomes "
+          f"{ {r: results.count(r) for r in set(results)} }; the victim waited for {ahead}")
+    assert ahead <= 2 * slots
+    assert set(results) <= {"invalid_api_key", "auth_unavailable"}  # 503 when queues full
