@@ -29,7 +29,7 @@ test: $(STAMP)
 test-lowest: requirements.lock pyproject.toml
 	$(PYTHON) -m venv $(LOWEST_VENV)
 	$(LOWEST_VENV)/bin/pip install --quiet --no-deps -r requirements.lock
-	$(LOWEST_VENV)/bin/pip install --quiet --no-deps $(LOWEST)
+	$(LOWEST_VENV)/bin/pip install --quiet $(LOWEST)  # with what they need at those versions
 	$(LOWEST_VENV)/bin/pip install --quiet --no-deps -e .
 	$(LOWEST_VENV)/bin/pip check
 	$(LOWEST_VENV)/bin/python -m pytest -q -p no:cacheprovider

@@ -11,6 +11,7 @@ re-checking open WebSocket sessions. Each loop runs under the lookup's Superviso
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from typing import TYPE_CHECKING
@@ -42,22 +43,26 @@ async def listen(lookup: KeyLookup) -> None:
     backoff = 0.1
     while True:
         try:
-            async for message in lookup.redis.subscribe():
-                if not message:  # (re)subscribed: whatever was missed meanwhile is dropped
-                    recovering = local.ttl != configured
-                    if recovering:
-                        local.clear()
-                    repaired = await resync_recent_changes(lookup)  # raises if Redis fails
-                    if recovering:
-                        log.warning("invalidation channel back; %s recently changed keys "
-                                    "re-synced into Redis", repaired)
-                    local.ttl = configured
-                    lookup.redis_trusted = True
-                    backoff = 0.1
-                    continue
-                key_id, version = parse_invalidation(message)
-                lookup.changed(key_id, version)
-                await lookup.enforce_sessions(key_id)
+            # Closed here, by this task, even when it is cancelled mid-loop: left to the
+            # event loop's generator finaliser, the subscription would be torn down during
+            # interpreter shutdown, talking to Redis after the loop stopped serving.
+            async with contextlib.aclosing(lookup.redis.subscribe()) as messages:
+                async for message in messages:
+                    if not message:  # (re)subscribed: whatever was missed meanwhile is dropped
+                        recovering = local.ttl != configured
+                        if recovering:
+                            local.clear()
+                        repaired = await resync_recent_changes(lookup)  # raises if Redis fails
+                        if recovering:
+                            log.warning("invalidation channel back; %s recently changed keys "
+                                        "re-synced into Redis", repaired)
+                        local.ttl = configured
+                        lookup.redis_trusted = True
+                        backoff = 0.1
+                        continue
+                    key_id, version = parse_invalidation(message)
+                    lookup.changed(key_id, version)
+                    await lookup.enforce_sessions(key_id)
         except BaseException as exc:
             # Whatever ended the subscription, entries may now miss changes: degrade first.
             if local.ttl == configured:

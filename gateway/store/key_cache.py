@@ -23,7 +23,7 @@ import contextlib
 import hashlib
 import json
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -153,7 +153,7 @@ class RedisKeyCache:
         await self.put(KeyState.of(key), None)
         await self.client.publish(CHANNEL, invalidation(key.id, key.version))
 
-    async def subscribe(self) -> AsyncIterator[str]:
+    async def subscribe(self) -> AsyncGenerator[str, None]:
         """Messages (`parse_invalidation`) as changes are published; "" once subscribed.
 
         Raises RedisError when the link drops."""

@@ -1,4 +1,4 @@
-"""A raw recording upstream for the differential test of the boundary.
+"""The raw recording upstream every boundary test puts behind the gateway.
 
 It behaves like the upstreams that make request smuggling pay: it keeps connections
 alive and answers each request as soon as its head has been parsed, *before* reading the
@@ -10,7 +10,10 @@ connection closed.
 Every request is recorded with its connection, method, target, every header line
 verbatim, the body bytes and trailers, and whether the body arrived whole. The answer
 names the request id it saw (`X-Upstream-Seen`), so the client can tell an upstream
-answer from the gateway's own. Runs on its own thread and event loop.
+answer from the gateway's own, and its body the request line and connection number
+(`seen GET /x on 3`). A gateway that lets the client's bytes frame the upstream's view,
+or reuses a connection it did not finish writing, shows up here as a request nobody
+authorised. Runs on its own thread and event loop.
 """
 
 from __future__ import annotations
@@ -108,10 +111,23 @@ class RecordingUpstream:
         with self._lock:
             return list(self.recorded), list(self.errors)
 
+    def requests(self) -> list[Recorded]:
+        with self._lock:
+            return list(self.recorded)
+
     def clear(self) -> None:
         with self._lock:
             self.recorded.clear()
             self.errors.clear()
+
+    def wait_for(self, count: int, timeout: float = 5.0) -> list[Recorded]:
+        """The recorded requests once at least `count` bodies arrived whole (or on timeout)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if sum(r.complete for r in self.requests()) >= count:
+                break
+            time.sleep(0.02)
+        return self.requests()
 
     def settle(self, timeout: float = 3.0) -> None:
         """Wait until no connection is part-way through a message (or `timeout` passes)."""
@@ -199,7 +215,8 @@ class RecordingUpstream:
     @staticmethod
     def _answer(writer: asyncio.StreamWriter, record: Recorded) -> None:
         seen = record.request_id or "-"
-        answer = f"seen {record.head.method} {record.head.target}".encode()
+        head = record.head
+        answer = f"seen {head.method} {head.target} on {record.connection}".encode()
         writer.write(
             b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n"
             + f"{SEEN_HEADER}: {seen}\r\nContent-Length: {len(answer)}\r\n\r\n".encode()

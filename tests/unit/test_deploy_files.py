@@ -23,7 +23,8 @@ from tests.support.spec import SPEC_METRICS
 
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
-SPEC_LABELS = {"route", "method", "code", "outcome", "upstream", "tier", "result", "store", "le"}
+SPEC_LABELS = {"route", "method", "code", "outcome", "upstream", "tier", "result", "store", "le",
+               "task"}  # task: keygate_background_restarts_total (beyond §8)
 PROMQL_WORDS = {
     # aggregations, functions and keywords used in PromQL (not metric names)
     "sum", "min", "max", "avg", "count", "stddev", "stdvar", "topk", "bottomk", "quantile",

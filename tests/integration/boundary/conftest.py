@@ -1,121 +1,68 @@
-"""One gateway with short timeouts in front of a raw recording upstream and the echo upstream.
+"""The boundary tests' shared gateway: one recording upstream, one echo upstream and one
+gateway in front of them (tests/integration/boundary/recorded.py) for every test here.
 
-The routes are public unless the test is about authentication, so these tests attack the
-HTTP boundary itself; keys come from the proxy harness when a test needs one.
+Every test starts from an upstream with no request in flight and nothing recorded (the
+`gw` fixture, or check_pipeline / requests picked out by their own request id), and makes
+its own keys when it needs more than the shared ones: no test sees another's state.
+A gateway with another config (trusted proxies) is its own module's fixture, in front of
+the same recording upstream.
 """
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from gateway.config import load_config
-from gateway.embedded import free_port
 from gateway.keys.service import open_key_service
-from tests.integration.proxy.harness import (
-    CHEAP_ARGON2,
-    KeyMaker,
-    assert_no_key_in,
-    gateway_env,
-)
-from tests.support.gateway_process import (
-    GatewayProcess,
-    UpstreamProcess,
-    start_gateway,
-    start_upstream,
-    stopped_cleanly,
-)
-from tests.support.raw_upstream import RawUpstream
+from tests.integration.boundary.recorded import Recorded, recorded_gateway, recording_upstream
+from tests.integration.proxy.harness import KeyMaker
+from tests.support.gateway_process import UpstreamProcess, start_upstream
+from tests.support.recording_upstream import RecordingUpstream
 from tests.support.stores import Stores
 
-HEADER_TIMEOUT = 1.0
-BODY_IDLE_TIMEOUT = 1.0
-MAX_MESSAGE = 64 * 1024
-# A host name no resolver accepts (a 64-character label): aiohttp's IDNA encoding raises
-# UnicodeError, which no refusal maps, so requests on this route fail inside the gateway.
-UNENCODABLE_HOST = "a" * 64 + ".invalid"
 
-
-def boundary_config(echo: str, raw_port: int) -> dict[str, Any]:
-    raw = f"http://127.0.0.1:{raw_port}"
-    return {
-        "dev": False,
-        "keys": {"argon2": CHEAP_ARGON2, "verify_threads": 2},
-        "server": {
-            "drain_timeout": "2s", "store_timeout": "1s",
-            "header_timeout": f"{HEADER_TIMEOUT:g}s",
-            "body_idle_timeout": f"{BODY_IDLE_TIMEOUT:g}s",
-            "keepalive_timeout": "30s",
-        },
-        "log": {"level": "info", "format": "json", "access_log": True},
-        "upstreams": {
-            "echo": {"url": echo, "timeout": "10s"},
-            "raw": {"url": raw, "timeout": "10s"},
-            "broken": {"url": f"http://{UNENCODABLE_HOST}", "timeout": "2s"},
-        },
-        "routes": [
-            {"path": "/raw/small/**", "upstream": "raw", "public": True, "max_body": "1KiB",
-             "name": "raw-small"},
-            {"path": "/raw/**", "upstream": "raw", "public": True, "name": "raw"},
-            {"path": "/ws-raw/**", "upstream": "raw", "public": True, "websocket": True,
-             "name": "ws-raw"},
-            {"path": "/ws/**", "upstream": "echo", "public": True, "websocket": True,
-             "max_message": f"{MAX_MESSAGE // 1024}KiB", "name": "ws"},
-            {"path": "/auth/**", "upstream": "raw", "scopes": ["write"], "max_body": "1KiB",
-             "name": "auth"},
-            {"path": "/echo/small/**", "upstream": "echo", "public": True, "max_body": "1KiB",
-             "name": "echo-small"},
-            {"path": "/echo/**", "upstream": "echo", "public": True, "name": "echo"},
-            {"path": "/broken/**", "upstream": "broken", "public": True, "name": "broken"},
-        ],
-    }
-
-
-@dataclass
-class Boundary:
-    gateway: GatewayProcess
-    raw: RawUpstream
-    echo: UpstreamProcess
-
-    @property
-    def port(self) -> int:
-        return self.gateway.proxy_port
-
-
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="package")
 def boundary_logs(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("boundary")
 
 
-@pytest.fixture(scope="module")
-def boundary(stores: Stores, boundary_logs: Path) -> Iterator[Boundary]:
-    echo = start_upstream(boundary_logs, name="echo")
-    raw = RawUpstream(free_port())
-    raw.start()
+@pytest.fixture(scope="package")
+def upstream() -> Iterator[RecordingUpstream]:
+    with recording_upstream() as recorder:
+        yield recorder
+
+
+@pytest.fixture(scope="package")
+def echo(boundary_logs: Path) -> Iterator[UpstreamProcess]:
+    process = start_upstream(boundary_logs, name="echo")
     try:
-        config = boundary_config(echo.url, raw.port)
-        gw = start_gateway(config, boundary_logs, gateway_env(stores), name="gateway")
-        with stopped_cleanly(gw):
-            yield Boundary(gw, raw, echo)
-        assert_no_key_in(gw.process.output(), "the gateway's output")
+        yield process
     finally:
-        raw.stop()
-        echo.process.stop(expect_code=0)
+        process.process.stop(expect_code=0)
+
+
+@pytest.fixture(scope="package")
+def boundary(
+    stores: Stores, boundary_logs: Path, upstream: RecordingUpstream, echo: UpstreamProcess
+) -> Iterator[Recorded]:
+    with recorded_gateway(stores, boundary_logs, name="gateway", upstream=upstream,
+                          echo_url=echo.url) as rec:
+        yield rec
 
 
 @pytest.fixture
-def gw(boundary: Boundary) -> Boundary:
+def gw(boundary: Recorded) -> Recorded:
     assert boundary.gateway.process.alive(), boundary.gateway.process.tail()
-    boundary.raw.clear()
+    boundary.upstream.settle()
+    boundary.upstream.clear()
     return boundary
 
 
 @pytest.fixture
-async def keys(boundary: Boundary) -> AsyncIterator[KeyMaker]:
+async def keys(boundary: Recorded) -> AsyncIterator[KeyMaker]:
     g = boundary.gateway
     config = load_config(str(g.config_path), env=g.env)
     async with open_key_service(config) as service:

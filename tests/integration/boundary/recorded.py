@@ -1,5 +1,12 @@
-"""A real gateway in front of the recording upstream, with keys, for the boundary tests
-that check what crossed the wire (test_differential.py, test_identity_headers.py)."""
+"""A real gateway in front of the recording upstream (tests/support/recording_upstream.py),
+with keys: what every boundary test sends through and checks on the wire.
+
+One config serves every boundary test. Routes are public unless a test is about
+authentication, so most tests attack the HTTP boundary itself: `/raw/**` (and its
+variants) and `/d/**`, `/creds/**` (scope `write`) go to the recording upstream, `/echo/**`
+and `/ws/**` to the echo upstream when there is one, `/broken/**` to a host aiohttp
+cannot encode.
+"""
 
 from __future__ import annotations
 
@@ -29,29 +36,60 @@ from tests.support.http1 import take_response_head as _take_head
 from tests.support.recording_upstream import RecordingUpstream
 from tests.support.stores import Stores
 
+HEADER_TIMEOUT = 1.0
 BODY_IDLE_TIMEOUT = 1.0
 MAX_BODY = 4096
+MAX_MESSAGE = 64 * 1024
+# A host name no resolver accepts (a 64-character label): aiohttp's IDNA encoding raises
+# UnicodeError, which no refusal maps, so requests on this route fail inside the gateway.
+UNENCODABLE_HOST = "a" * 64 + ".invalid"
 
 
-def recorded_config(upstream_port: int, trusted_proxies: Sequence[str] = ()) -> dict[str, Any]:
-    rec = f"http://127.0.0.1:{upstream_port}"
+def boundary_config(
+    upstream_port: int, *, echo_url: str | None = None, trusted_proxies: Sequence[str] = ()
+) -> dict[str, Any]:
+    recorder = f"http://127.0.0.1:{upstream_port}"
+    upstreams: dict[str, Any] = {
+        "raw": {"url": recorder, "timeout": "10s"},
+        "rec": {"url": recorder, "timeout": "5s"},
+        "broken": {"url": f"http://{UNENCODABLE_HOST}", "timeout": "2s"},
+    }
+    routes: list[dict[str, Any]] = [
+        {"path": "/raw/small/**", "upstream": "raw", "public": True, "max_body": "1KiB",
+         "name": "raw-small"},
+        {"path": "/raw/**", "upstream": "raw", "public": True, "name": "raw"},
+        {"path": "/ws-raw/**", "upstream": "raw", "public": True, "websocket": True,
+         "name": "ws-raw"},
+        {"path": "/auth/**", "upstream": "raw", "scopes": ["write"], "max_body": "1KiB",
+         "name": "auth"},
+        {"path": "/d/**", "upstream": "rec", "scopes": ["write"],
+         "max_body": f"{MAX_BODY // 1024}KiB", "name": "diff"},
+        {"path": "/creds/**", "upstream": "rec", "scopes": ["write"],
+         "forward_credentials": True, "name": "creds"},
+        {"path": "/broken/**", "upstream": "broken", "public": True, "name": "broken"},
+    ]
+    if echo_url is not None:
+        upstreams["echo"] = {"url": echo_url, "timeout": "10s"}
+        routes += [
+            {"path": "/ws/**", "upstream": "echo", "public": True, "websocket": True,
+             "max_message": f"{MAX_MESSAGE // 1024}KiB", "name": "ws"},
+            {"path": "/echo/small/**", "upstream": "echo", "public": True,
+             "max_body": "1KiB", "name": "echo-small"},
+            {"path": "/echo/**", "upstream": "echo", "public": True, "name": "echo"},
+        ]
     return {
         "dev": False,
         "keys": {"argon2": CHEAP_ARGON2, "verify_threads": 2},
         "server": {
-            "drain_timeout": "2s", "store_timeout": "1s", "header_timeout": "1s",
-            "body_idle_timeout": f"{BODY_IDLE_TIMEOUT:g}s", "keepalive_timeout": "30s",
+            "drain_timeout": "2s", "store_timeout": "1s",
+            "header_timeout": f"{HEADER_TIMEOUT:g}s",
+            "body_idle_timeout": f"{BODY_IDLE_TIMEOUT:g}s",
+            "keepalive_timeout": "30s",
             "trusted_proxies": list(trusted_proxies),
         },
-        "log": {"level": "info", "format": "json", "access_log": True,
-                "access_log_flush": "0s"},
-        "upstreams": {"rec": {"url": rec, "timeout": "5s"}},
-        "routes": [
-            {"path": "/d/**", "upstream": "rec", "scopes": ["write"], "max_body": "4KiB",
-             "name": "diff"},
-            {"path": "/creds/**", "upstream": "rec", "scopes": ["write"],
-             "forward_credentials": True, "name": "creds"},
-        ],
+        "log": {"level": "info", "format": "json", "access_log": True},
+        "upstreams": upstreams,
+        "routes": routes,
     }
 
 
@@ -95,19 +133,35 @@ def _make_keys(gw: GatewayProcess) -> Keys:
 
 
 @contextmanager
-def recorded_gateway(
-    stores: Stores, log_dir: Path, *, name: str, trusted_proxies: Sequence[str] = ()
-) -> Iterator[Recorded]:
+def recording_upstream() -> Iterator[RecordingUpstream]:
     upstream = RecordingUpstream(free_port())
     upstream.start()
     try:
-        config = recorded_config(upstream.port, trusted_proxies)
+        yield upstream
+    finally:
+        upstream.stop()
+
+
+@contextmanager
+def recorded_gateway(
+    stores: Stores,
+    log_dir: Path,
+    *,
+    name: str,
+    upstream: RecordingUpstream | None = None,
+    echo_url: str | None = None,
+    trusted_proxies: Sequence[str] = (),
+) -> Iterator[Recorded]:
+    """A gateway in front of `upstream` (its own recording upstream if None)."""
+    with contextlib.ExitStack() as stack:
+        if upstream is None:
+            upstream = stack.enter_context(recording_upstream())
+        config = boundary_config(upstream.port, echo_url=echo_url,
+                                 trusted_proxies=trusted_proxies)
         gw = start_gateway(config, log_dir, gateway_env(stores), name=name)
         with stopped_cleanly(gw):
             yield Recorded(gw, upstream, _make_keys(gw))
         assert_no_key_in(gw.process.output(), f"{name}'s output")
-    finally:
-        upstream.stop()
 
 
 def canonical(name: str) -> str:

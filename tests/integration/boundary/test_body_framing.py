@@ -3,7 +3,7 @@ gateway; framing in doubt is refused and the connection closed; a connection on 
 the request was not written completely never carries another request.
 
 The upstream here answers before reading bodies and parses what follows as the next
-request (tests/support/raw_upstream.py): any desynchronisation shows up as a request
+request (tests/support/recording_upstream.py): any desynchronisation shows up as a request
 nobody sent through the gateway.
 """
 
@@ -14,11 +14,11 @@ import gzip
 
 import pytest
 
-from tests.integration.boundary.conftest import Boundary
 from tests.integration.boundary.rawhttp import exchange_all, open_raw, responses_until_close
+from tests.integration.boundary.recorded import Recorded
 from tests.integration.proxy.harness import raw_error
 from tests.integration.proxy.wire import close_writer, read_response, request_bytes
-from tests.support.raw_upstream import Seen
+from tests.support.recording_upstream import Recorded as Seen
 
 SMUGGLED = b"GET /raw/smuggled HTTP/1.1\r\nHost: x\r\nX-Keygate-Org: evil\r\n\r\n"
 
@@ -40,13 +40,14 @@ def smuggling_gzip() -> bytes:
 
 def assert_only(seen: list[Seen], targets: list[str]) -> None:
     """The upstream parsed exactly these requests, and no identity the client forged."""
-    assert [s.target for s in seen] == targets, [(s.method, s.target) for s in seen]
+    assert [s.head.target for s in seen] == targets, [s.head.start for s in seen]
     for s in seen:
-        assert not any(k.lower().startswith("x-keygate") for k, _ in s.headers), s.headers
+        fields = s.head.fields
+        assert not any(k.lower().startswith("x-keygate") for k, _ in fields), fields
 
 
 @pytest.mark.parametrize("connection", [None, "content-length", "content-encoding"])
-async def test_gzip_body_is_forwarded_byte_for_byte(gw: Boundary, connection: str | None) -> None:
+async def test_gzip_body_is_forwarded_byte_for_byte(gw: Recorded, connection: str | None) -> None:
     body = smuggling_gzip()
     headers = [("Content-Encoding", "gzip"), ("Content-Length", str(len(body)))]
     if connection:
@@ -55,14 +56,14 @@ async def test_gzip_body_is_forwarded_byte_for_byte(gw: Boundary, connection: st
         gw.port, request_bytes("POST", "/raw/upload", headers, body), wait=3
     )
     assert replies and replies[0].status == 200
-    seen = gw.raw.wait_for(1)
+    seen = gw.upstream.wait_for(1)
     assert_only(seen, ["/raw/upload"])
     assert seen[0].body == body  # the compressed bytes, never decoded
-    assert seen[0].header_all("Content-Length") == [str(len(body))]
-    assert seen[0].header_all("Content-Encoding") == ["gzip"]
+    assert seen[0].head.all("Content-Length") == [str(len(body))]
+    assert seen[0].head.all("Content-Encoding") == ["gzip"]
 
 
-async def test_chunked_body_is_rechunked_with_the_same_bytes(gw: Boundary) -> None:
+async def test_chunked_body_is_rechunked_with_the_same_bytes(gw: Recorded) -> None:
     body = smuggling_gzip()
     chunked = b"%x\r\n%s\r\n0\r\n\r\n" % (len(body), body)
     headers = [("Content-Encoding", "gzip"), ("Transfer-Encoding", "chunked"),
@@ -71,11 +72,11 @@ async def test_chunked_body_is_rechunked_with_the_same_bytes(gw: Boundary) -> No
         gw.port, request_bytes("POST", "/raw/chunked", headers, chunked), wait=3
     )
     assert replies and replies[0].status == 200
-    seen = gw.raw.wait_for(1)
+    seen = gw.upstream.wait_for(1)
     assert_only(seen, ["/raw/chunked"])
     assert seen[0].body == body
-    assert seen[0].header_all("Transfer-Encoding") == ["chunked"]
-    assert seen[0].header_all("Content-Length") == []
+    assert seen[0].head.all("Transfer-Encoding") == ["chunked"]
+    assert seen[0].head.all("Content-Length") == []
 
 
 @pytest.mark.parametrize(
@@ -95,7 +96,7 @@ async def test_chunked_body_is_rechunked_with_the_same_bytes(gw: Boundary) -> No
          "cl-twice", "cl-list", "cl-sign"],
 )
 async def test_framing_in_doubt_is_400_and_closes(
-    gw: Boundary, framing: list[tuple[str, str]]
+    gw: Recorded, framing: list[tuple[str, str]]
 ) -> None:
     data = request_bytes("POST", "/raw/doubt", framing, b"5\r\nhello\r\n0\r\n\r\n")
     data += request_bytes("GET", "/raw/after", [("X-Keygate-Org", "evil")])
@@ -104,10 +105,10 @@ async def test_framing_in_doubt_is_400_and_closes(
     raw_error(replies[0], 400, "invalid_request")
     assert closed
     await asyncio.sleep(0.2)
-    assert gw.raw.requests() == []
+    assert gw.upstream.snapshot() == ([], [])
 
 
-async def test_pipelined_request_after_a_short_body_is_its_own_request(gw: Boundary) -> None:
+async def test_pipelined_request_after_a_short_body_is_its_own_request(gw: Recorded) -> None:
     first = request_bytes("POST", "/raw/first", [("Content-Length", "5")], b"hello")
     second = request_bytes("GET", "/raw/second", [("X-Keygate-Org", "evil"),
                                                    ("X_Keygate_Org", "evil")])
@@ -119,13 +120,13 @@ async def test_pipelined_request_after_a_short_body_is_its_own_request(gw: Bound
     finally:
         await close_writer(writer)
     assert [r.status for r in replies] == [200, 200]
-    seen = gw.raw.wait_for(2)
-    assert [s.target for s in seen] == ["/raw/first", "/raw/second"]
+    seen = gw.upstream.wait_for(2)
+    assert [s.head.target for s in seen] == ["/raw/first", "/raw/second"]
     assert seen[0].body == b"hello"
     assert seen[1].body == b""
 
 
-async def test_incomplete_upload_never_leaves_a_pooled_connection_behind(gw: Boundary) -> None:
+async def test_incomplete_upload_never_leaves_a_pooled_connection_behind(gw: Recorded) -> None:
     # Client 1 declares 1000 bytes, sends 10 and goes away after the upstream's early answer.
     reader, writer = await open_raw(gw.port)
     writer.write(request_bytes("POST", "/raw/cut", [("Content-Length", "1000")], b"x" * 10))
@@ -139,14 +140,14 @@ async def test_incomplete_upload_never_leaves_a_pooled_connection_behind(gw: Bou
         replies, _ = await exchange_all(gw.port, request_bytes("GET", target), wait=2)
         assert replies and replies[0].status == 200
         assert replies[0].body.startswith(f"seen GET {target} ".encode()), replies[0].body
-    seen = gw.raw.requests()
-    assert [s.target for s in seen] == ["/raw/cut", "/raw/next", "/raw/third"]
+    seen = gw.upstream.requests()
+    assert [s.head.target for s in seen] == ["/raw/cut", "/raw/next", "/raw/third"]
     assert seen[0].connection not in {seen[1].connection, seen[2].connection}
-    assert seen[1].method == seen[2].method == "GET"
+    assert seen[1].head.method == seen[2].head.method == "GET"
 
 
 async def test_stalled_upload_after_an_early_answer_closes_the_upstream_connection(
-    gw: Boundary,
+    gw: Recorded,
 ) -> None:
     # The client stays connected but stops sending: the gateway gives up on the body and
     # must not hand the half-written connection to the next request.
@@ -162,6 +163,6 @@ async def test_stalled_upload_after_an_early_answer_closes_the_upstream_connecti
         assert closed  # the unfinished body is not waited for forever either
     finally:
         await close_writer(writer)
-    seen = gw.raw.requests()
-    assert [s.target for s in seen] == ["/raw/stall", "/raw/then"]
+    seen = gw.upstream.requests()
+    assert [s.head.target for s in seen] == ["/raw/stall", "/raw/then"]
     assert seen[0].connection != seen[1].connection

@@ -3,10 +3,10 @@
 Hypothesis writes raw byte streams (framing right and wrong, compressed bodies,
 `Connection` tokens naming framing and identity fields, every spelling of the identity
 and credential fields, pipelines of up to three requests with good and bad keys, `Expect:
-100-continue`) and sends them over a real socket through a real gateway to the recording
-upstream (tests/support/recording_upstream.py), which answers before reading bodies,
-keeps connections alive and parses strictly. Whatever the gateway accepts or refuses,
-these must hold on what the upstream parsed:
+100-continue`) and sends them over a real socket through the boundary tests' gateway
+(conftest.py) to the recording upstream (tests/support/recording_upstream.py), which
+answers before reading bodies, keeps connections alive and parses strictly. Whatever the
+gateway accepts or refuses, these must hold on what the upstream parsed:
 
 (a) each request the upstream parsed is one the gateway authorised, once; the client got
     the upstream's 2xx for exactly those;
@@ -26,11 +26,8 @@ import gzip
 import os
 import uuid
 import zlib
-from collections.abc import Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
 
-import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
@@ -40,11 +37,9 @@ from tests.integration.boundary.recorded import (
     RawClient,
     Recorded,
     canonical,
-    recorded_gateway,
 )
 from tests.support.recording_upstream import SEEN_HEADER
 from tests.support.recording_upstream import Recorded as Seen
-from tests.support.stores import Stores
 
 EXAMPLES = int(os.environ.get("KEYGATE_DIFFERENTIAL_EXAMPLES", "50"))
 HOST = "api.example"
@@ -337,13 +332,6 @@ def identity_problems(rec: Recorded, r: Seen, w: Wire) -> list[str]:
 # The test.
 
 
-@pytest.fixture(scope="module")
-def differential(stores: Stores, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Recorded]:
-    log_dir: Path = tmp_path_factory.mktemp("differential")
-    with recorded_gateway(stores, log_dir, name="differential") as rec:
-        yield rec
-
-
 def key_table(rec: Recorded) -> dict[str, str]:
     return {"good": rec.keys.good.secret, "bad": rec.keys.bad_secret,
             "read_only": rec.keys.read_only.secret}
@@ -382,6 +370,6 @@ assert MAX_BODY >= 2 * 1024  # the payloads drawn stay under the route's max_bod
           suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 @given(pipeline=pipelines())
 def test_the_upstream_only_ever_sees_what_the_gateway_authorised(
-    differential: Recorded, pipeline: list[Request]
+    boundary: Recorded, pipeline: list[Request]
 ) -> None:
-    check_pipeline(differential, pipeline)
+    check_pipeline(boundary, pipeline)

@@ -1,8 +1,9 @@
 """Failure class 2 through real gateways: identity header aliases, Forwarded / X-Real-IP,
 and `server.trusted_proxies`, asserted on what the recording upstream received.
 
-Two gateways share one recording upstream's kind: one trusts nobody (the default), one
-trusts 127.0.0.1/32, the address every test client connects from.
+Two gateways in front of the boundary tests' recording upstream: theirs, which trusts
+nobody (the default), and one of this module's that trusts 127.0.0.1/32, the address
+every test client connects from.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from tests.integration.boundary.recorded import RawClient, Recorded, canonical, recorded_gateway
-from tests.support.recording_upstream import SEEN_HEADER
+from tests.support.recording_upstream import SEEN_HEADER, RecordingUpstream
 from tests.support.recording_upstream import Recorded as Seen
 from tests.support.stores import Stores
 
@@ -34,20 +35,17 @@ def spellings(name: str) -> list[str]:
     return sorted(out)
 
 
-@pytest.fixture(scope="module")
-def log_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tmp_path_factory.mktemp("identity")
+@pytest.fixture
+def untrusting(boundary: Recorded) -> Recorded:
+    """The boundary tests' gateway: it trusts no proxy (the default)."""
+    return boundary
 
 
 @pytest.fixture(scope="module")
-def untrusting(stores: Stores, log_dir: Path) -> Iterator[Recorded]:
-    with recorded_gateway(stores, log_dir, name="untrusting") as rec:
-        yield rec
-
-
-@pytest.fixture(scope="module")
-def trusting(stores: Stores, log_dir: Path) -> Iterator[Recorded]:
-    with recorded_gateway(stores, log_dir, name="trusting",
+def trusting(
+    stores: Stores, boundary_logs: Path, upstream: RecordingUpstream
+) -> Iterator[Recorded]:
+    with recorded_gateway(stores, boundary_logs, name="trusting", upstream=upstream,
                           trusted_proxies=["127.0.0.1/32"]) as rec:
         yield rec
 

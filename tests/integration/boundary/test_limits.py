@@ -9,20 +9,20 @@ import time
 
 import aiohttp
 
-from tests.integration.boundary.conftest import (
+from tests.integration.boundary.rawhttp import closed_within, open_raw, responses_until_close
+from tests.integration.boundary.recorded import (
     BODY_IDLE_TIMEOUT,
     HEADER_TIMEOUT,
     MAX_MESSAGE,
-    Boundary,
+    Recorded,
 )
-from tests.integration.boundary.rawhttp import closed_within, open_raw, responses_until_close
 from tests.integration.proxy.harness import raw_error
 from tests.integration.proxy.wire import close_writer, read_response, request_bytes
 
 SLACK = 2.0
 
 
-async def test_connection_that_sends_nothing_is_closed(gw: Boundary) -> None:
+async def test_connection_that_sends_nothing_is_closed(gw: Recorded) -> None:
     reader, writer = await open_raw(gw.port)
     try:
         assert await closed_within(reader, HEADER_TIMEOUT + SLACK)
@@ -30,7 +30,7 @@ async def test_connection_that_sends_nothing_is_closed(gw: Boundary) -> None:
         await close_writer(writer)
 
 
-async def test_slowly_dripped_head_is_cut_off(gw: Boundary) -> None:
+async def test_slowly_dripped_head_is_cut_off(gw: Recorded) -> None:
     reader, writer = await open_raw(gw.port)
     started = time.monotonic()
     try:
@@ -50,10 +50,10 @@ async def test_slowly_dripped_head_is_cut_off(gw: Boundary) -> None:
         assert time.monotonic() - started < HEADER_TIMEOUT + SLACK
     finally:
         await close_writer(writer)
-    assert gw.raw.requests() == []
+    assert gw.upstream.snapshot() == ([], [])
 
 
-async def test_idle_keep_alive_connection_outlives_the_head_timeout(gw: Boundary) -> None:
+async def test_idle_keep_alive_connection_outlives_the_head_timeout(gw: Recorded) -> None:
     reader, writer = await open_raw(gw.port)
     try:
         writer.write(request_bytes("GET", "/raw/first"))
@@ -67,7 +67,7 @@ async def test_idle_keep_alive_connection_outlives_the_head_timeout(gw: Boundary
         await close_writer(writer)
 
 
-async def test_stalled_chunked_body_is_408_and_closed(gw: Boundary) -> None:
+async def test_stalled_chunked_body_is_408_and_closed(gw: Recorded) -> None:
     reader, writer = await open_raw(gw.port)
     started = time.monotonic()
     try:
@@ -83,7 +83,7 @@ async def test_stalled_chunked_body_is_408_and_closed(gw: Boundary) -> None:
     assert time.monotonic() - started < BODY_IDLE_TIMEOUT + SLACK + 1
 
 
-async def test_websocket_message_over_max_message_closes_with_1009(gw: Boundary) -> None:
+async def test_websocket_message_over_max_message_closes_with_1009(gw: Recorded) -> None:
     before = gw.gateway.process.rss_bytes()
     big = b"\0" * (64 * 1024 * 1024)
     async with aiohttp.ClientSession() as http, http.ws_connect(
@@ -102,7 +102,7 @@ async def test_websocket_message_over_max_message_closes_with_1009(gw: Boundary)
     assert grown < 32 * 1024 * 1024, f"gateway RSS grew by {grown / 2**20:.0f} MiB"
 
 
-async def test_permessage_deflate_offer_is_not_accepted(gw: Boundary) -> None:
+async def test_permessage_deflate_offer_is_not_accepted(gw: Recorded) -> None:
     async with aiohttp.ClientSession() as http, http.ws_connect(
         f"ws://127.0.0.1:{gw.port}/ws/deflate", compress=15
     ) as ws:

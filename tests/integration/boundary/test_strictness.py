@@ -8,8 +8,8 @@ import base64
 
 import pytest
 
-from tests.integration.boundary.conftest import BODY_IDLE_TIMEOUT, Boundary
 from tests.integration.boundary.rawhttp import exchange_all
+from tests.integration.boundary.recorded import BODY_IDLE_TIMEOUT, Recorded
 from tests.integration.proxy.harness import KeyMaker, raw_error
 from tests.integration.proxy.wire import (
     close_writer,
@@ -28,21 +28,21 @@ def replaced(headers: list[tuple[str, str]], name: str, value: str | None) -> li
     return kept if value is None else [*kept, (name, value)]
 
 
-async def test_fragment_in_target_is_400(gw: Boundary) -> None:
+async def test_fragment_in_target_is_400(gw: Recorded) -> None:
     replies, _ = await exchange_all(gw.port, request_bytes("GET", "/raw/a#/../admin"), wait=3)
     raw_error(replies[0], 400, "invalid_request")
     await asyncio.sleep(0.2)
-    assert gw.raw.requests() == []
+    assert gw.upstream.snapshot() == ([], [])
 
 
-async def test_connect_is_400_and_the_connection_closes(gw: Boundary) -> None:
+async def test_connect_is_400_and_the_connection_closes(gw: Recorded) -> None:
     data = request_bytes("CONNECT", "127.0.0.1:22") + request_bytes("GET", "/raw/after-connect")
     replies, closed = await exchange_all(gw.port, data, wait=3)
     assert len(replies) == 1, [r.status for r in replies]
     raw_error(replies[0], 400, "invalid_request")
     assert closed
     await asyncio.sleep(0.2)
-    assert gw.raw.requests() == []
+    assert gw.upstream.snapshot() == ([], [])
 
 
 @pytest.mark.parametrize(
@@ -65,7 +65,7 @@ async def test_connect_is_400_and_the_connection_closes(gw: Boundary) -> None:
          "key-twice", "version-8", "no-version", "no-connection-upgrade"],
 )
 async def test_malformed_websocket_handshake_never_reaches_the_upstream(
-    gw: Boundary, method: str, version: str, headers: list[tuple[str, str]]
+    gw: Recorded, method: str, version: str, headers: list[tuple[str, str]]
 ) -> None:
     data = request_bytes(method, "/ws-raw/chat", headers, port=gw.port)
     data = data.replace(b" HTTP/1.1\r\n", f" HTTP/{version}\r\n".encode(), 1)
@@ -76,7 +76,7 @@ async def test_malformed_websocket_handshake_never_reaches_the_upstream(
     raw_error(replies[0], 400, "invalid_request")
     assert replies[0].header("Sec-WebSocket-Version") == "13"
     await asyncio.sleep(0.3)
-    assert gw.raw.requests() == []
+    assert gw.upstream.snapshot() == ([], [])
 
 
 @pytest.mark.parametrize(
@@ -89,14 +89,14 @@ async def test_malformed_websocket_handshake_never_reaches_the_upstream(
     ids=["one-field", "field-count", "total-bytes"],
 )
 async def test_header_section_too_large_is_431(
-    gw: Boundary, headers: list[tuple[str, str]]
+    gw: Recorded, headers: list[tuple[str, str]]
 ) -> None:
     replies, closed = await exchange_all(gw.port, request_bytes("GET", "/raw/big", headers),
                                          wait=3)
     raw_error(replies[0], 431, "headers_too_large")
     assert closed
     await asyncio.sleep(0.2)
-    assert gw.raw.requests() == []
+    assert gw.upstream.snapshot() == ([], [])
 
 
 async def _first_answer(port: int, data: bytes) -> list[int]:
@@ -112,7 +112,7 @@ async def _first_answer(port: int, data: bytes) -> list[int]:
 
 
 async def test_expect_continue_with_a_bad_key_gets_401_without_100(
-    gw: Boundary, keys: KeyMaker
+    gw: Recorded, keys: KeyMaker
 ) -> None:
     key = await keys.key(["write"])
     wrong = key.with_secret("x" * 32)
@@ -122,13 +122,13 @@ async def test_expect_continue_with_a_bad_key_gets_401_without_100(
     assert await _first_answer(gw.port, data) == [401]
 
 
-async def test_expect_continue_over_max_body_gets_413_without_100(gw: Boundary) -> None:
+async def test_expect_continue_over_max_body_gets_413_without_100(gw: Recorded) -> None:
     data = request_bytes("POST", "/raw/small/upload", [
         ("Expect", "100-continue"), ("Content-Length", str(10 * 1024 * 1024))])
     assert await _first_answer(gw.port, data) == [413]
 
 
-async def test_expect_continue_is_never_sent_to_http10(gw: Boundary) -> None:
+async def test_expect_continue_is_never_sent_to_http10(gw: Recorded) -> None:
     data = request_bytes("POST", "/echo/upload", [
         ("Expect", "100-continue"), ("Content-Length", "5")])
     data = data.replace(b" HTTP/1.1\r\n", b" HTTP/1.0\r\n", 1)
@@ -146,7 +146,7 @@ async def test_expect_continue_is_never_sent_to_http10(gw: Boundary) -> None:
         await close_writer(writer)
 
 
-async def test_expect_continue_is_sent_once_the_request_is_accepted(gw: Boundary) -> None:
+async def test_expect_continue_is_sent_once_the_request_is_accepted(gw: Recorded) -> None:
     data = request_bytes("POST", "/echo/upload", [
         ("Expect", "100-continue"), ("Content-Length", "5")])
     reader, writer = await asyncio.open_connection("127.0.0.1", gw.port)
