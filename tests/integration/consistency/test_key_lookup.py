@@ -230,9 +230,14 @@ async def test_two_hundred_concurrent_wrong_secrets_run_at_most_the_limit_of_ver
     results = await asyncio.gather(
         *(outcome(lookup.identify(key.wrong(), "10.0.0.66")) for _ in range(200))
     )
-    assert len(started) <= limit
+    assert 0 < len(started) <= limit
+    # Only the verifies that ran answer 401; every other attempt is refused without argon2:
+    # 429 over the limit, or 503 when the org's verify queue was full (its attempt is
+    # given back, so which of the two each gets depends on timing; neither is ever a 401).
     assert results.count("invalid_api_key") == len(started)
-    assert results.count("too_many_attempts") == 200 - len(started)
+    assert results.count("too_many_attempts") + results.count("auth_unavailable") == (
+        200 - len(started))
+    assert results.count("too_many_attempts") > 0  # the limiter itself refused attempts
     # The owner, elsewhere, is not affected; a right secret gives its place back.
     assert await outcome(lookup.identify(key.secret, "10.0.0.1")) == "allowed"
 
