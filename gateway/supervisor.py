@@ -25,6 +25,7 @@ log = logging.getLogger("keygate.background")
 FIRST_BACKOFF = 0.1
 MAX_BACKOFF = 30.0
 HEALTHY_RUN = 60.0
+STOP_RETRY = 0.2  # how often `stop` repeats a cancellation that a loop did not act on
 
 
 def describe_crash(exc: BaseException) -> str:
@@ -84,9 +85,21 @@ class Supervisor:
             backoff = min(backoff * 2, self.max_backoff)
 
     async def stop(self) -> None:
+        """Cancel every loop and wait until each has ended.
+
+        A cancellation can be lost: on Python 3.11, `asyncio.wait_for` (which redis-py
+        wraps around every socket call) swallows one that arrives as its inner call
+        completes, and the loop then carries on as if never cancelled. So the request is
+        repeated until the task is really done, instead of awaiting it once and forever.
+        """
         tasks, self._tasks = self._tasks, []
         for task in tasks:
             task.cancel()
         for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            while not task.done():
+                await asyncio.wait({task}, timeout=STOP_RETRY)
+                if not task.done():
+                    task.cancel()
+            if not task.cancelled():
+                with contextlib.suppress(Exception):
+                    task.result()
