@@ -37,7 +37,12 @@ def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
 def _errors(*statuses: int) -> dict[str, Any]:
     text = {400: "Invalid input (the field is named)", 401: "Missing or invalid admin credential",
             403: "Not allowed for this principal", 404: "Unknown org or key",
-            409: "Conflict with the current state", 503: "Database unreachable"}
+            409: "Conflict with the current state",
+            429: "An API-key principal whose id is being guessed at (too_many_attempts): "
+                 "retry after Retry-After",
+            503: "Database unreachable"}
+    if 401 in statuses:  # every authenticated operation: a key principal may be throttled
+        statuses = tuple(sorted({*statuses, 429}))
     return {str(s): _json(_ref("Error"), text[s]) for s in statuses}
 
 

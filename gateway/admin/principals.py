@@ -53,7 +53,9 @@ class AdminAuth:
         try:
             state = await self.resolver.identify(presented, request.remote)
         except Refusal as refusal:
-            if refusal.status == 503:
+            if refusal.status in (429, 503):
+                # Throttled (someone guessed at this key's id) or stores unreachable: the
+                # key may be right, so it must not look invalid (SPEC §3 steps 6 and 7).
                 raise
             raise AdminUnauthorized() from None
         # The key's own holdings travel with it: they are its ceiling (gateway/keys/ceiling.py).

@@ -7,6 +7,7 @@ import secrets
 from dataclasses import dataclass
 from typing import Any
 
+from gateway.keys.format import base62_checksum
 from tests.integration.admin.harness import (
     ISSUED,
     ROOT_TOKEN,
@@ -199,3 +200,19 @@ async def test_unauthenticated_calls_change_nothing(root: AdminClient) -> None:
         assert_error(reply, 401, "unauthorized")
     assert await root.audit(org) == before
     assert (await root.call("GET", f"/orgs/{org}/keys")).ok()["items"] == []
+
+
+async def test_a_throttled_key_principal_is_429_never_401(root: AdminClient) -> None:
+    """SPEC §3 step 7 holds on the admin API too: once wrong secrets for a key id hit the
+    limit, even its right secret (never verified yet) is 429 with Retry-After — a right
+    key must not look invalid because someone guessed at its id."""
+    slug = await root.create_org("throttle")
+    created = await root.create_key(slug, ["keys:read"], name="guessed-at")
+    display_prefix = created["key"]["display_prefix"]
+    for _ in range(20):  # cache.max_failures_per_key (default) wrong secrets, same client
+        body = display_prefix + secrets.token_hex(16)
+        wrong = await root.as_(body + base62_checksum(body)).call("GET", "/orgs")
+        assert_error(wrong, 401, "unauthorized")
+    right = await root.as_(created["secret"]).call("GET", "/orgs")
+    assert_error(right, 429, "too_many_attempts")
+    assert int(right.headers["Retry-After"]) >= 1
