@@ -44,8 +44,8 @@ class KeysConfig:
     verify_threads: int = 2
     # argon2 verifies waiting for a thread, per org and in all; beyond them a first-seen
     # key is answered 503 auth_unavailable at once instead of queueing without bound.
-    max_queued_verifies_per_org: int = 16
-    max_queued_verifies: int = 128
+    max_queued_verifies_per_org: int = 32
+    max_queued_verifies: int = 256
 
 
 @dataclass(frozen=True)

@@ -161,12 +161,24 @@ async def _relay_response(
     for name, value in gateway_headers:
         response_headers[name] = value
     response_headers[hdrs.SERVER] = SERVER_NAME
+    arrived = reply.content.read_nowait()  # often the whole body came with the headers
+    if reply.content.at_eof() and _may_carry_body(request.method, reply.status):
+        # Complete already: one web.Response, whose head and body aiohttp sends in one
+        # write, instead of a head and a body write (a system call each). Its length is
+        # the upstream's Content-Length when it sent one, else these very bytes.
+        whole = web.Response(status=reply.status, reason=reply.reason, body=arrived,
+                             headers=response_headers)
+        if not keep_alive:
+            whole.force_close()
+        return whole
     response = web.StreamResponse(status=reply.status, reason=reply.reason,
                                   headers=response_headers)
     if not keep_alive:
         response.force_close()
     await response.prepare(request)
     try:
+        if arrived:
+            await response.write(arrived)
         async for chunk in reply.content.iter_any():
             await response.write(chunk)
     except (TimeoutError, aiohttp.ClientError, Refusal):
@@ -178,6 +190,13 @@ async def _relay_response(
         raise
     await response.write_eof()
     return response
+
+
+def _may_carry_body(method: str, status: int) -> bool:
+    """Whether a response may carry a body (RFC 9110 §6.4.1). HEAD, 1xx, 204 and 304
+    answers keep the upstream's Content-Length as it is, with no body: they take the
+    streamed path, where the length is never recomputed from the bytes."""
+    return method != "HEAD" and status >= 200 and status not in (204, 304)
 
 
 def _abort(request: web.BaseRequest) -> None:

@@ -57,45 +57,56 @@ class _ProxyRequestHandler(RequestHandler):
         self._keygate_header_timeout = header_timeout
         self._keygate_head_timer: asyncio.TimerHandle | None = None
         self._keygate_handling = False
+        # When the head now being received began (loop time), None while none is.
+        self._keygate_head_since: float | None = None
 
     # -- the head timeout (asyncio.Protocol methods) --------------------------------
+    # One timer per connection at most, re-armed only when it fires: arming and
+    # cancelling a timer for every request would cost more than the check itself.
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
-        self._arm_head_timer()  # a connection that never sends a byte is closed too
+        self._head_started()  # a connection that never sends a byte is closed too
 
     def data_received(self, data: bytes) -> None:
-        if not self._keygate_handling and data:
-            self._arm_head_timer()  # the first byte of the next head starts its clock
+        if not self._keygate_handling and self._keygate_head_since is None and data:
+            self._head_started()  # the first byte of the next head starts its clock
         super().data_received(data)
 
     def connection_lost(self, exc: BaseException | None) -> None:
-        self._cancel_head_timer()
+        if self._keygate_head_timer is not None:
+            self._keygate_head_timer.cancel()
+            self._keygate_head_timer = None
         super().connection_lost(exc)
 
     def request_started(self) -> None:
         self._keygate_handling = True
-        self._cancel_head_timer()
+        self._keygate_head_since = None  # the head is complete; the timer lets it be
 
     def request_finished(self) -> None:
         self._keygate_handling = False  # idle now: keepalive_timeout bounds the wait
 
-    def _arm_head_timer(self) -> None:
-        if self._keygate_head_timer is None and self._keygate_header_timeout > 0:
-            loop = asyncio.get_running_loop()
+    def _head_started(self) -> None:
+        if self._keygate_header_timeout <= 0:
+            return
+        loop = asyncio.get_running_loop()
+        self._keygate_head_since = loop.time()
+        if self._keygate_head_timer is None:
             self._keygate_head_timer = loop.call_later(
-                self._keygate_header_timeout, self._head_timed_out
+                self._keygate_header_timeout, self._head_timer_fired
             )
 
-    def _cancel_head_timer(self) -> None:
-        if self._keygate_head_timer is not None:
-            self._keygate_head_timer.cancel()
-            self._keygate_head_timer = None
-
-    def _head_timed_out(self) -> None:
+    def _head_timer_fired(self) -> None:
         self._keygate_head_timer = None
-        if not self._keygate_handling:
+        since = self._keygate_head_since
+        if since is None or self._keygate_handling:
+            return  # no head in progress: nothing to time until the next one starts
+        loop = asyncio.get_running_loop()
+        left = since + self._keygate_header_timeout - loop.time()
+        if left <= 0:
             self.force_close()
+        else:  # a later head than the one the timer was armed for: its own deadline
+            self._keygate_head_timer = loop.call_later(left, self._head_timer_fired)
 
     # -- aiohttp's own answers --------------------------------------------------------
 

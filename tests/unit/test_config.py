@@ -405,7 +405,7 @@ def test_boundary_fields_default_to_the_documented_values() -> None:
     assert (server.max_header_count, server.max_header_field, server.max_header_bytes) == (
         100, 8192, 32768)
     assert server.trusted_proxies == ()
-    assert (config.keys.max_queued_verifies_per_org, config.keys.max_queued_verifies) == (16, 128)
+    assert (config.keys.max_queued_verifies_per_org, config.keys.max_queued_verifies) == (32, 256)
     assert all(route.max_message == 1024 * 1024 for route in config.routes)
 
 

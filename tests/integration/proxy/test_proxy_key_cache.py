@@ -213,7 +213,11 @@ async def test_wrong_secret_flood_before_first_use(
     """
     key = await keys.key(["read"])
     _, wrong = await _flood(gateway, key, valid=0, wrong=100, attacker="127.0.0.2")
-    assert wrong == {401: MAX_FAILURES, 429: 100 - MAX_FAILURES}
+    # Only verifies that ran are 401 (at most the budget); the rest are refused without
+    # argon2: 429 over the limit, or 503 while the org's verify queue is full.
+    assert set(wrong) <= {401, 429, 503}, wrong
+    assert 0 < wrong.get(401, 0) <= MAX_FAILURES and wrong.get(429, 0) > 0
+    assert sum(wrong.values()) == 100
     valid, wrong = await _flood(gateway, key, valid=50, wrong=100, attacker="127.0.0.2")
     print(f"cold flood: valid {valid}, wrong {wrong}")
     # Still throttled, or (once the owner's secret is known) refused by the keyed hash.
@@ -328,7 +332,11 @@ async def test_one_address_burst_never_reaches_the_per_id_cap(
     _, wrong = await _flood(gateway, key, valid=0, wrong=600, attacker="127.0.0.4")
     ran = await _settled_verifications(gateway) - before
     assert ran <= MAX_FAILURES < MAX_FAILURES * 10  # the per-id cap is 10x the per-client
-    assert wrong == {401: ran, 429: 600 - ran}
+    # Only the verifies that ran are 401; the rest are refused without argon2: 429 over the
+    # limit, or 503 while the org's verify queue is full (timing decides which).
+    assert set(wrong) <= {401, 429, 503}, wrong
+    assert wrong.get(401, 0) == ran
+    assert wrong.get(429, 0) + wrong.get(503, 0) == 600 - ran and wrong.get(429, 0) > 0
     # The owner's correct key, first used now from another address: verified, 200.
     async with aiohttp.ClientSession() as http, \
             http.get(gateway.url + "/api/read/x", headers=key.auth) as reply:
