@@ -71,7 +71,10 @@ def add_observations(child: Histogram, counts: list[int], total: float) -> None:
 
     prometheus_client has no call to add many observations at once, so this adds to the
     child's bucket and sum values directly (`_buckets`, `_sum`, kept by every release
-    since 0.1). tests/unit/test_tallies.py checks the exposition equals that of observe().
+    since 0.1). This is the package's only use of a prometheus_client internal, kept here
+    alone: a custom collector would be public API but is not aggregated across workers in
+    multiprocess mode. tests/unit/test_tallies.py checks the shape it relies on and that
+    the exposition equals that of observe(), so an incompatible release fails the suite.
     """
     buckets = child._buckets
     if len(buckets) != len(counts):
