@@ -39,6 +39,7 @@ from gateway.keys.format import BASE62, base62_checksum
 from gateway.keys.models import Actor
 from gateway.keys.service import KeyService, open_key_service
 from gateway.store.db import Database
+from gateway.store.key_cache import CHANNEL
 from gateway.store.migrate import migrate
 from tests.support.gateway_process import (
     REPO_ROOT,
@@ -55,6 +56,7 @@ ADMIN_TOKEN = secrets.token_urlsafe(32)
 LOCAL_TTL = 5.0  # the default: long enough that only pub/sub can explain a sub-second refusal
 FLUSH_INTERVAL = 1.0
 STORE_TIMEOUT = 1.0
+WORKERS = 2  # per gateway of the fleet
 CHEAP_ARGON2 = {"time_cost": 1, "memory_kib": 1024, "parallelism": 1}
 
 STAMP_LOG_SQL = """
@@ -285,7 +287,8 @@ def fleet(own_stores: OwnStores, upstream: UpstreamProcess, log_dir: Path) -> It
     try:
         for name in ("gw-a", "gw-b"):
             started.append(
-                start_gateway(gateway_config(upstream.url), log_dir, env, name=name, workers=2)
+                start_gateway(gateway_config(upstream.url), log_dir, env, name=name,
+                              workers=WORKERS)
             )
     except BaseException:
         for gw in started:
@@ -302,10 +305,30 @@ def fleet(own_stores: OwnStores, upstream: UpstreamProcess, log_dir: Path) -> It
 
 
 @pytest.fixture
-def fleet_up(fleet: Fleet) -> Fleet:
+async def fleet_up(fleet: Fleet) -> Fleet:
+    """The fleet, with every worker listening for invalidations again: a test before may
+    have restarted Redis, and a worker still reconnecting (up to MAX_RECONNECT_BACKOFF)
+    serves from entries that live DEGRADED_LOCAL_TTL without hearing changes."""
     for gw in fleet.instances:
         assert gw.process.alive(), gw.process.tail()
+    await wait_listening(fleet.stores, WORKERS * len(fleet.instances), limit=10)
     return fleet
+
+
+async def wait_listening(stores: OwnStores, workers: int, limit: float) -> None:
+    """Until at least `workers` connections subscribe to the invalidation channel."""
+    client = redis.Redis.from_url(stores.redis_url)
+    try:
+        deadline = time.monotonic() + limit
+        while True:
+            [(_, listening)] = client.pubsub_numsub(CHANNEL)
+            if listening >= workers:
+                return
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{listening} of {workers} workers subscribed after {limit}s")
+            await asyncio.sleep(0.05)
+    finally:
+        client.close()
 
 
 # ------------------------------------------------------------------------------ keys, CLI
