@@ -18,11 +18,22 @@ $(STAMP): requirements.lock pyproject.toml
 	$(BIN)/pip install --quiet --no-deps -e .
 	touch $(STAMP)
 
-run: $(STAMP)
-	$(BIN)/keygate dev
+# `make run PROXY_PORT=18080 ADMIN_PORT=18081 DEMO_PORT=19000` moves the dev listeners;
+# the embedded stores keep their ports between runs (.keygate/dev.json).
+PROXY_PORT ?= 8080
+ADMIN_PORT ?= 8081
+DEMO_PORT  ?= 9000
 
+run: $(STAMP)
+	$(BIN)/keygate dev --proxy-port $(PROXY_PORT) --admin-port $(ADMIN_PORT) --demo-port $(DEMO_PORT)
+
+# The suite under coverage (pyproject.toml [tool.coverage]), gateway subprocesses and
+# their workers included; prints the total and fails below the floor (fail_under).
 test: $(STAMP)
-	$(BIN)/python -m pytest -q
+	rm -f .coverage .coverage.*
+	COVERAGE_FILE=$(CURDIR)/.coverage $(BIN)/coverage run -m pytest -q
+	$(BIN)/coverage combine --quiet
+	$(BIN)/coverage report
 
 # The same suite against the oldest versions the ranges admit (no hashes: it is a probe
 # of the ranges, not what ships).
@@ -35,6 +46,7 @@ test-lowest: requirements.lock pyproject.toml
 	$(LOWEST_VENV)/bin/python -m pytest -q -p no:cacheprovider
 
 lint: $(STAMP)
+	$(BIN)/ruff format --check gateway tests
 	$(BIN)/ruff check gateway tests
 	$(BIN)/mypy
 
@@ -48,4 +60,4 @@ lock:
 	    --extra dev --extra test --extra speed -o requirements.lock pyproject.toml
 
 clean:
-	rm -rf $(VENV) $(LOWEST_VENV) .venv-lock .keygate .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(LOWEST_VENV) .venv-lock .keygate .pytest_cache .mypy_cache .ruff_cache .coverage .coverage.*

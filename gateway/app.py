@@ -12,14 +12,14 @@ import asyncio
 import logging
 import secrets
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from aiohttp import web
-from prometheus_client import CONTENT_TYPE_LATEST
 
 from gateway.admin.api import admin_api
-from gateway.admin.health import health_routes
+from gateway.admin.health import Readiness, health_routes
 from gateway.admin.principals import AdminAuth
+from gateway.auth import secret_watch
 from gateway.auth.key_lookup import KeyLookup
 from gateway.auth.last_used import LastUsedRecorder
 from gateway.config import Config, RouteConfig
@@ -29,7 +29,7 @@ from gateway.keys.service import KeyService
 from gateway.observability import metrics
 from gateway.observability.access_log import AccessLog
 from gateway.proxy.handler import ProxyHandler
-from gateway.proxy.listener import ProxyServer
+from gateway.proxy.listener import Handler, ProxyServer
 from gateway.proxy.rate_limiter import RateLimiter
 from gateway.proxy.routes import RouteTable
 from gateway.proxy.upstreams import Upstream, close_upstreams, open_upstreams
@@ -37,6 +37,7 @@ from gateway.proxy.ws_sessions import WebSocketSessions
 from gateway.store.db import Database
 from gateway.store.key_cache import RedisKeyCache
 from gateway.store.rate_counts import RedisRateCounts
+from gateway.store.secret_check import SecretCheck
 from gateway.supervisor import Supervisor
 
 log = logging.getLogger("keygate")
@@ -65,6 +66,8 @@ class Gateway:
     sessions: WebSocketSessions
     upstreams: dict[str, Upstream]
     handler: ProxyHandler
+    # starting -> ready -> draining: what /readyz says (moved by gateway.server)
+    readiness: Readiness = field(default_factory=Readiness)
 
 
 def build_gateway(config: Config, secret: bytes) -> Gateway:
@@ -75,16 +78,29 @@ def build_gateway(config: Config, secret: bytes) -> Gateway:
     hasher = SecretHasher(config.keys.argon2, threads=config.keys.verify_threads)
     sessions = WebSocketSessions()
     lookup = KeyLookup(
-        keys=config.keys, cache=config.cache, db=db, redis=redis, hasher=hasher,
-        server_secret=secret, sessions=sessions,
+        keys=config.keys,
+        cache=config.cache,
+        db=db,
+        redis=redis,
+        hasher=hasher,
+        server_secret=secret,
+        sessions=sessions,
     )
     recorder = LastUsedRecorder(db, config.last_used.flush_interval, config.last_used.max_pending)
     upstreams = open_upstreams(config.upstreams)
     routes: RouteTable[RouteConfig] = RouteTable.compile(config.routes)
     handler = ProxyHandler(
-        config, routes, lookup, upstreams, sessions,
-        AccessLog(config.log.access_log, config.log.format, redact=redact_keys,
-                  flush_interval=config.log.access_log_flush),
+        config,
+        routes,
+        lookup,
+        upstreams,
+        sessions,
+        AccessLog(
+            config.log.access_log,
+            config.log.format,
+            redact=redact_keys,
+            flush_interval=config.log.access_log_flush,
+        ),
         recorder.record,
         RateLimiter(RedisRateCounts(redis.client)),  # the key cache's client and timeouts
     )
@@ -111,12 +127,19 @@ def lifetimes(gw: Gateway) -> list[Callable[[web.Application], AsyncIterator[Non
     async def flushes(_: web.Application) -> AsyncIterator[None]:
         supervisor = Supervisor()
         supervisor.start("last-used", gw.recorder.run)
-        supervisor.start("metrics-flush", lambda: call_every(
-            metrics.FLUSH_INTERVAL, metrics.flush_tallies))
+        supervisor.start(
+            "metrics-flush", lambda: call_every(metrics.FLUSH_INTERVAL, metrics.flush_tallies)
+        )
+        if gw.lookup.redis is not None and gw.config.secret:  # dev's random secret: no check
+            check = SecretCheck(
+                gw.lookup.redis.client, gw.config.secret.encode(), secret_watch.EXPIRY
+            )
+            supervisor.start("secret-check", lambda: secret_watch.watch_secret(check))
         access_log = gw.handler.access_log
         if access_log.enabled and access_log.flush_interval:
-            supervisor.start("access-log-flush", lambda: call_every(
-                access_log.flush_interval, access_log.flush))
+            supervisor.start(
+                "access-log-flush", lambda: call_every(access_log.flush_interval, access_log.flush)
+            )
         try:
             yield
         finally:
@@ -126,8 +149,11 @@ def lifetimes(gw: Gateway) -> list[Callable[[web.Application], AsyncIterator[Non
             try:
                 await gw.recorder.flush()
             except Exception as exc:
-                log.error("final last_used flush failed; %d stamps lost: %s",
-                          len(gw.recorder), type(exc).__name__)
+                log.error(
+                    "final last_used flush failed; %d stamps lost: %s",
+                    len(gw.recorder),
+                    type(exc).__name__,
+                )
 
     return [stores, gw.lookup.lifetime, upstreams, flushes]
 
@@ -140,7 +166,21 @@ async def call_every(seconds: float, action: Callable[[], None]) -> None:
 
 
 def proxy_server(gw: Gateway) -> web.Server:
-    return ProxyServer(gw.handler.handle, gw.config.server)
+    return ProxyServer(draining_aware(gw.handler.handle, gw.readiness), gw.config.server)
+
+
+def draining_aware(handle: Handler, readiness: Readiness) -> Handler:
+    """While draining, every answer closes its connection (`Connection: close` on answers
+    not yet sent): keep-alive clients move to instances that stay, before this one stops
+    accepting, instead of finding their idle connection closed under them."""
+
+    async def handle_draining(request: web.BaseRequest) -> web.StreamResponse:
+        response = await handle(request)
+        if readiness.draining:
+            response.force_close()  # streamed answers (already sent) close after the body
+        return response
+
+    return handle_draining
 
 
 def admin_api_mode(config: Config) -> str | None:
@@ -167,19 +207,28 @@ def admin_app(gw: Gateway) -> web.Application:
             " with a loopback listen.admin); /healthz, /readyz and /metrics still answer"
         )
     else:
-        service = KeyService(gw.db, gw.config.keys, gw.hasher, on_change=gw.lookup.key_changed)
+        service = KeyService(
+            gw.db,
+            gw.config.keys,
+            gw.hasher,
+            on_change=gw.lookup.key_changed,
+            scope_catalogue=gw.config.scopes,
+        )
         auth = AdminAuth(gw.config.admin_token, mode == "loopback", gw.lookup, gw.config.keys)
-        app.add_subapp("/admin/v1", admin_api(service, auth))
+        app.add_subapp("/admin/v1", admin_api(service, auth, gw.handler.access_log))
 
     async def redis_ok() -> bool:
         return gw.lookup.redis is not None and await gw.lookup.redis.ping()
 
-    async def metrics_endpoint(_: web.Request) -> web.Response:
-        return web.Response(
-            body=metrics.exposition(), headers={"Content-Type": CONTENT_TYPE_LATEST}
-        )
+    async def metrics_endpoint(request: web.Request) -> web.Response:
+        # keygate_store_up is what the stores answer now, asked by the worker scraped.
+        postgres_up, redis_up = await asyncio.gather(gw.db.ping(), redis_ok())
+        metrics.record_store_up("postgres", postgres_up)
+        metrics.record_store_up("redis", redis_up)
+        body, content_type = metrics.exposition(request.headers.get("Accept"))
+        return web.Response(body=body, headers={"Content-Type": content_type})
 
-    app.add_routes(health_routes(gw.db.ping, redis_ok))
+    app.add_routes(health_routes(gw.readiness, gw.db.ping, redis_ok))
     app.router.add_get("/metrics", metrics_endpoint)
     app.cleanup_ctx.extend(lifetimes(gw))
     return app

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from gateway.keys.rate_limits import RateLimit, RateLimitError, check_requests, check_window
-from gateway.keys.scopes import ScopeError, validate_scope
+from gateway.keys.scopes import ScopeCatalogue, ScopeError, UnknownScope, validate_scope
 from gateway.units import parse_duration, parse_size
 from gateway.yaml_source import YamlDocument, YamlError, load_yaml
 
@@ -72,6 +72,7 @@ class ListenConfig:
 @dataclass(frozen=True)
 class ServerConfig:
     workers: int = 1
+    drain_delay: float = 5.0  # after a stop signal: /readyz 503, still accepting
     drain_timeout: float = 30.0
     store_timeout: float = 2.0
     header_timeout: float = 10.0  # the whole request head, from its first byte
@@ -140,6 +141,7 @@ class Config:
     admin: AdminConfig = AdminConfig()
     upstreams: Mapping[str, UpstreamConfig] = field(default_factory=dict)
     routes: tuple[RouteConfig, ...] = ()
+    scopes: ScopeCatalogue | None = None  # None: any well-formed scope may be granted
 
 
 @dataclass(frozen=True)
@@ -333,12 +335,14 @@ def _read_keys(r: _Reader) -> KeysConfig:
     a.done()
     defaults = KeysConfig()
     verify_threads = r.get("verify_threads", defaults.verify_threads, _positive_int)
-    per_org = r.get("max_queued_verifies_per_org", defaults.max_queued_verifies_per_org,
-                    _positive_int)
+    per_org = r.get(
+        "max_queued_verifies_per_org", defaults.max_queued_verifies_per_org, _positive_int
+    )
     queued = r.get("max_queued_verifies", defaults.max_queued_verifies, _positive_int)
     if per_org > queued:
-        r.problem(("max_queued_verifies_per_org",),
-                  f"must be at most max_queued_verifies ({queued})")
+        r.problem(
+            ("max_queued_verifies_per_org",), f"must be at most max_queued_verifies ({queued})"
+        )
     r.done()
     return KeysConfig(prefixes, frozenset(accept), argon2, verify_threads, per_org, queued)
 
@@ -395,13 +399,81 @@ def _scopes(value: Any) -> tuple[str, ...]:
         raise ValueError(str(exc)) from None
 
 
+def _read_catalogue(
+    doc: YamlDocument, problems: list[ConfigProblem], source: str
+) -> ScopeCatalogue | None:
+    """The optional `scopes: {name: description}` catalogue; None when it is left out."""
+    if not isinstance(doc.data, dict) or "scopes" not in doc.data:
+        return None
+    raw, line = doc.data["scopes"], doc.line_of(("scopes",))
+    if not isinstance(raw, dict) or not raw:
+        problems.append(
+            ConfigProblem(
+                "scopes",
+                line,
+                "must map each scope keys may carry to its description, "
+                "such as {read: Read sessions}; leave it out to accept any scope",
+            )
+        )
+        return None
+    descriptions: dict[str, str] = {}
+    for name, description in raw.items():
+        where = f"scopes.{name}"
+        entry_line = doc.line_of(("scopes", str(name)))
+        try:
+            scope = validate_scope(name)
+        except ScopeError as exc:
+            problems.append(ConfigProblem(where, entry_line, str(exc)))
+            continue
+        if scope.endswith("*"):
+            problems.append(
+                ConfigProblem(
+                    where,
+                    entry_line,
+                    "list single scopes here; a key's wildcard such as "
+                    "workflows:* is accepted when it covers a listed scope",
+                )
+            )
+        elif not isinstance(description, str) or not description.strip():
+            problems.append(
+                ConfigProblem(
+                    where, entry_line, "needs a description (a non-empty string) for the console"
+                )
+            )
+        else:
+            descriptions[scope] = description.strip()
+    return ScopeCatalogue(descriptions, f"{source} line {line}" if line else source)
+
+
+def _uncatalogued(scopes: tuple[str, ...], catalogue: ScopeCatalogue | None) -> str | None:
+    """Why a route's scopes are refused by the catalogue, or None when they are fine."""
+    if catalogue is None:
+        return None
+    try:
+        catalogue.check(scopes)
+    except UnknownScope as exc:
+        return str(UnknownScope(exc.scope, exc.suggestion, ""))  # the line is named already
+    return None
+
+
 def _read_routes(
-    doc: YamlDocument, problems: list[ConfigProblem], upstreams: Mapping[str, UpstreamConfig]
+    doc: YamlDocument,
+    problems: list[ConfigProblem],
+    upstreams: Mapping[str, UpstreamConfig],
+    catalogue: ScopeCatalogue | None = None,
 ) -> tuple[RouteConfig, ...]:
     from gateway.proxy.routes import PatternError, parse_pattern
 
     raw = doc.data.get("routes") if isinstance(doc.data, dict) else None
-    if raw is None:
+    if raw is None or raw == []:
+        # Without routes every request is answered 404: surely not what was meant.
+        problems.append(
+            ConfigProblem(
+                "routes",
+                doc.lines.get(("routes",)),
+                "at least one route is required (see config/keygate.example.yaml)",
+            )
+        )
         return ()
     if not isinstance(raw, list):
         problems.append(ConfigProblem("routes", doc.line_of(("routes",)), "must be a list"))
@@ -442,11 +514,17 @@ def _read_routes(
             rate_limit=_read_rate_limit(r) if "rate_limit" in r.data else None,
             line=doc.line_of(("routes", i)),
         )
+        unknown = _uncatalogued(route.scopes, catalogue)
+        if unknown:
+            r.problem(("scopes",), unknown)
         if route.public and (route.scopes or route.org_param):
             r.problem(("public",), "a public route cannot also require scopes or org_param")
         if route.public and "rate_limit" in r.data:
-            r.problem(("rate_limit",), "a public route cannot have a rate limit: limits are "
-                                       "counted per API key, and public routes take none")
+            r.problem(
+                ("rate_limit",),
+                "a public route cannot have a rate limit: limits are "
+                "counted per API key, and public routes take none",
+            )
         r.done()
         routes.append(route)
     return tuple(routes)
@@ -513,6 +591,7 @@ def parse_config(text: str, source: str, env: Mapping[str, str]) -> Config:
     sd = ServerConfig()
     server = ServerConfig(
         workers=s.get("workers", sd.workers, _positive_int),
+        drain_delay=s.get("drain_delay", sd.drain_delay, _duration),
         drain_timeout=s.get("drain_timeout", sd.drain_timeout, _duration),
         store_timeout=s.get("store_timeout", sd.store_timeout, _positive_duration),
         header_timeout=s.get("header_timeout", sd.header_timeout, _positive_duration),
@@ -524,8 +603,9 @@ def parse_config(text: str, source: str, env: Mapping[str, str]) -> Config:
         trusted_proxies=s.get("trusted_proxies", (), _networks),
     )
     if server.max_header_field > server.max_header_bytes:
-        s.problem(("max_header_field",),
-                  f"must be at most max_header_bytes ({server.max_header_bytes})")
+        s.problem(
+            ("max_header_field",), f"must be at most max_header_bytes ({server.max_header_bytes})"
+        )
     s.done()
     lg = top.section("log")
     log = LogConfig(
@@ -542,14 +622,18 @@ def parse_config(text: str, source: str, env: Mapping[str, str]) -> Config:
     ad.done()
     up_reader = top.section("upstreams")
     upstreams = _read_upstreams(up_reader)
+    top.raw("scopes")
+    catalogue = _read_catalogue(doc, problems, source)
     top.raw("routes")
-    routes = _read_routes(doc, problems, upstreams)
+    routes = _read_routes(doc, problems, upstreams, catalogue)
     top.done()
 
-    database_url = _override(env, "KEYGATE_DATABASE_URL", database_url, problems,
-                             _url(("postgresql", "postgres")))
-    redis_url = _override(env, "KEYGATE_REDIS_URL", redis_url, problems,
-                          _url(("redis", "rediss", "unix")))
+    database_url = _override(
+        env, "KEYGATE_DATABASE_URL", database_url, problems, _url(("postgresql", "postgres"))
+    )
+    redis_url = _override(
+        env, "KEYGATE_REDIS_URL", redis_url, problems, _url(("redis", "rediss", "unix"))
+    )
     admin_token = env.get("KEYGATE_ADMIN_TOKEN") or admin_token
     if env.get("KEYGATE_SECRET"):
         secret = env["KEYGATE_SECRET"]
@@ -578,6 +662,7 @@ def parse_config(text: str, source: str, env: Mapping[str, str]) -> Config:
         admin=admin,
         upstreams=upstreams,
         routes=routes,
+        scopes=catalogue,
     )
 
 
@@ -612,11 +697,30 @@ def load_config(explicit: str | None = None, env: Mapping[str, str] | None = Non
     """Load the configuration the way every command does; raise ConfigError."""
     env = os.environ if env is None else env
     path = config_path(explicit, env)
-    if path is None:
-        return parse_config("", "<defaults>", env)
+    if path is None or not path.exists():
+        raise _missing(explicit, env)
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         reason = exc.strerror or str(exc)
         raise ConfigError(str(path), [ConfigProblem("", None, f"cannot read: {reason}")]) from None
     return parse_config(text, str(path), env)
+
+
+def _missing(explicit: str | None, env: Mapping[str, str]) -> ConfigError:
+    """No config file: say where it was looked for, and how to give one."""
+    if explicit:
+        path, given = Path(explicit), "--config"
+    elif env.get("KEYGATE_CONFIG"):
+        path, given = Path(env["KEYGATE_CONFIG"]), "KEYGATE_CONFIG"
+    else:
+        path, given = DEFAULT_CONFIG_PATH, ""
+    looked = f"no config file at {path.absolute()}"
+    if given:
+        reason = f"{looked} (given by {given})"
+    else:
+        reason = (
+            f"{looked} (neither --config nor KEYGATE_CONFIG is set); "
+            "copy config/keygate.example.yaml there or pass --config PATH"
+        )
+    return ConfigError(str(path), [ConfigProblem("", None, reason)])

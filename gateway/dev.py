@@ -1,8 +1,10 @@
 """`keygate dev`: the whole stack on one machine, no Docker, no root.
 
-Embedded PostgreSQL and Redis keep their data in `.keygate/` between runs; a demo echo
-upstream answers on 127.0.0.1:9000; an org `demo` gets a key (printed once, when created);
-then `config/dev.yaml` is served until Ctrl-C, which stops everything started here.
+Embedded PostgreSQL and Redis keep their data in `.keygate/` between runs, on the same
+ports when those are still free (recorded in `.keygate/dev.json`, which also lets the CLI
+find this run); a demo echo upstream answers on 127.0.0.1:9000; an org `demo` gets a key
+(printed once, when created); then `config/dev.yaml` is served until Ctrl-C, which stops
+everything started here.
 """
 
 from __future__ import annotations
@@ -11,28 +13,50 @@ import dataclasses
 import os
 import secrets
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 from aiohttp import web
 from yarl import URL
 
-from gateway.config import Config, load_config
+from gateway.config import Config, UpstreamConfig, load_config
 from gateway.demo_upstream import demo_app
-from gateway.embedded import EmbeddedPostgres, EmbeddedRedis
+from gateway.dev_state import (
+    DATA_DIR,
+    SECRET_FILE,
+    DevState,
+    read_state,
+    running_state,
+    write_state,
+)
+from gateway.embedded import EmbeddedPostgres, EmbeddedRedis, reuse_or_free_port
 from gateway.keys.errors import Conflict
 from gateway.keys.models import Actor
 from gateway.keys.service import open_key_service
 from gateway.server import configure_logging, run_async, run_worker
 from gateway.store.migrate import migrate
 
-DATA_DIR = Path(".keygate")
 DEV_CONFIG = Path("config/dev.yaml")
 DEMO_UPSTREAM = "demo"  # the upstream in the dev config that the demo app plays
 
 
+class DevError(Exception):
+    """`keygate dev` cannot start; the message says why and what to do."""
+
+
+@dataclass(frozen=True)
+class DevOptions:
+    """`keygate dev`'s options; None keeps what the config file says."""
+
+    config: str | None = None
+    proxy_port: int | None = None
+    admin_port: int | None = None
+    demo_port: int | None = None
+
+
 def _dev_secret() -> str:
     """A server secret kept in .keygate/ so Redis entries stay valid across runs."""
-    path = DATA_DIR / "secret"
+    path = DATA_DIR / SECRET_FILE
     if not path.exists():
         path.write_text(secrets.token_urlsafe(48))
         path.chmod(0o600)
@@ -56,24 +80,64 @@ def _print_welcome(config: Config, key: str | None) -> None:
     proxy = "http://" + config.listen.proxy
     admin = "http://" + config.listen.admin
     host, port = _demo_address(config)
-    print(f"\nKeygate dev is up. Proxy: {proxy}  Admin: {admin}  "
-          f"Demo upstream: http://{host}:{port}")
+    print(
+        f"\nKeygate dev is up. Proxy: {proxy}  Admin: {admin}  Demo upstream: http://{host}:{port}"
+    )
     print(f"Postgres: {config.database_url}\nRedis:    {config.redis_url}\n")
     if key is None:
         print("The demo key was created on an earlier run and cannot be shown again.")
-        print("Get a fresh one with:  .venv/bin/keygate keys create --org demo --name me "
-              "--scope read --scope events")
+        print(
+            "Get a fresh one (from this folder, while this runs) with:\n"
+            f"  {_keygate_command()} keys create --org demo --name me "
+            "--scope read --scope events"
+        )
         key = "<your key>"
     else:
         print("Demo key for org `demo` (scopes: read events). It is shown only this once:\n")
         print(f"    {key}\n")
     print("Try:")
-    print(f"  # 200, echoed by the demo upstream\n"
-          f"  curl -i {proxy}/api/v1/sessions/42 -H 'Authorization: Bearer {key}'")
+    print(
+        f"  # 200, echoed by the demo upstream\n"
+        f"  curl -i {proxy}/api/v1/sessions/42 -H 'Authorization: Bearer {key}'"
+    )
     print(f"  # 401 missing_api_key\n  curl -i {proxy}/api/v1/sessions/42")
-    print(f"  # 403 insufficient_scope (the key lacks `manage`)\n"
-          f"  curl -i -X POST {proxy}/api/v1/sessions -H 'X-API-Key: {key}'")
+    print(
+        f"  # 403 insufficient_scope (the key lacks `manage`)\n"
+        f"  curl -i -X POST {proxy}/api/v1/sessions -H 'X-API-Key: {key}'"
+    )
     print("\nPress Ctrl-C to stop everything.\n", flush=True)
+
+
+def _keygate_command() -> str:
+    """How to run `keygate` from here: the console script next to this Python if any."""
+    script = Path(sys.executable).with_name("keygate")
+    if script.exists():
+        try:
+            return str(script.relative_to(Path.cwd()))
+        except ValueError:
+            return str(script)
+    return f"{sys.executable} -m gateway"
+
+
+def _with_ports(config: Config, options: DevOptions) -> Config:
+    """The config with the listener and demo upstream ports given on the command line."""
+    listen = config.listen
+    if options.proxy_port is not None:
+        listen = dataclasses.replace(listen, proxy=_on_port(listen.proxy, options.proxy_port))
+    if options.admin_port is not None:
+        listen = dataclasses.replace(listen, admin=_on_port(listen.admin, options.admin_port))
+    upstreams = dict(config.upstreams)
+    demo = upstreams.get(DEMO_UPSTREAM)
+    if options.demo_port is not None and demo is not None:
+        upstreams[DEMO_UPSTREAM] = UpstreamConfig(
+            **{**dataclasses.asdict(demo), "url": str(URL(demo.url).with_port(options.demo_port))}
+        )
+    return dataclasses.replace(config, listen=listen, upstreams=upstreams)
+
+
+def _on_port(address: str, port: int) -> str:
+    host = address.rpartition(":")[0] or "127.0.0.1"
+    return f"{host}:{port}"
 
 
 def _demo_address(config: Config) -> tuple[str, int]:
@@ -88,30 +152,57 @@ async def _serve(config: Config, secret: str, key_printer: str | None) -> None:
     await web.TCPSite(runner, *_demo_address(config)).start()
     try:
         await run_worker(
-            config, secret.encode(), shared_port=False,
+            config,
+            secret.encode(),
+            shared_port=False,
             on_ready=lambda: _print_welcome(config, key_printer),
         )
     finally:
         await runner.cleanup()
 
 
-def run_dev(config_path: str | None = None) -> int:
+def run_dev(options: DevOptions) -> int:
+    """Start the stores, record them in .keygate/dev.json, serve until Ctrl-C."""
+    config_path = Path(options.config or DEV_CONFIG).resolve()
     DATA_DIR.mkdir(exist_ok=True)
-    postgres = EmbeddedPostgres(DATA_DIR / "postgres")
-    redis = EmbeddedRedis(DATA_DIR / "redis", persist=True)
+    running = running_state()
+    if running is not None:
+        raise DevError(
+            f"keygate dev is already running from this folder (pid {running.pid});"
+            " stop it with Ctrl-C first"
+        )
+    previous = read_state()
+    postgres = EmbeddedPostgres(
+        DATA_DIR / "postgres", port=reuse_or_free_port(previous.postgres_port if previous else None)
+    )
+    redis = EmbeddedRedis(
+        DATA_DIR / "redis",
+        port=reuse_or_free_port(previous.redis_port if previous else None),
+        persist=True,
+    )
+    state = DevState(postgres.port, redis.port, postgres.url, redis.url, str(config_path))
     print("Starting embedded PostgreSQL and Redis in .keygate/ ...", file=sys.stderr)
+    write_state(state)  # the ports, even if what follows fails
     postgres.start()
     try:
         redis.start()
         try:
             secret = _dev_secret()
-            env = {**os.environ, "KEYGATE_DATABASE_URL": postgres.url,
-                   "KEYGATE_REDIS_URL": redis.url, "KEYGATE_SECRET": secret}
-            config = load_config(config_path or str(DEV_CONFIG), env)
+            env = {
+                **os.environ,
+                "KEYGATE_DATABASE_URL": postgres.url,
+                "KEYGATE_REDIS_URL": redis.url,
+                "KEYGATE_SECRET": secret,
+            }
+            config = _with_ports(load_config(str(config_path), env), options)
             config = dataclasses.replace(config, dev=True)
             configure_logging(config)
             key = run_async(_ensure_demo_key(config))
-            run_async(_serve(config, secret, key))
+            write_state(dataclasses.replace(state, pid=os.getpid()))
+            try:
+                run_async(_serve(config, secret, key))
+            finally:
+                write_state(state)
         finally:
             redis.stop()
     finally:

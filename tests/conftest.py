@@ -1,20 +1,17 @@
-"""Shared fixtures: real stores for the session, a clean state and a CLI runner per test."""
+"""Shared fixtures: real stores and the demo upstream for the session, a clean state and
+a CLI runner per test. The helpers themselves live in tests/support/."""
 
 from __future__ import annotations
 
-import io
-import json
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import pytest
 
-from gateway.cli import main
+from tests.support.cli import Cli
+from tests.support.configs import TEST_CONFIG
+from tests.support.gateway_process import UpstreamProcess, running_upstream
 from tests.support.stores import Stores, reset, start_stores
-
-TEST_CONFIG = Path(__file__).parent / "support" / "keygate.test.yaml"
 
 
 @pytest.fixture(scope="session")
@@ -33,30 +30,19 @@ def clean_stores(stores: Stores, monkeypatch: pytest.MonkeyPatch) -> Stores:
     return stores
 
 
-@dataclass
-class CliResult:
-    code: int
-    out: str
-    err: str
-
-    def json(self) -> Any:
-        return json.loads(self.out)
-
-
-class Cli:
-    """Runs `keygate ARGS…` in-process through its real entry point."""
-
-    def __call__(self, *args: str) -> CliResult:
-        out, err = io.StringIO(), io.StringIO()
-        code = main(list(args), out=out, err=err)
-        return CliResult(code, out.getvalue(), err.getvalue())
-
-    def ok(self, *args: str) -> CliResult:
-        result = self(*args)
-        assert result.code == 0, f"keygate {' '.join(args)} failed: {result.err}"
-        return result
-
-
 @pytest.fixture
 def cli(clean_stores: Stores) -> Cli:
     return Cli()
+
+
+@pytest.fixture(scope="session")
+def session_logs(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Where the session-wide processes write their stdout and stderr."""
+    return tmp_path_factory.mktemp("session-processes")
+
+
+@pytest.fixture(scope="session")
+def echo_upstream(session_logs: Path) -> Iterator[UpstreamProcess]:
+    """The demo upstream (echo, slow, WebSocket echo) every suite's gateways forward to."""
+    with running_upstream(session_logs, name="echo-upstream") as up:
+        yield up

@@ -8,21 +8,35 @@ from gateway import __version__
 
 _TIME = {"type": ["string", "null"], "format": "date-time"}
 _SLUG = {"type": "string", "pattern": "^[a-z0-9][a-z0-9-]{1,62}$"}
-_SCOPE = {"type": "string", "pattern": r"^(?:[A-Za-z0-9_.-]+:)*(?:[A-Za-z0-9_.-]+|\*)$",
-          "maxLength": 128}
-_DURATION = {"type": "string", "pattern": r"^(?:\d+(?:\.\d+)?(?:ms|s|m|h|d))+$",
-             "examples": ["24h"]}
+_SCOPE = {
+    "type": "string",
+    "pattern": r"^(?:[A-Za-z0-9_.-]+:)*(?:[A-Za-z0-9_.-]+|\*)$",
+    "maxLength": 128,
+}
+_DURATION = {
+    "type": "string",
+    "pattern": r"^(?:\d+(?:\.\d+)?(?:ms|s|m|h|d))+$",
+    "examples": ["24h"],
+}
 # A window is whole seconds: whole numbers of s, m, h, d (never ms or fractions, which the
 # general duration pattern allows), as the service writes it back. The service checks the
 # range, 1s to 365d, which a pattern cannot say.
-_WINDOW = {"type": "string", "pattern": r"^(?:\d+[smhd])+$", "examples": ["1m", "1h30m"],
-           "description": "Whole seconds from 1s to 365d, e.g. 90s, 1m, 1h30m, 1d."}
+_WINDOW = {
+    "type": "string",
+    "pattern": r"^(?:\d+[smhd])+$",
+    "examples": ["1m", "1h30m"],
+    "description": "Whole seconds from 1s to 365d, e.g. 90s, 1m, 1h30m, 1d.",
+}
 _RATE_LIMIT = {
-    "type": ["object", "null"], "additionalProperties": False, "required": ["requests", "per"],
+    "type": ["object", "null"],
+    "additionalProperties": False,
+    "required": ["requests", "per"],
     "description": "At most `requests` requests per fixed window of `per`, counted over "
-                   "every route; null: no limit of the key's own.",
-    "properties": {"requests": {"type": "integer", "minimum": 1, "maximum": 1_000_000_000},
-                   "per": _WINDOW},
+    "every route; null: no limit of the key's own.",
+    "properties": {
+        "requests": {"type": "integer", "minimum": 1, "maximum": 1_000_000_000},
+        "per": _WINDOW,
+    },
 }
 
 
@@ -34,13 +48,32 @@ def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
     return {"description": description, "content": {"application/json": {"schema": schema}}}
 
 
+def _changed(schema: dict[str, Any], description: str) -> dict[str, Any]:
+    """A change's success: durable in PostgreSQL; a cache tier that missed it is named."""
+    return {
+        **_json(schema, description),
+        "headers": {
+            "Keygate-Warning": {
+                "description": "Present (once per warning) when the change is durable but did not "
+                "go as usual, e.g. Redis unreachable: gateways then hear the change "
+                "through PostgreSQL NOTIFY, still within 1 s.",
+                "schema": {"type": "string"},
+            }
+        },
+    }
+
+
 def _errors(*statuses: int) -> dict[str, Any]:
-    text = {400: "Invalid input (the field is named)", 401: "Missing or invalid admin credential",
-            403: "Not allowed for this principal", 404: "Unknown org or key",
-            409: "Conflict with the current state",
-            429: "An API-key principal whose id is being guessed at (too_many_attempts): "
-                 "retry after Retry-After",
-            503: "Database unreachable"}
+    text = {
+        400: "Invalid input (the field is named)",
+        401: "Missing or invalid admin credential",
+        403: "Not allowed for this principal",
+        404: "Unknown org or key",
+        409: "Conflict with the current state",
+        429: "An API-key principal whose id is being guessed at (too_many_attempts): "
+        "retry after Retry-After",
+        503: "Database unreachable",
+    }
     if 401 in statuses:  # every authenticated operation: a key principal may be throttled
         statuses = tuple(sorted({*statuses, 429}))
     return {str(s): _json(_ref("Error"), text[s]) for s in statuses}
@@ -51,95 +84,161 @@ def _body(schema: dict[str, Any], required: bool = True) -> dict[str, Any]:
 
 
 _ORG_PARAM = {"name": "org", "in": "path", "required": True, "schema": _SLUG}
-_KEY_PARAM = {"name": "key_id", "in": "path", "required": True,
-              "schema": {"type": "string",
-                         "pattern": "^(?:[A-Za-z0-9_-]{1,16})?[0-9A-Za-z]{8}$"}}
-_LIMIT = {"name": "limit", "in": "query",
-          "schema": {"type": "integer", "minimum": 1, "maximum": 1000}}
+_KEY_PARAM = {
+    "name": "key_id",
+    "in": "path",
+    "required": True,
+    "schema": {"type": "string", "pattern": "^(?:[A-Za-z0-9_-]{1,16})?[0-9A-Za-z]{8}$"},
+}
+_LIMIT = {
+    "name": "limit",
+    "in": "query",
+    "schema": {"type": "integer", "minimum": 1, "maximum": 1000},
+}
 _CURSOR = {"name": "cursor", "in": "query", "schema": {"type": "string"}}
 _NAME = {"type": "string", "minLength": 1, "maxLength": 200}
 _DATE_TIME = {"type": "string", "format": "date-time"}
-_SCOPES = {"type": "array", "items": _SCOPE}
+_SCOPES = {
+    "type": "array",
+    "items": _SCOPE,
+    "description": "With a `scopes:` catalogue in the gateway's config, every scope "
+    "must be listed there (a wildcard must cover a listed one, `*` "
+    "always may); else 400 invalid_request, field `scopes`, naming "
+    "the nearest listed scope.",
+}
 
 
 def _input(properties: dict[str, Any], **constraints: Any) -> dict[str, Any]:
     """A request body object: only these fields (unknown fields are 400)."""
-    return {"type": "object", "additionalProperties": False, **constraints,
-            "properties": properties}
+    return {
+        "type": "object",
+        "additionalProperties": False,
+        **constraints,
+        "properties": properties,
+    }
+
 
 _SCHEMAS: dict[str, Any] = {
     "Error": {
-        "type": "object", "required": ["error"],
-        "properties": {"error": {
-            "type": "object", "required": ["code", "message", "request_id"],
-            "properties": {"code": {"type": "string"}, "message": {"type": "string"},
-                           "request_id": {"type": "string"}, "field": {"type": "string"}},
-        }},
+        "type": "object",
+        "required": ["error"],
+        "properties": {
+            "error": {
+                "type": "object",
+                "required": ["code", "message", "request_id"],
+                "properties": {
+                    "code": {"type": "string"},
+                    "message": {"type": "string"},
+                    "request_id": {"type": "string"},
+                    "field": {"type": "string"},
+                },
+            }
+        },
     },
     "Org": {
-        "type": "object", "required": ["slug", "name", "created_at"],
-        "properties": {"slug": _SLUG, "name": {"type": "string"},
-                       "created_at": {"type": "string", "format": "date-time"}},
+        "type": "object",
+        "required": ["slug", "name", "created_at"],
+        "properties": {
+            "slug": _SLUG,
+            "name": {"type": "string"},
+            "created_at": {"type": "string", "format": "date-time"},
+        },
     },
     "Key": {
         "type": "object",
-        "required": ["id", "display_prefix", "org", "name", "scopes", "env", "status",
-                     "created_at", "created_by", "expires_at", "last_used_at", "revoked_at",
-                     "revoked_by", "revoke_reason", "metadata", "rolled_from", "rate_limit"],
+        "required": [
+            "id",
+            "display_prefix",
+            "org",
+            "name",
+            "scopes",
+            "env",
+            "status",
+            "created_at",
+            "created_by",
+            "expires_at",
+            "last_used_at",
+            "revoked_at",
+            "revoked_by",
+            "revoke_reason",
+            "metadata",
+            "rolled_from",
+            "rate_limit",
+        ],
         "properties": {
-            "id": {"type": "string"}, "display_prefix": {"type": "string"},
-            "org": _SLUG, "name": {"type": "string"},
+            "id": {"type": "string"},
+            "display_prefix": {"type": "string"},
+            "org": _SLUG,
+            "name": {"type": "string"},
             "scopes": {"type": "array", "items": {"type": "string"}},
             "env": {"enum": ["live", "test"]},
             "status": {"enum": ["active", "expired", "revoked"]},
             "created_at": {"type": "string", "format": "date-time"},
-            "created_by": {"type": "string"}, "expires_at": _TIME, "last_used_at": _TIME,
-            "revoked_at": _TIME, "revoked_by": {"type": ["string", "null"]},
-            "revoke_reason": {"type": ["string", "null"]}, "metadata": {"type": "object"},
-            "rolled_from": {"type": ["string", "null"]}, "rate_limit": _RATE_LIMIT,
+            "created_by": {"type": "string"},
+            "expires_at": _TIME,
+            "last_used_at": _TIME,
+            "revoked_at": _TIME,
+            "revoked_by": {"type": ["string", "null"]},
+            "revoke_reason": {"type": ["string", "null"]},
+            "metadata": {"type": "object"},
+            "rolled_from": {"type": ["string", "null"]},
+            "rate_limit": _RATE_LIMIT,
         },
     },
     "KeyWithSecret": {
-        "type": "object", "required": ["key", "secret"],
-        "properties": {"key": _ref("Key"), "secret": {"type": "string"},
-                       "previous": _ref("Key")},
+        "type": "object",
+        "required": ["key", "secret"],
+        "properties": {"key": _ref("Key"), "secret": {"type": "string"}, "previous": _ref("Key")},
     },
     "AuditEntry": {
         "type": "object",
         "required": ["id", "at", "org", "key_id", "action", "principal"],
         "properties": {
-            "id": {"type": "integer"}, "at": {"type": "string", "format": "date-time"},
-            "org": {"type": "string"}, "key_id": {"type": ["string", "null"]},
-            "action": {"type": "string"}, "principal": {"type": "string"},
+            "id": {"type": "integer"},
+            "at": {"type": "string", "format": "date-time"},
+            "org": {"type": "string"},
+            "key_id": {"type": ["string", "null"]},
+            "action": {"type": "string"},
+            "principal": {"type": "string"},
             "old_scopes": {"type": ["array", "null"], "items": {"type": "string"}},
             "new_scopes": {"type": ["array", "null"], "items": {"type": "string"}},
-            "client_ip": {"type": ["string", "null"]}, "request_id": {"type": ["string", "null"]},
-            "traceparent": {"type": ["string", "null"]}, "details": {"type": "object"},
+            "client_ip": {"type": ["string", "null"]},
+            "request_id": {"type": ["string", "null"]},
+            "traceparent": {"type": ["string", "null"]},
+            "details": {"type": "object"},
         },
     },
 }
 
 
 def _page(item: str) -> dict[str, Any]:
-    return {"type": "object", "required": ["items", "next_cursor"],
-            "properties": {"items": {"type": "array", "items": _ref(item)},
-                           "next_cursor": {"type": ["string", "null"]}}}
+    return {
+        "type": "object",
+        "required": ["items", "next_cursor"],
+        "properties": {
+            "items": {"type": "array", "items": _ref(item)},
+            "next_cursor": {"type": ["string", "null"]},
+        },
+    }
 
 
 def openapi_document() -> dict[str, Any]:
     """The document served at /admin/v1/openapi.json."""
     return {
         "openapi": "3.1.0",
-        "info": {"title": "Keygate admin API", "version": __version__,
-                 "description": "Manage organisations, API keys and the audit log. "
-                                "Bearer: the root token (KEYGATE_ADMIN_TOKEN) or an API key "
-                                "with keys:manage / keys:read, acting inside its own org. "
-                                "A key principal can never grant, keep or lift more than it "
-                                "holds itself: scopes it lacks (403 scope_not_held), an "
-                                "expiry later than its own, no rate limit or a looser one "
-                                "than its own, live keys from a test key (403 forbidden); it "
-                                "may update, roll or revoke only keys within all of these. "
-                                "Permission is checked before any lookup."},
+        "info": {
+            "title": "Keygate admin API",
+            "version": __version__,
+            "description": "Manage organisations, API keys and the audit log. "
+            "Bearer: the root token (KEYGATE_ADMIN_TOKEN) or an API key "
+            "with keys:manage / keys:read, acting inside its own org. "
+            "A key principal can never grant, keep or lift more than it "
+            "holds itself: scopes it lacks (403 scope_not_held), an "
+            "expiry later than its own, no rate limit or a looser one "
+            "than its own, live keys from a test key (403 forbidden); it "
+            "may update, roll or revoke only keys within all of these. "
+            "Permission is checked before any lookup.",
+        },
         "servers": [{"url": "/admin/v1"}],
         "security": [{"bearer": []}],
         "components": {
@@ -157,57 +256,95 @@ def openapi_document() -> dict[str, Any]:
             "/orgs": {
                 "post": {
                     "operationId": "createOrg",
-                    "requestBody": _body(_input(
-                        {"slug": _SLUG, "name": {"type": "string", "minLength": 1}},
-                        required=["slug"])),
-                    "responses": {"201": _json(_ref("Org"), "Created"),
-                                  **_errors(400, 401, 403, 409, 503)},
+                    "requestBody": _body(
+                        _input(
+                            {"slug": _SLUG, "name": {"type": "string", "minLength": 1}},
+                            required=["slug"],
+                        )
+                    ),
+                    "responses": {
+                        "201": _json(_ref("Org"), "Created"),
+                        **_errors(400, 401, 403, 409, 503),
+                    },
                 },
                 "get": {
                     "operationId": "listOrgs",
                     "description": "Root sees every org; an API key with keys:read or "
-                                   "keys:manage sees only its own (403 without either).",
-                    "responses": {"200": _json(
-                        {"type": "object", "required": ["items"],
-                         "properties": {"items": {"type": "array", "items": _ref("Org")}}},
-                        "Orgs"),
-                                  **_errors(401, 403, 503)},
+                    "keys:manage sees only its own (403 without either).",
+                    "responses": {
+                        "200": _json(
+                            {
+                                "type": "object",
+                                "required": ["items"],
+                                "properties": {"items": {"type": "array", "items": _ref("Org")}},
+                            },
+                            "Orgs",
+                        ),
+                        **_errors(401, 403, 503),
+                    },
                 },
             },
             "/orgs/{org}/keys": {
                 "parameters": [_ORG_PARAM],
                 "post": {
                     "operationId": "createKey",
-                    "requestBody": _body(_input({
-                        "name": _NAME, "scopes": _SCOPES, "env": {"enum": ["live", "test"]},
-                        "expires_at": _DATE_TIME, "expires_in": _DURATION,
-                        "metadata": {"type": "object"}, "rate_limit": _RATE_LIMIT,
-                    }, required=["name", "scopes"])),
-                    "responses": {"201": _json(_ref("KeyWithSecret"),
-                                               "Created; the secret is shown once"),
-                                  **_errors(400, 401, 403, 404, 503)},
+                    "requestBody": _body(
+                        _input(
+                            {
+                                "name": _NAME,
+                                "scopes": _SCOPES,
+                                "env": {"enum": ["live", "test"]},
+                                "expires_at": _DATE_TIME,
+                                "expires_in": _DURATION,
+                                "metadata": {"type": "object"},
+                                "rate_limit": _RATE_LIMIT,
+                            },
+                            required=["name", "scopes"],
+                        )
+                    ),
+                    "responses": {
+                        "201": _json(_ref("KeyWithSecret"), "Created; the secret is shown once"),
+                        **_errors(400, 401, 403, 404, 503),
+                    },
                 },
                 "get": {
                     "operationId": "listKeys",
-                    "parameters": [{"name": "status", "in": "query",
-                                    "schema": {"enum": ["active", "revoked", "expired", "all"]}},
-                                   _LIMIT, _CURSOR],
-                    "responses": {"200": _json(_page("Key"), "Keys, newest first"),
-                                  **_errors(400, 401, 403, 404, 503)},
+                    "parameters": [
+                        {
+                            "name": "status",
+                            "in": "query",
+                            "schema": {"enum": ["active", "revoked", "expired", "all"]},
+                        },
+                        _LIMIT,
+                        _CURSOR,
+                    ],
+                    "responses": {
+                        "200": _json(_page("Key"), "Keys, newest first"),
+                        **_errors(400, 401, 403, 404, 503),
+                    },
                 },
             },
             "/orgs/{org}/keys/{key_id}": {
                 "parameters": [_ORG_PARAM, _KEY_PARAM],
-                "get": {"operationId": "showKey",
-                        "responses": {"200": _json(_ref("Key"), "The key"),
-                                      **_errors(400, 401, 403, 404, 503)}},
+                "get": {
+                    "operationId": "showKey",
+                    "responses": {
+                        "200": _json(_ref("Key"), "The key"),
+                        **_errors(400, 401, 403, 404, 503),
+                    },
+                },
                 "patch": {
                     "operationId": "updateKey",
-                    "requestBody": _body(_input({"name": _NAME, "scopes": _SCOPES,
-                                                 "rate_limit": _RATE_LIMIT},
-                                                minProperties=1)),
-                    "responses": {"200": _json(_ref("Key"), "Updated"),
-                                  **_errors(400, 401, 403, 404, 503)},
+                    "requestBody": _body(
+                        _input(
+                            {"name": _NAME, "scopes": _SCOPES, "rate_limit": _RATE_LIMIT},
+                            minProperties=1,
+                        )
+                    ),
+                    "responses": {
+                        "200": _changed(_ref("Key"), "Updated"),
+                        **_errors(400, 401, 403, 404, 503),
+                    },
                 },
             },
             "/orgs/{org}/keys/{key_id}/revoke": {
@@ -215,34 +352,47 @@ def openapi_document() -> dict[str, Any]:
                 "post": {
                     "operationId": "revokeKey",
                     "description": "Idempotent: revoking a revoked key returns it unchanged "
-                                   "(its first reason, time and principal) and writes no "
-                                   "second audit entry.",
+                    "(its first reason, time and principal) and writes no "
+                    "second audit entry.",
                     "requestBody": _body(_input({"reason": _NAME}), required=False),
-                    "responses": {"200": _json(_ref("Key"),
-                                               "Revoked, now or before (then unchanged)"),
-                                  **_errors(400, 401, 403, 404, 503)},
+                    "responses": {
+                        "200": _changed(_ref("Key"), "Revoked, now or before (then unchanged)"),
+                        **_errors(400, 401, 403, 404, 503),
+                    },
                 },
             },
             "/orgs/{org}/keys/{key_id}/roll": {
                 "parameters": [_ORG_PARAM, _KEY_PARAM],
                 "post": {
                     "operationId": "rollKey",
-                    "requestBody": _body(_input({"grace": _DURATION, "expires_in": _DURATION,
-                                                 "expires_at": _DATE_TIME}), required=False),
-                    "responses": {"201": _json(_ref("KeyWithSecret"),
-                                               "Rolled; the new secret is shown once"),
-                                  **_errors(400, 401, 403, 404, 409, 503)},
+                    "requestBody": _body(
+                        _input(
+                            {"grace": _DURATION, "expires_in": _DURATION, "expires_at": _DATE_TIME}
+                        ),
+                        required=False,
+                    ),
+                    "responses": {
+                        "201": _changed(
+                            _ref("KeyWithSecret"), "Rolled; the new secret is shown once"
+                        ),
+                        **_errors(400, 401, 403, 404, 409, 503),
+                    },
                 },
             },
             "/orgs/{org}/audit": {
                 "parameters": [_ORG_PARAM],
                 "get": {
                     "operationId": "listAudit",
-                    "parameters": [{"name": "key_id", "in": "query", "schema": {"type": "string"}},
-                                   {"name": "action", "in": "query", "schema": {"type": "string"}},
-                                   _LIMIT, _CURSOR],
-                    "responses": {"200": _json(_page("AuditEntry"), "Entries, newest first"),
-                                  **_errors(400, 401, 403, 404, 503)},
+                    "parameters": [
+                        {"name": "key_id", "in": "query", "schema": {"type": "string"}},
+                        {"name": "action", "in": "query", "schema": {"type": "string"}},
+                        _LIMIT,
+                        _CURSOR,
+                    ],
+                    "responses": {
+                        "200": _json(_page("AuditEntry"), "Entries, newest first"),
+                        **_errors(400, 401, 403, 404, 503),
+                    },
                 },
             },
         },

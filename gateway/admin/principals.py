@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 
 from aiohttp import web
 
+from gateway.admin.telemetry import ADMIN_KEY, PRINCIPAL
 from gateway.auth.credentials import read_credential
 from gateway.auth.errors import Refusal
 from gateway.auth.key_lookup import KeyLookup
@@ -46,18 +47,23 @@ class AdminAuth:
             raise AdminUnauthorized() from None
         if presented is None:
             if self.allow_anonymous_root:
+                request[PRINCIPAL] = root.principal
                 return root
             raise AdminUnauthorized()
         if self.root_token and hmac.compare_digest(presented.encode(), self.root_token.encode()):
+            request[PRINCIPAL] = root.principal
             return root
         try:
             state = await self.resolver.identify(presented, request.remote)
         except Refusal as refusal:
+            if refusal.key is not None:  # a known key refused: the access log names it
+                request[ADMIN_KEY] = refusal.key
             if refusal.status in (429, 503):
                 # Throttled (someone guessed at this key's id) or stores unreachable: the
                 # key may be right, so it must not look invalid (SPEC §3 steps 6 and 7).
                 raise
             raise AdminUnauthorized() from None
+        request[PRINCIPAL], request[ADMIN_KEY] = f"key:{state.display_prefix}", state
         # The key's own holdings travel with it: they are its ceiling (gateway/keys/ceiling.py).
         return replace(
             root,
@@ -65,7 +71,8 @@ class AdminAuth:
             org=state.org,
             scopes=state.scopes,
             env=state.env,
-            expires_at=(None if state.expires_at is None
-                        else datetime.fromtimestamp(state.expires_at, UTC)),
+            expires_at=(
+                None if state.expires_at is None else datetime.fromtimestamp(state.expires_at, UTC)
+            ),
             rate_limit=state.rate_limit,
         )

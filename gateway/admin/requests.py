@@ -55,8 +55,14 @@ def _tuple(t: type | tuple[type, ...]) -> tuple[type, ...]:
 
 
 def _type_name(t: type | tuple[type, ...]) -> str:
-    names = {str: "a string", list: "an array", dict: "an object", int: "an integer",
-             bool: "a boolean", NULL: "null"}
+    names = {
+        str: "a string",
+        list: "an array",
+        dict: "an object",
+        int: "an integer",
+        bool: "a boolean",
+        NULL: "null",
+    }
     return " or ".join(names.get(x, x.__name__) for x in _tuple(t))
 
 

@@ -30,9 +30,9 @@ def parse_presented(presented: str, keys: KeysConfig) -> ParsedKey:
 def check_status(state: KeyState, now: float) -> None:
     """Revoked or expired (against `now`, unix seconds) -> the matching Refusal."""
     if state.revoked:
-        raise RevokedKey()
+        raise RevokedKey().about(state)
     if state.expires_at is not None and state.expires_at <= now:
-        raise ExpiredKey()
+        raise ExpiredKey().about(state)
 
 
 def authorise(

@@ -7,6 +7,11 @@ constant message; messages never include anything the client sent. One place
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Self
+
+if TYPE_CHECKING:
+    from gateway.keys.state import KeyState
+
 REALM = 'Bearer realm="keygate"'
 
 
@@ -14,6 +19,10 @@ class Refusal(Exception):
     status = 400
     code = "invalid_request"
     message = "The request is invalid."
+    # The key a refusal is about when its id is known (wrong secret, expired, revoked,
+    # throttled): the access log names its display prefix and org, so operators see who
+    # keeps using a leaked key. Known from the stored state, never from the secret.
+    key: KeyState | None = None
 
     def __init__(self, message: str | None = None) -> None:
         super().__init__(message or self.message)
@@ -22,6 +31,11 @@ class Refusal(Exception):
 
     def headers(self) -> dict[str, str]:
         return {}
+
+    def about(self, key: KeyState) -> Self:
+        """This refusal, naming the known key it refuses (see `key`)."""
+        self.key = key
+        return self
 
 
 class InvalidRequest(Refusal):

@@ -108,6 +108,5 @@ class FailureLimiter:
 
     def refund(self, reservation: Reservation) -> None:
         """The attempt was the right secret: it does not count against the key."""
-        self._by_client.remove((reservation.key_id, reservation.client),
-                               reservation.client_window)
+        self._by_client.remove((reservation.key_id, reservation.client), reservation.client_window)
         self._by_key.remove(reservation.key_id, reservation.key_window)

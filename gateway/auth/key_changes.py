@@ -1,11 +1,18 @@
 """The background side of key lookup: hearing about changes, repairing Redis, and
 re-checking open WebSocket sessions. Each loop runs under the lookup's Supervisor.
 
-- `listen`: evicts keys changed anywhere (Redis pub/sub, `<id>:<version>`), and while
-  the channel is down keeps local entries short and Redis untrusted, until a re-sync.
+Two invalidation channels carry every change as `<id>:<version>`, with the same version
+rules: Redis pub/sub (published by whoever made the change, when it reaches Redis) and
+PostgreSQL `LISTEN`/`NOTIFY` (announced by PostgreSQL itself on commit, migration 0004).
+
+- `listen_redis`, `listen_postgres`: evict keys changed anywhere. A channel that
+  (re)connects first re-syncs what changed while it was away. While NEITHER channel is
+  live, nothing would tell this process of a change: local entries are dropped and then
+  live at most DEGRADED_LOCAL_TTL. Redis is not trusted while its own channel is down and
+  until its re-sync (a change made meanwhile may have missed its entry).
 - `resync_recent_changes`: writes every key changed within the Redis TTL into Redis.
 - `watch_sessions`: closes sessions whose key expired, and re-checks every session's key
-  while the channel is down (from PostgreSQL, at most once per DEGRADED_LOCAL_TTL).
+  (from PostgreSQL, at most once per DEGRADED_LOCAL_TTL, while Redis is untrusted).
 """
 
 from __future__ import annotations
@@ -14,70 +21,139 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import AsyncGenerator, Awaitable, Callable
 from typing import TYPE_CHECKING
 
 from redis.exceptions import RedisError
 
 from gateway.keys.errors import StoreUnavailable
+from gateway.keys.models import ApiKey
 from gateway.keys.state import KeyState
 from gateway.store import queries
 from gateway.store.key_cache import parse_invalidation
+from gateway.store.key_notifications import key_notifications
 
 if TYPE_CHECKING:
     from gateway.auth.key_lookup import KeyLookup
 
 log = logging.getLogger("keygate.auth")
-# While the invalidation channel is down, local entries live at most this long.
+# While no invalidation channel is live, local entries live at most this long.
 DEGRADED_LOCAL_TTL = 1.0
 # Reconnecting is one cheap attempt per worker: keep the recovery after an outage short.
 MAX_RECONNECT_BACKOFF = 1.0
 # What a store outage raises; anything else escaping a loop is a bug, for the supervisor.
 STORE_DOWN = (TimeoutError, RedisError, OSError, StoreUnavailable)
 
+REDIS = "redis"
+POSTGRES = "postgres"
 
-async def listen(lookup: KeyLookup) -> None:
-    """Evict keys changed anywhere; while the channel is down, keep local entries short."""
+
+async def listen_redis(lookup: KeyLookup) -> None:
+    """The Redis pub/sub channel; once re-synced, Redis entries are trusted again."""
     assert lookup.redis is not None
-    configured = lookup.cache_config.local_ttl
-    local = lookup.local
+    redis = lookup.redis
+
+    async def resync() -> int | None:
+        return await resync_recent_changes(lookup)  # raises if Redis fails: stay untrusted
+
+    await _listen(lookup, REDIS, redis.subscribe, resync)
+
+
+async def listen_postgres(lookup: KeyLookup) -> None:
+    """The PostgreSQL LISTEN channel: hears every committed change, whoever made it."""
+
+    async def resync() -> int:
+        changed = await _recent_changes(lookup)
+        for key in changed:
+            lookup.changed(key.id, key.version)
+        await _repair_redis(lookup, changed)
+        return len(changed)
+
+    await _listen(lookup, POSTGRES, lambda: key_notifications(lookup.db), resync)
+
+
+async def _listen(
+    lookup: KeyLookup,
+    channel: str,
+    subscribe: Callable[[], AsyncGenerator[str, None]],
+    resync: Callable[[], Awaitable[int | None]],
+) -> None:
+    """Hear `channel` for as long as the worker runs, reconnecting with backoff."""
     backoff = 0.1
     while True:
         try:
             # Closed here, by this task, even when it is cancelled mid-loop: left to the
             # event loop's generator finaliser, the subscription would be torn down during
-            # interpreter shutdown, talking to Redis after the loop stopped serving.
-            async with contextlib.aclosing(lookup.redis.subscribe()) as messages:
+            # interpreter shutdown, talking to the store after the loop stopped serving.
+            async with contextlib.aclosing(subscribe()) as messages:
                 async for message in messages:
-                    if not message:  # (re)subscribed: whatever was missed meanwhile is dropped
-                        recovering = local.ttl != configured
-                        if recovering:
-                            local.clear()
-                        repaired = await resync_recent_changes(lookup)  # raises if Redis fails
-                        if recovering:
-                            log.warning("invalidation channel back; %s recently changed keys "
-                                        "re-synced into Redis", repaired)
-                        local.ttl = configured
-                        lookup.redis_trusted = True
+                    if not message:  # (re)subscribed: what was missed meanwhile is re-synced
+                        uncovered = not lookup.channels
+                        if uncovered:
+                            lookup.local.clear()  # nothing heard changes: drop every entry
+                        repaired = await resync()
+                        if channel in lookup.lost:
+                            lookup.lost.discard(channel)
+                            log.warning(
+                                "%s invalidation channel back; %s recently changed keys re-synced",
+                                channel,
+                                repaired,
+                            )
+                        lookup.channels.add(channel)
+                        lookup.local.ttl = lookup.cache_config.local_ttl
+                        if channel == REDIS:
+                            lookup.redis_trusted = True
                         backoff = 0.1
                         continue
                     key_id, version = parse_invalidation(message)
-                    lookup.changed(key_id, version)
-                    await lookup.enforce_sessions(key_id)
+                    if lookup.changed(key_id, version):
+                        await lookup.enforce_sessions(key_id)
         except BaseException as exc:
-            # Whatever ended the subscription, entries may now miss changes: degrade first.
-            if local.ttl == configured:
-                if isinstance(exc, Exception):
-                    log.warning("invalidation channel lost (%s); local TTL shortened",
-                                type(exc).__name__)
-                # Entries cached so far would otherwise live their full TTL unannounced;
-                # known verifiers survive, so refilling costs a Postgres read, not argon2.
-                local.clear()
-            local.ttl = min(configured, DEGRADED_LOCAL_TTL)
-            lookup.redis_trusted = False  # until re-synced: entries may be stale
+            _lost(lookup, channel, exc)
             if not isinstance(exc, STORE_DOWN):
                 raise  # cancelled, or a bug: the supervisor logs, counts and restarts it
             await asyncio.sleep(backoff)
             backoff = min(backoff * 2, MAX_RECONNECT_BACKOFF)
+
+
+def _lost(lookup: KeyLookup, channel: str, exc: BaseException) -> None:
+    """`channel` is down: whatever it would have said is missed from now on."""
+    if channel == REDIS:
+        lookup.redis_trusted = False  # until re-synced: entries may be stale
+    was_live = channel in lookup.channels
+    lookup.channels.discard(channel)
+    if was_live and isinstance(exc, Exception):
+        lookup.lost.add(channel)
+        log.warning(
+            "%s invalidation channel lost (%s)%s",
+            channel,
+            type(exc).__name__,
+            "" if lookup.channels else "; no channel left: local TTL shortened",
+        )
+    if not lookup.channels:
+        if was_live:
+            # Entries cached so far would otherwise live their full TTL unannounced;
+            # known verifiers survive, so refilling costs a store read, not argon2.
+            lookup.local.clear()
+        lookup.local.ttl = min(lookup.cache_config.local_ttl, DEGRADED_LOCAL_TTL)
+
+
+async def _recent_changes(lookup: KeyLookup) -> list[ApiKey]:
+    """Keys changed within the Redis TTL (no Redis entry is older); raises StoreUnavailable."""
+    async with lookup.db.connection() as conn:
+        return await queries.keys_changed_within(conn, lookup.cache_config.redis_ttl)
+
+
+async def _repair_redis(lookup: KeyLookup, changed: list[ApiKey]) -> None:
+    """Best effort: write these states into Redis (version-checked), for the other
+    gateways; given up at the first failure (Redis's own re-sync repairs it later)."""
+    if lookup.redis is None or not lookup.redis_trusted:
+        return
+    try:
+        for key in changed:
+            await lookup.redis.put(KeyState.of(key), None)
+    except (TimeoutError, RedisError, OSError) as exc:
+        log.warning("Redis repair after a PostgreSQL re-sync stopped: %s", type(exc).__name__)
 
 
 async def resync_recent_changes(lookup: KeyLookup) -> int | None:
@@ -93,8 +169,7 @@ async def resync_recent_changes(lookup: KeyLookup) -> int | None:
     """
     assert lookup.redis is not None
     try:
-        async with lookup.db.connection() as conn:
-            changed = await queries.keys_changed_within(conn, lookup.cache_config.redis_ttl)
+        changed = await _recent_changes(lookup)
     except StoreUnavailable as exc:
         log.warning("re-sync of recently changed keys skipped: %s", exc)
         return None
@@ -115,8 +190,8 @@ async def resync_periodically(lookup: KeyLookup, interval: float = 30.0) -> None
 
 
 async def watch_sessions(lookup: KeyLookup, interval: float = 0.25) -> None:
-    """Close sessions whose key expired; while the channel is degraded, re-check every
-    session's key from PostgreSQL (at most once per DEGRADED_LOCAL_TTL)."""
+    """Close sessions whose key expired (and re-check every session's key); while Redis
+    is untrusted, from PostgreSQL at most once per DEGRADED_LOCAL_TTL."""
     assert lookup.sessions is not None
     checked = 0.0
     while True:

@@ -44,7 +44,7 @@ from gateway.keys.state import KeyState
 from gateway.observability import metrics
 from gateway.store import queries
 from gateway.store.db import Database
-from gateway.store.key_cache import CachedEntry, RedisKeyCache
+from gateway.store.key_cache import CachedEntry, RedisKeyCache, redis_missed_change
 from gateway.supervisor import Supervisor
 
 # Awaited with the key id right after a Redis read ("redis"), right after a Postgres read
@@ -96,8 +96,11 @@ class KeyLookup:
             cache.failed_ttl, cache.max_failures_per_key, clock=monotonic
         )
         self.verifies = FairVerifier(
-            hasher, keys.verify_threads, keys.max_queued_verifies_per_org,
-            keys.max_queued_verifies, on_start=on_verify_start,
+            hasher,
+            keys.verify_threads,
+            keys.max_queued_verifies_per_org,
+            keys.max_queued_verifies,
+            on_start=on_verify_start,
         )
         self.verifier_key = verifier_key(server_secret)
         self.proofs = TokenProofs()
@@ -105,6 +108,10 @@ class KeyLookup:
         # back: an entry written before a change made meanwhile may be stale, so keys are
         # read from PostgreSQL instead (set by the change listener).
         self.redis_trusted = True
+        # The invalidation channels live now (key_changes.REDIS, POSTGRES), and those lost
+        # since they were last live (for the log line when they are back).
+        self.channels: set[str] = set()
+        self.lost: set[str] = set()
         # One store read and argon2 verify per (key, candidate) at a time: a cold burst
         # shares it. A task, so that it finishes (and is counted) even when every request
         # awaiting it is gone.
@@ -235,11 +242,11 @@ class KeyLookup:
             await self._fill_redis(state, known)
             return state
         if state.prefix != parsed.prefix:
-            raise InvalidKey()
+            raise InvalidKey().about(state)
         reservation = self.failures.reserve(key_id, client)
         if not isinstance(reservation, Reservation):
             metrics.key_verifications.labels("throttled").inc()
-            raise TooManyAttempts(reservation)
+            raise TooManyAttempts(reservation).about(state)
         started = time.perf_counter()
         try:
             if self.checkpoint is not None:
@@ -256,11 +263,26 @@ class KeyLookup:
             # send valid requests back to argon2, which the failures may by now limit.
             if current is None or current.verifier is None:
                 self.local.put(key_id, state, None, secret_hash, ticket=ticket)
-            raise InvalidKey()
+            raise InvalidKey().about(state)
         self.failures.refund(reservation)
         stored = self.local.put(key_id, state, verifier, ticket=ticket)  # learns it anyway
         await self._fill_redis(state, verifier)  # Redis keeps whichever state is newer
+        await self._upgrade_hash(key_id, secret_hash, parsed.secret)
         return state if stored else None
+
+    async def _upgrade_hash(self, key_id: str, secret_hash: str, secret: str) -> None:
+        """After a right secret: if the stored hash has other argon2 parameters than the
+        configured ones, store the secret hashed with these (on the argon2 pool). Not a
+        change of the key (no version, no invalidation); a failure is left to the next
+        verify, and a hash replaced meanwhile (WHERE on the old one) is not overwritten."""
+        new = await self.verifies.hasher.rehash_async(secret_hash, secret)
+        if new is None:
+            return
+        try:
+            async with self.db.connection() as conn:
+                await queries.replace_secret_hash(conn, key_id, secret_hash, new)
+        except StoreUnavailable:
+            metrics.POSTGRES_ERRORS.inc()
 
     def _settled(self, verifier: bytes, task: asyncio.Task[KeyState | None]) -> None:
         if self._in_flight.get(verifier) is task:
@@ -278,16 +300,31 @@ class KeyLookup:
 
     # ------------------------------------------------------------------ changes
 
-    def changed(self, key_id: str, version: int | None) -> None:
+    def changed(self, key_id: str, version: int | None) -> bool:
         """`key_id` changed (to `version`, None when unknown): forget it here, and refuse
-        older states and lookups begun before this moment (see local_cache)."""
-        self.local.invalidate(key_id, version)
+        older states and lookups begun before this moment (see local_cache).
 
-    async def key_changed(self, key: ApiKey) -> None:
-        """A change made by this process (the admin API): here at once, then everywhere."""
+        False when this version was already heard (both channels announce each change):
+        nothing to do again."""
+        if version is not None and self.local.floor(key_id) >= version:
+            return False
+        self.local.invalidate(key_id, version)
+        return True
+
+    async def key_changed(self, key: ApiKey) -> str | None:
+        """A change made by this process (the admin API): here at once, then everywhere.
+
+        PostgreSQL announces it to every gateway on commit; Redis is updated and told here.
+        Returns a warning when Redis could not be (the change itself is durable)."""
         self.changed(key.id, key.version)
-        if self.redis is not None:
+        if self.redis is None:
+            return None
+        try:
             await self.redis.key_changed(key)
+        except (TimeoutError, RedisError, OSError) as exc:
+            metrics.REDIS_ERRORS.inc()
+            return redis_missed_change(exc)
+        return None
 
     async def current_state(self, key_id: str) -> KeyState | None:
         """A key's current state for its open sessions: from Redis, or from PostgreSQL
@@ -318,8 +355,14 @@ class KeyLookup:
         """aiohttp cleanup_ctx: the background loops, supervised, while the app runs;
         on the way out they stop, verifies in flight are dropped and Redis is closed."""
         supervisor = Supervisor()
+        # Until a channel is live, nothing would announce a change: entries stay short.
+        self.local.ttl = min(self.cache_config.local_ttl, key_changes.DEGRADED_LOCAL_TTL)
+        # A change made while no gateway listened (say, by a revoker that could not reach
+        # Redis) may have left a stale Redis entry: trust Redis after its re-sync only.
+        self.redis_trusted = False
+        supervisor.start("invalidations-postgres", lambda: key_changes.listen_postgres(self))
         if self.redis is not None:
-            supervisor.start("invalidations", lambda: key_changes.listen(self))
+            supervisor.start("invalidations-redis", lambda: key_changes.listen_redis(self))
             supervisor.start("resync", lambda: key_changes.resync_periodically(self))
         if self.sessions is not None:
             supervisor.start("ws-expiry", lambda: key_changes.watch_sessions(self))
@@ -340,5 +383,5 @@ _ID_END = -BODY_LENGTH + ID_LENGTH
 
 def _checked(state: KeyState, known: bytes, presented: bytes, parsed: ParsedKey) -> KeyState:
     if not same_verifier(known, presented) or state.prefix != parsed.prefix:
-        raise InvalidKey()
+        raise InvalidKey().about(state)
     return state

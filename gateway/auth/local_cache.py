@@ -125,7 +125,9 @@ class LocalKeyCache:
             return False
         current = self._entries.get(key_id)
         if (
-            current is not None and current.state is not None and state is not None
+            current is not None
+            and current.state is not None
+            and state is not None
             and current.state.version > state.version
         ):
             return False

@@ -45,11 +45,15 @@ def check_new_expiry(actor: Actor, expiry: datetime | None, field: str, verb: st
     if expiry is None:
         raise Forbidden(
             f"{field}: the acting key expires at {own}; a key it {verb} must expire too, "
-            f"no later than that", field)
+            f"no later than that",
+            field,
+        )
     if expiry > actor.expires_at:
         raise Forbidden(
             f"{field}: the acting key expires at {own}; a key it {verb} cannot outlive it "
-            f"(asked for {_time(expiry)})", field)
+            f"(asked for {_time(expiry)})",
+            field,
+        )
 
 
 def check_new_rate_limit(actor: Actor, limit: RateLimit | None, verb: str) -> None:
@@ -60,12 +64,15 @@ def check_new_rate_limit(actor: Actor, limit: RateLimit | None, verb: str) -> No
     if limit is None:
         raise Forbidden(
             f"rate_limit: the acting key is limited to {own}; a key it {verb} needs a limit "
-            f"no looser (none is looser)", "rate_limit")
+            f"no looser (none is looser)",
+            "rate_limit",
+        )
     if not no_looser(limit, own):
         raise Forbidden(
             f"rate_limit: {limit} is looser than the acting key's own {own}; a key it {verb} "
             f"may allow at most {own.requests} requests in one window and no more on average",
-            "rate_limit")
+            "rate_limit",
+        )
 
 
 def check_new_env(actor: Actor, env: str) -> None:
@@ -87,26 +94,35 @@ def check_target(actor: Actor, key: ApiKey, action: str) -> None:
     if not_held:
         raise ScopeNotHeld(
             f"scopes: {who} holds scopes the acting key does not hold ({' '.join(not_held)}); "
-            f"it cannot {action} it", "scopes")
+            f"it cannot {action} it",
+            "scopes",
+        )
     if actor.env == TEST_ENV and key.env != TEST_ENV:
         raise Forbidden(
-            f"env: {who} is a {key.env} key and the acting key a test key; it cannot "
-            f"{action} it", "env")
-    if actor.expires_at is not None and (key.expires_at is None
-                                         or key.expires_at > actor.expires_at):
-        theirs = "never expires" if key.expires_at is None else \
-            f"expires at {_time(key.expires_at)}"
+            f"env: {who} is a {key.env} key and the acting key a test key; it cannot {action} it",
+            "env",
+        )
+    if actor.expires_at is not None and (
+        key.expires_at is None or key.expires_at > actor.expires_at
+    ):
+        theirs = (
+            "never expires" if key.expires_at is None else f"expires at {_time(key.expires_at)}"
+        )
         raise Forbidden(
             f"expires_at: {who} {theirs} and the acting key expires at "
             f"{_time(actor.expires_at)}; it cannot {action} a key that outlives it",
-            "expires_at")
+            "expires_at",
+        )
     own = actor.rate_limit
     if own is not None and (key.rate_limit is None or not no_looser(key.rate_limit, own)):
-        theirs = "has no rate limit" if key.rate_limit is None else \
-            f"is limited to {key.rate_limit}"
+        theirs = (
+            "has no rate limit" if key.rate_limit is None else f"is limited to {key.rate_limit}"
+        )
         raise Forbidden(
             f"rate_limit: {who} {theirs} and the acting key to {own}; it cannot {action} "
-            f"a key limited less than itself", "rate_limit")
+            f"a key limited less than itself",
+            "rate_limit",
+        )
 
 
 def _time(value: datetime) -> str:

@@ -133,8 +133,10 @@ def redact_keys(text: str) -> str:
         for start in range(max(0, len(run) - BODY_LENGTH - 16), len(run) - BODY_LENGTH):
             candidate = run[start:]
             body, checksum = candidate[:-CHECKSUM_LENGTH], candidate[-CHECKSUM_LENGTH:]
-            if _BASE62_TAIL.fullmatch(candidate[-BODY_LENGTH:]) and \
-                    base62_checksum(body) == checksum:
+            if (
+                _BASE62_TAIL.fullmatch(candidate[-BODY_LENGTH:])
+                and base62_checksum(body) == checksum
+            ):
                 display = candidate[: len(candidate) - BODY_LENGTH + ID_LENGTH]
                 return run[:start] + display + "[redacted]"
         return run

@@ -54,7 +54,21 @@ class SecretHasher:
         return self._pool.submit(self.verify, encoded, secret)
 
     def needs_rehash(self, encoded: str) -> bool:
-        return self._hasher.check_needs_rehash(encoded)
+        """Whether `encoded` was made with other parameters than the configured ones."""
+        try:
+            return self._hasher.check_needs_rehash(encoded)
+        except InvalidHashError:
+            return False  # not ours to repair: it never verifies anyway
+
+    def rehash(self, encoded: str, secret: str) -> str | None:
+        """`secret` hashed with the configured parameters when `encoded` (which it just
+        verified against) was made with others; None when it is current (blocking)."""
+        return self.hash(secret) if self.needs_rehash(encoded) else None
+
+    async def rehash_async(self, encoded: str, secret: str) -> str | None:
+        """`rehash` on the pool: hashing costs what a verify does."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._pool, self.rehash, encoded, secret)
 
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)

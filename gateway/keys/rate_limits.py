@@ -49,8 +49,9 @@ class RateLimitError(ValueError):
 
 def check_requests(value: object) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise RateLimitError(f"{value!r} is not a request count: use a whole number of at least 1",
-                             "requests")
+        raise RateLimitError(
+            f"{value!r} is not a request count: use a whole number of at least 1", "requests"
+        )
     if value > MAX_REQUESTS:
         raise RateLimitError(f"must be at most {MAX_REQUESTS}", "requests")
     return value
@@ -82,8 +83,9 @@ def from_mapping(value: object) -> RateLimit:
         raise RateLimitError("must be a mapping such as {requests: 100, per: 1m}")
     unknown = sorted(str(k) for k in value if k not in FIELDS)
     if unknown:
-        raise RateLimitError(f"unknown field {unknown[0]!r} (known fields: requests, per)",
-                             unknown[0])
+        raise RateLimitError(
+            f"unknown field {unknown[0]!r} (known fields: requests, per)", unknown[0]
+        )
     for name in FIELDS:
         if name not in value:
             raise RateLimitError("is required", name)
@@ -111,5 +113,7 @@ def no_looser(limit: RateLimit, ceiling: RateLimit) -> bool:
     Both are needed: 1000/1h is slower than 100/1m on average but lets ten times as many
     through at once; 10/1s bursts less than 100/1m but sustains six times its rate.
     """
-    return (limit.requests <= ceiling.requests
-            and limit.requests * ceiling.per <= ceiling.requests * limit.per)
+    return (
+        limit.requests <= ceiling.requests
+        and limit.requests * ceiling.per <= ceiling.requests * limit.per
+    )

@@ -25,7 +25,7 @@ from gateway.keys.errors import Conflict, Forbidden, InvalidInput, NotFound
 from gateway.keys.hashing import SecretHasher
 from gateway.keys.models import Actor, ApiKey, AuditEntry, Org, utcnow
 from gateway.keys.rate_limits import RateLimit, RateLimitError, from_mapping, from_text
-from gateway.keys.scopes import ScopeError, grants, normalise_scopes
+from gateway.keys.scopes import ScopeCatalogue, ScopeError, grants, normalise_scopes
 from gateway.store import queries
 from gateway.store.db import Connection, Database
 from gateway.store.key_cache import KeyCacheWriter
@@ -38,7 +38,8 @@ MAX_METADATA_BYTES = 8192
 MAX_PAGE = 1000
 DEFAULT_GRACE = 86400.0
 MAX_LIFETIME = 100 * 365 * 86400.0  # beyond this, datetimes overflow soon enough
-KeyListener = Callable[[ApiKey], Awaitable[None]]
+# Told of every change after commit; returns a warning when a cache tier missed it.
+KeyListener = Callable[[ApiKey], Awaitable[str | None]]
 
 
 class Keep(enum.Enum):
@@ -67,6 +68,7 @@ class RolledKey:
     key: ApiKey
     secret: str
     previous: ApiKey
+    warnings: tuple[str, ...] = ()  # what did not go as usual (the change is durable)
 
     def __repr__(self) -> str:
         return (
@@ -78,6 +80,13 @@ class RolledKey:
 class RevokedKey:
     key: ApiKey
     already: bool  # it was revoked before this call: nothing changed, nothing audited
+    warnings: tuple[str, ...] = ()  # what did not go as usual (the revocation is durable)
+
+
+@dataclass(frozen=True)
+class UpdatedKey:
+    key: ApiKey
+    warnings: tuple[str, ...] = ()  # what did not go as usual (the change is durable)
 
 
 @dataclass(frozen=True)
@@ -97,9 +106,11 @@ class KeyService:
         *,
         clock: Callable[[], datetime] = utcnow,
         on_change: KeyListener | None = None,
+        scope_catalogue: ScopeCatalogue | None = None,
     ) -> None:
         self.db = db
         self.keys = keys
+        self.scope_catalogue = scope_catalogue  # None: any well-formed scope is accepted
         self.hasher = hasher
         self.clock = clock
         self.on_change = on_change
@@ -164,13 +175,32 @@ class KeyService:
         async with self.db.transaction() as conn:
             await self._require_org(conn, org)
             created = await self._insert_new_key(
-                conn, actor, now, org, name, clean_scopes, env, expiry, meta, limit,
+                conn,
+                actor,
+                now,
+                org,
+                name,
+                clean_scopes,
+                env,
+                expiry,
+                meta,
+                limit,
                 rolled_from=None,
             )
             await self._audit(
-                conn, actor, now, "key.create", org, created.key.id, new_scopes=clean_scopes,
-                details={"name": name, "env": env, "expires_at": _iso(expiry),
-                         **({"rate_limit": limit.to_json()} if limit else {})},
+                conn,
+                actor,
+                now,
+                "key.create",
+                org,
+                created.key.id,
+                new_scopes=clean_scopes,
+                details={
+                    "name": name,
+                    "env": env,
+                    "expires_at": _iso(expiry),
+                    **({"rate_limit": limit.to_json()} if limit else {}),
+                },
             )
         return created
 
@@ -206,6 +236,17 @@ class KeyService:
         async with self.db.connection() as conn:
             return await self._find_key(conn, actor, ref, org)
 
+    async def find_presented_key(
+        self, actor: Actor, parsed: key_format.ParsedKey
+    ) -> tuple[ApiKey, bool] | None:
+        """The stored key a full key names and whether its secret matches (`keys verify`);
+        None when no such key is visible to `actor`."""
+        try:
+            key = await self.get_key(actor, parsed.display_prefix)
+        except NotFound:
+            return None
+        return key, await self.hasher.verify_async(key.secret_hash, parsed.secret)
+
     async def update_key(
         self,
         actor: Actor,
@@ -215,7 +256,7 @@ class KeyService:
         scopes: list[str] | None = None,
         rate_limit: RateLimitInput | Literal[Keep.KEEP] = KEEP,
         org: str | None = None,
-    ) -> ApiKey:
+    ) -> UpdatedKey:
         _check_permission(actor, write=True)
         if name is None and scopes is None and rate_limit is KEEP:
             raise InvalidInput("nothing to update: give a new name, scopes and/or rate limit")
@@ -241,8 +282,10 @@ class KeyService:
             if key.name != old.name:
                 details.update(old_name=old.name, new_name=key.name)
             if key.rate_limit != old.rate_limit:
-                details.update(old_rate_limit=_limit_json(old.rate_limit),
-                               new_rate_limit=_limit_json(key.rate_limit))
+                details.update(
+                    old_rate_limit=_limit_json(old.rate_limit),
+                    new_rate_limit=_limit_json(key.rate_limit),
+                )
             await self._audit(
                 conn,
                 actor,
@@ -254,8 +297,7 @@ class KeyService:
                 new_scopes=key.scopes if scopes_changed else None,
                 details=details,
             )
-        await self._changed(key)
-        return key
+        return UpdatedKey(key, await self._changed(key))
 
     async def revoke_key(
         self, actor: Actor, ref: str, *, reason: str | None = None, org: str | None = None
@@ -275,8 +317,7 @@ class KeyService:
             await self._audit(
                 conn, actor, now, "key.revoke", key.org, key.id, details={"reason": reason}
             )
-        await self._changed(key)
-        return RevokedKey(key, already=False)
+        return RevokedKey(key, already=False, warnings=await self._changed(key))
 
     async def roll_key(
         self,
@@ -308,14 +349,24 @@ class KeyService:
                 )
             if expires_in is None and expires_at is None and old.expires_at is not None:
                 inherited = now + (old.expires_at - old.created_at)
-                expiry: datetime | None = (inherited if actor.expires_at is None
-                                           else min(inherited, actor.expires_at))
+                expiry: datetime | None = (
+                    inherited if actor.expires_at is None else min(inherited, actor.expires_at)
+                )
             else:
                 expiry = _expiry(now, expires_in, expires_at)
                 ceiling.check_new_expiry(actor, expiry, _expiry_field(expires_in), "rolls")
             created = await self._insert_new_key(
-                conn, actor, now, old.org, old.name, old.scopes, old.env, expiry,
-                old.metadata, old.rate_limit, rolled_from=old.id,
+                conn,
+                actor,
+                now,
+                old.org,
+                old.name,
+                old.scopes,
+                old.env,
+                expiry,
+                old.metadata,
+                old.rate_limit,
+                rolled_from=old.id,
             )
             if grace == 0:
                 previous = await queries.revoke_key(conn, old.id, now, actor.principal, "rolled")
@@ -325,7 +376,12 @@ class KeyService:
                     old_expiry = min(old_expiry, old.expires_at)
                 previous = await queries.set_key_expiry(conn, old.id, old_expiry)
             await self._audit(
-                conn, actor, now, "key.roll", old.org, old.id,
+                conn,
+                actor,
+                now,
+                "key.roll",
+                old.org,
+                old.id,
                 details={
                     "new_key_id": created.key.id,
                     "grace_seconds": grace,
@@ -333,13 +389,19 @@ class KeyService:
                 },
             )
             await self._audit(
-                conn, actor, now, "key.create", old.org, created.key.id,
+                conn,
+                actor,
+                now,
+                "key.create",
+                old.org,
+                created.key.id,
                 new_scopes=created.key.scopes,
-                details={"rolled_from": old.id,
-                         **({"rate_limit": old.rate_limit.to_json()} if old.rate_limit else {})},
+                details={
+                    "rolled_from": old.id,
+                    **({"rate_limit": old.rate_limit.to_json()} if old.rate_limit else {}),
+                },
             )
-        await self._changed(previous)
-        return RolledKey(created.key, created.secret, previous)
+        return RolledKey(created.key, created.secret, previous, await self._changed(previous))
 
     # --- audit ----------------------------------------------------------------------
 
@@ -385,6 +447,8 @@ class KeyService:
             raise InvalidInput("scopes must be a list of strings", "scopes")
         try:
             clean = normalise_scopes(scopes)
+            if self.scope_catalogue is not None:  # a typo must not become a granted scope
+                self.scope_catalogue.check(clean)
         except ScopeError as exc:
             raise InvalidInput(str(exc), "scopes") from None
         ceiling.check_new_scopes(actor, clean)
@@ -436,10 +500,23 @@ class KeyService:
         for _attempt in range(5):
             full, parts = key_format.generate_key(prefix)
             draft = ApiKey(
-                id=parts.key_id, org=org, name=name, prefix=prefix, env=env, scopes=scopes,
-                metadata=metadata, created_at=now, created_by=actor.principal,
-                expires_at=expiry, last_used_at=None, revoked_at=None, revoked_by=None,
-                revoke_reason=None, rolled_from=rolled_from, version=1, rate_limit=rate_limit,
+                id=parts.key_id,
+                org=org,
+                name=name,
+                prefix=prefix,
+                env=env,
+                scopes=scopes,
+                metadata=metadata,
+                created_at=now,
+                created_by=actor.principal,
+                expires_at=expiry,
+                last_used_at=None,
+                revoked_at=None,
+                revoked_by=None,
+                revoke_reason=None,
+                rolled_from=rolled_from,
+                version=1,
+                rate_limit=rate_limit,
                 secret_hash=await self.hasher.hash_async(parts.secret),
             )
             try:
@@ -464,23 +541,34 @@ class KeyService:
         details: dict[str, Any] | None = None,
     ) -> None:
         await queries.insert_audit(
-            conn, at=now, org=org, key_id=key_id, action=action, principal=actor.principal,
-            old_scopes=old_scopes, new_scopes=new_scopes, client_ip=actor.client_ip,
-            request_id=actor.request_id, traceparent=actor.traceparent, details=details or {},
+            conn,
+            at=now,
+            org=org,
+            key_id=key_id,
+            action=action,
+            principal=actor.principal,
+            old_scopes=old_scopes,
+            new_scopes=new_scopes,
+            client_ip=actor.client_ip,
+            request_id=actor.request_id,
+            traceparent=actor.traceparent,
+            details=details or {},
         )
 
-    async def _changed(self, key: ApiKey) -> None:
-        """Tell the caches after commit; the change itself is already durable."""
+    async def _changed(self, key: ApiKey) -> tuple[str, ...]:
+        """Tell the caches after commit; the change itself is already durable, and
+        PostgreSQL announced it to every gateway on commit. Returns warnings to show."""
         if self.on_change is None:
-            return
+            return ()
         try:
-            await self.on_change(key)
-        except Exception:
-            log.warning(
-                "could not publish the change of key %s; gateways see it within the cache TTL",
-                key.display_prefix,
-                exc_info=True,
+            warning = await self.on_change(key)
+        except Exception as exc:
+            log.warning("could not publish the change of key %s", key.display_prefix, exc_info=True)
+            warning = (
+                f"the change could not be published ({type(exc).__name__}); gateways"
+                " hear it through PostgreSQL within 1 s"
             )
+        return () if warning is None else (warning,)
 
 
 MANAGE_SCOPE = "keys:manage"
@@ -634,7 +722,9 @@ async def open_key_service(config: Config) -> AsyncIterator[KeyService]:
     hasher = SecretHasher(config.keys.argon2, threads=1)
     cache = KeyCacheWriter.from_config(config)
     try:
-        yield KeyService(db, config.keys, hasher, on_change=cache.key_changed)
+        yield KeyService(
+            db, config.keys, hasher, on_change=cache.key_changed, scope_catalogue=config.scopes
+        )
     finally:
         await cache.close()
         await db.close()

@@ -1,4 +1,5 @@
-"""One line per proxied request, JSON or text, to stdout. Never the key: its display prefix.
+"""One line per request (proxy and admin API), JSON or text, to stdout. Never a key: its
+display prefix, also when a known key is refused (revoked, expired, wrong secret).
 
 Lines are gathered in memory and written together every `flush_interval` seconds (by the
 gateway's `access-log-flush` task), on shutdown, and whenever MAX_PENDING lines wait: one
@@ -10,9 +11,10 @@ of 0 writes every line at once.
 from __future__ import annotations
 
 import contextlib
+import json
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from json.encoder import encode_basestring_ascii
 from typing import Any, Protocol, TextIO
 
@@ -97,6 +99,21 @@ class AccessLog:
         if not self.flush_interval or len(pending) >= MAX_PENDING:
             self.flush()
 
+    def write_fields(self, fields: Mapping[str, str | int | float | None]) -> None:
+        """A line of named fields after the time (the admin API's lines; low volume)."""
+        if not self.enabled:
+            return
+        if self.fmt == "json":
+            line = json.dumps({"time": self._timestamp(), **fields}, separators=(",", ":"))
+        else:
+            line = " ".join(
+                [f"time={self._timestamp()}"]
+                + [f"{name}={_text_value(value)}" for name, value in fields.items()]
+            )
+        self._pending.append(line + "\n")
+        if not self.flush_interval or len(self._pending) >= MAX_PENDING:
+            self.flush()
+
     def flush(self) -> None:
         """Write the gathered lines in one call."""
         if not self._pending:
@@ -105,3 +122,13 @@ class AccessLog:
         with contextlib.suppress(OSError, ValueError):  # a closed stdout must not fail requests
             self.stream.write(text)
             self.stream.flush()
+
+
+def _text_value(value: str | int | float | None) -> str:
+    """A text-format value: `-` for none, quoted when it could run into the next field."""
+    if value is None:
+        return "-"
+    text = str(value)
+    if not text or any(c.isspace() or c in '"=\\' for c in text):
+        return _q(text)
+    return text

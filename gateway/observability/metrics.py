@@ -14,10 +14,12 @@ from prometheus_client import (
     Gauge,
     Histogram,
     disable_created_metrics,
-    generate_latest,
     multiprocess,
 )
+from prometheus_client.exposition import choose_encoder
 
+from gateway import __version__
+from gateway.observability.processes import WorkerProcessCollector
 from gateway.observability.tallies import CounterTally, HistogramTally
 
 # No `*_created` series: they are not in the contract, and multiprocess mode has none, so
@@ -26,8 +28,23 @@ disable_created_metrics()  # type: ignore[no-untyped-call]
 
 # Sub-millisecond resolution for the gateway's own overhead, up to upstream-scale latencies.
 LATENCY_BUCKETS = (
-    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05,
-    0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+    0.0001,
+    0.00025,
+    0.0005,
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+    30.0,
 )
 
 REGISTRY = CollectorRegistry(auto_describe=True)
@@ -94,6 +111,36 @@ background_restarts = Counter(
     registry=REGISTRY,
 )
 
+admin_requests = Counter(
+    "keygate_admin_requests_total",
+    "Admin API requests by OpenAPI operation id (none: no operation matched) and status code,"
+    " failed authentications included.",
+    ["operation", "code"],
+    registry=REGISTRY,
+)
+build_info = Gauge(
+    "keygate_build_info",
+    "Always 1; the running version in its label.",
+    ["version"],
+    registry=REGISTRY,
+    multiprocess_mode="max",
+)
+build_info.labels(__version__).set(1)
+store_up = Gauge(
+    "keygate_store_up",
+    "1 when the store answered a ping at the last scrape, else 0.",
+    ["store"],
+    registry=REGISTRY,
+    multiprocess_mode="mostrecent",  # the scraped worker's ping just now
+)
+secret_mismatch = Gauge(
+    "keygate_secret_mismatch",
+    "1 while this instance's KEYGATE_SECRET differs from the one another instance recorded"
+    " in Redis (cached verifiers are then never matched: every key costs argon2).",
+    registry=REGISTRY,
+    multiprocess_mode="livemax",
+)
+
 # The per-request metrics, tallied and flushed in batches (see tallies.py).
 REQUESTS = CounterTally(requests_total)
 REQUEST_DURATION = HistogramTally(request_duration, LATENCY_BUCKETS)
@@ -118,15 +165,29 @@ def flush_tallies() -> None:
         tally.flush()
 
 
-def exposition() -> bytes:
-    """The text exposition: this process's metrics, or every worker's when several run.
+def record_store_up(store: str, up: bool) -> None:
+    store_up.labels(store).set(1 if up else 0)
 
-    `keygate serve --workers N` sets PROMETHEUS_MULTIPROC_DIR before starting workers, so
-    each writes its samples to shared files and any worker's /metrics sums them all.
+
+# process_* of every worker (processes.py); in the registry scraped with one worker, and
+# added to the aggregating registry of each scrape with several.
+_PROCESSES = WorkerProcessCollector()
+REGISTRY.register(_PROCESSES)
+
+
+def exposition(accept: str | None = None) -> tuple[bytes, str]:
+    """The exposition and its content type: this process's metrics, or every worker's.
+
+    OpenMetrics when `accept` (the scraper's Accept header) asks for it, else the text
+    format 0.0.4. `keygate serve --workers N` sets PROMETHEUS_MULTIPROC_DIR before
+    starting workers, so each writes its samples to shared files and any worker's /metrics
+    sums them all.
     """
     flush_tallies()
+    encoder, content_type = choose_encoder(accept or "")
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         registry = CollectorRegistry()
         multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
-        return generate_latest(registry)
-    return generate_latest(REGISTRY)
+        registry.register(_PROCESSES)
+        return encoder(registry), content_type
+    return encoder(REGISTRY), content_type

@@ -46,7 +46,10 @@ class RequestBody:
     """
 
     def __init__(
-        self, request: web.BaseRequest, framing: Framing, max_body: int | None,
+        self,
+        request: web.BaseRequest,
+        framing: Framing,
+        max_body: int | None,
         idle_timeout: float,
     ) -> None:
         self.request = request
@@ -120,9 +123,13 @@ async def forward_http(
     started = time.perf_counter()
     try:
         async with upstream.session.request(
-            request.method, upstream.url(path, query), headers=headers,
+            request.method,
+            upstream.url(path, query),
+            headers=headers,
             data=body,
-            allow_redirects=False, compress=None, chunked=True if framing.chunked else None,
+            allow_redirects=False,
+            compress=None,
+            chunked=True if framing.chunked else None,
         ) as reply:
             try:
                 metrics.UPSTREAM_DURATION.observe(
@@ -166,13 +173,15 @@ async def _relay_response(
         # Complete already: one web.Response, whose head and body aiohttp sends in one
         # write, instead of a head and a body write (a system call each). Its length is
         # the upstream's Content-Length when it sent one, else these very bytes.
-        whole = web.Response(status=reply.status, reason=reply.reason, body=arrived,
-                             headers=response_headers)
+        whole = web.Response(
+            status=reply.status, reason=reply.reason, body=arrived, headers=response_headers
+        )
         if not keep_alive:
             whole.force_close()
         return whole
-    response = web.StreamResponse(status=reply.status, reason=reply.reason,
-                                  headers=response_headers)
+    response = web.StreamResponse(
+        status=reply.status, reason=reply.reason, headers=response_headers
+    )
     if not keep_alive:
         response.force_close()
     await response.prepare(request)

@@ -105,13 +105,19 @@ class ProxyHandler:
 
     async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
         started = time.perf_counter()
-        exchange = Exchange(make_request_id(request.headers.get("X-Request-Id")), request.method,
-                            client=request.remote, user_agent=request.headers.get("User-Agent"))
+        exchange = Exchange(
+            make_request_id(request.headers.get("X-Request-Id")),
+            request.method,
+            client=request.remote,
+            user_agent=request.headers.get("User-Agent"),
+        )
         outcome = "allowed"
         try:
             response = await self._pipeline(request, exchange)
         except Refusal as refusal:
             outcome = refusal.code
+            if exchange.key is None:
+                exchange.key = refusal.key  # a known key refused: the log names its prefix
             response = refusal_response(refusal, exchange.request_id)
             if getattr(refusal, "close_connection", False):
                 response.force_close()  # what follows on the connection is not trusted
@@ -119,8 +125,12 @@ class ProxyHandler:
             # The client went away mid-request: this answer is for the log and metrics.
             outcome, response = _closing(BadRequest(), exchange)
         except Exception as exc:
-            log.error("internal error in route %s (request %s)", exchange.route,
-                      exchange.request_id, exc_info=exc)
+            log.error(
+                "internal error in route %s (request %s)",
+                exchange.route,
+                exchange.request_id,
+                exc_info=exc,
+            )
             outcome, response = _closing(InternalError(), exchange)
         duration = time.perf_counter() - started
         method = request.method if request.method in KNOWN_METHODS else "other"
@@ -145,7 +155,8 @@ class ProxyHandler:
         identity: Headers = ()
         limits: Headers = ()
         client = client_address(
-            request.remote, request.headers.getall(X_FORWARDED_FOR, ()),
+            request.remote,
+            request.headers.getall(X_FORWARDED_FOR, ()),
             self.server.trusted_proxies,
         )
         exchange.client = client.ip
@@ -159,14 +170,24 @@ class ProxyHandler:
                 limits = await self.limiter.admit(route, key)
         upstream = self.upstreams[route.upstream]
         headers = upstream_request_headers(
-            request.headers, forward_credentials=route.forward_credentials, identity=identity,
-            request_id=exchange.request_id, client=client, scheme=request.scheme,
+            request.headers,
+            forward_credentials=route.forward_credentials,
+            identity=identity,
+            request_id=exchange.request_id,
+            client=client,
+            scheme=request.scheme,
             host=upstream.host,
         )
         if upgrade:
             return await relay_websocket(
-                request, upstream, path, query, headers, self.sessions,
-                exchange.key.id if exchange.key else None, route.max_message,
+                request,
+                upstream,
+                path,
+                query,
+                headers,
+                self.sessions,
+                exchange.key.id if exchange.key else None,
+                route.max_message,
                 RouteNeed(route.scopes, route.org_param, match.params),
             )
         check_declared_size(body, route.max_body)
@@ -174,15 +195,24 @@ class ProxyHandler:
             # Only now, authenticated and within max_body, may the client send its body.
             await request.writer.write(CONTINUE)
         return await forward_http(
-            request, upstream, path, query, headers, body, route.max_body,
-            self.server.body_idle_timeout, exchange.request_id, limits,
+            request,
+            upstream,
+            path,
+            query,
+            headers,
+            body,
+            route.max_body,
+            self.server.body_idle_timeout,
+            exchange.request_id,
+            limits,
         )
 
     def _checked_message(self, request: web.BaseRequest) -> Framing:
         """The message-level refusals (§3 "Other refusals"); returns the body's framing."""
         check_target(request.method, request.raw_path)
         check_header_size(
-            request.raw_headers, max_count=self.server.max_header_count,
+            request.raw_headers,
+            max_count=self.server.max_header_count,
             max_bytes=self.server.max_header_bytes,
         )
         return framing(request.headers)

@@ -29,15 +29,30 @@ from gateway.proxy.client_address import ClientAddress, forwarded_node
 # RFC 9110 §7.6.1 hop-by-hop fields, plus the de-facto ones proxies drop.
 HOP_BY_HOP = frozenset(
     (
-        "connection", "keep-alive", "proxy-connection", "proxy-authenticate",
-        "proxy-authorization", "te", "trailer", "transfer-encoding", "upgrade",
+        "connection",
+        "keep-alive",
+        "proxy-connection",
+        "proxy-authenticate",
+        "proxy-authorization",
+        "te",
+        "trailer",
+        "transfer-encoding",
+        "upgrade",
     )
 )
 CREDENTIALS = frozenset(("authorization", "x-api-key"))
 # Replaced by the gateway's own values (or, for Expect, answered by the gateway itself).
 GATEWAY_SET = frozenset(
-    ("host", "x-request-id", "x-forwarded-proto", "x-forwarded-host", "x-forwarded-for",
-     "forwarded", "x-real-ip", "expect")
+    (
+        "host",
+        "x-request-id",
+        "x-forwarded-proto",
+        "x-forwarded-host",
+        "x-forwarded-for",
+        "forwarded",
+        "x-real-ip",
+        "expect",
+    )
 )
 # Fields that frame or describe the message: no Connection token removes them.
 MESSAGE_FIELDS = frozenset(
@@ -78,7 +93,8 @@ def connection_listed(headers: CIMultiDictProxy[str]) -> frozenset[str]:
 def _listed_droppable(headers: CIMultiDictProxy[str], unlistable: frozenset[str]) -> frozenset[str]:
     """The Connection-listed names that may be removed (never framing or gateway fields)."""
     return frozenset(
-        name for name in connection_listed(headers)
+        name
+        for name in connection_listed(headers)
         if name not in unlistable and not name.startswith(KEYGATE_PREFIX)
     )
 

@@ -162,6 +162,8 @@ class ProxyServer(web.Server):
 
     def __call__(self) -> RequestHandler:
         return _ProxyRequestHandler(
-            self, loop=self._keygate_loop, header_timeout=self._keygate_header_timeout,
+            self,
+            loop=self._keygate_loop,
+            header_timeout=self._keygate_header_timeout,
             **self._keygate_protocol_kwargs,
         )

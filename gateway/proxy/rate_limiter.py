@@ -91,8 +91,11 @@ class RateLimiter:
         counters = []
         for scope, limit in limits:
             start = window_start(now, limit.per)
-            counters.append(Counter(counter_name(scope, key.id, limit.per, start),
-                                    limit.requests, start + limit.per))
+            counters.append(
+                Counter(
+                    counter_name(scope, key.id, limit.per, start), limit.requests, start + limit.per
+                )
+            )
         counts = await self._count(counters, now)
         windows = [
             Window(limit, count, seconds_to_reset(now, limit.per))
@@ -121,8 +124,7 @@ class RateLimiter:
                 if self._outage:
                     self._outage = False
                     self._retry_at = 0.0
-                    log.info("Redis reachable again: rate limits are shared by every "
-                             "gateway again")
+                    log.info("Redis reachable again: rate limits are shared by every gateway again")
                 return counts
         return self.local.count(counters, now)
 
@@ -133,5 +135,6 @@ class RateLimiter:
             self._outage = True
             log.warning(
                 "Redis unreachable (%s): rate limits are counted by each gateway process "
-                "until it is back", exc
+                "until it is back",
+                exc,
             )

@@ -24,4 +24,3 @@ def refusal_response(refusal: Refusal, request_id: str) -> web.Response:
     return web.Response(
         status=refusal.status, text=body, content_type="application/json", headers=headers
     )
-

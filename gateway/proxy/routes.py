@@ -331,9 +331,7 @@ def _insert(root: _Node, pattern: Pattern, index: int) -> None:
     node.terminal.append(index)
 
 
-def _finish(
-    node: _Node, allowed: tuple[frozenset[str] | None, ...], named: frozenset[str]
-) -> int:
+def _finish(node: _Node, allowed: tuple[frozenset[str] | None, ...], named: frozenset[str]) -> int:
     """Fill in the per-method lookups and subtree minimums; returns the node's minimum."""
     node.rest_first, node.rest_any = _first_per_method(node.rest, allowed, named)
     node.terminal_first, node.terminal_any = _first_per_method(node.terminal, allowed, named)

@@ -36,8 +36,10 @@ def open_upstreams(configs: Mapping[str, UpstreamConfig]) -> dict[str, Upstream]
     upstreams = {}
     for name, cfg in configs.items():
         connector = aiohttp.TCPConnector(
-            limit=cfg.max_connections, limit_per_host=cfg.max_connections,
-            keepalive_timeout=30, enable_cleanup_closed=True,
+            limit=cfg.max_connections,
+            limit_per_host=cfg.max_connections,
+            keepalive_timeout=30,
+            enable_cleanup_closed=True,
         )
         session = aiohttp.ClientSession(
             connector=connector,

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from typing import Any
 
 import aiohttp
 from aiohttp import WSMsgType, web
@@ -16,13 +17,19 @@ from multidict import CIMultiDict
 from gateway.proxy.errors import UpstreamTimeout, UpstreamUnavailable
 from gateway.proxy.responses import SERVER_NAME
 from gateway.proxy.upstreams import Upstream
-from gateway.proxy.ws_sessions import RouteNeed, WebSocketSessions
+from gateway.proxy.ws_sessions import POLICY_VIOLATION, RouteNeed, WebSocketSessions
 
 # Set by aiohttp's ws_connect itself (Host included: from the upstream's URL).
 # Lower-case, compared with `name.lower()`: field names are case-insensitive.
 _HANDSHAKE = frozenset(
-    ("sec-websocket-key", "sec-websocket-version", "sec-websocket-extensions",
-     "sec-websocket-protocol", "content-length", "host")
+    (
+        "sec-websocket-key",
+        "sec-websocket-version",
+        "sec-websocket-extensions",
+        "sec-websocket-protocol",
+        "content-length",
+        "host",
+    )
 )
 AnyWebSocket = web.WebSocketResponse | aiohttp.ClientWebSocketResponse
 
@@ -55,8 +62,13 @@ async def relay_websocket(
     up_headers = CIMultiDict((k, v) for k, v in headers.items() if k.lower() not in _HANDSHAKE)
     try:
         up = await upstream.session.ws_connect(
-            upstream.ws_url(path, query), headers=up_headers, protocols=protocols,
-            autoclose=False, autoping=False, max_msg_size=max_message, compress=0,
+            upstream.ws_url(path, query),
+            headers=up_headers,
+            protocols=protocols,
+            autoclose=False,
+            autoping=False,
+            max_msg_size=max_message,
+            compress=0,
         )
     except (TimeoutError, aiohttp.ServerTimeoutError):
         raise UpstreamTimeout() from None
@@ -64,7 +76,10 @@ async def relay_websocket(
         raise UpstreamUnavailable() from None
     down = web.WebSocketResponse(
         protocols=(up.protocol,) if up.protocol else (),
-        autoclose=False, autoping=False, max_msg_size=max_message, compress=False,
+        autoclose=False,
+        autoping=False,
+        max_msg_size=max_message,
+        compress=False,
     )
     down.headers["X-Request-Id"] = headers["X-Request-Id"]
     down.headers["Server"] = SERVER_NAME
@@ -73,10 +88,9 @@ async def relay_websocket(
     except BaseException:
         await up.close()
         raise
-    if key_id is not None:
-        sessions.add(key_id, down, need)
+    ended = sessions.add(key_id, down, need) if key_id is not None else None
     try:
-        await _pump_both(down, up)
+        await _pump_both(down, up, ended)
     except BaseException:
         # The 101 is out: no status can follow. Cut the connection; the handler logs.
         if request.transport is not None:
@@ -89,20 +103,35 @@ async def relay_websocket(
     return down
 
 
-async def _pump_both(down: web.WebSocketResponse, up: aiohttp.ClientWebSocketResponse) -> None:
+async def _pump_both(
+    down: web.WebSocketResponse,
+    up: aiohttp.ClientWebSocketResponse,
+    ended: asyncio.Future[str] | None,
+) -> None:
+    """Relay until either side closes, or until `ended` says the key no longer may."""
     to_up = asyncio.create_task(_pump(down, up))
     to_down = asyncio.create_task(_pump(up, down))
+    pumps = {to_up, to_down}
+    watched: set[asyncio.Future[Any]] = {*pumps, *([ended] if ended is not None else [])}
     try:
-        done, pending = await asyncio.wait({to_up, to_down}, return_when=asyncio.FIRST_COMPLETED)
+        done, _ = await asyncio.wait(watched, return_when=asyncio.FIRST_COMPLETED)
     except asyncio.CancelledError:
         to_up.cancel()
         to_down.cancel()
         raise
-    for task in pending:
+    for task in pumps - done:
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError, Exception):
             await task
-    for task in done:
+    if ended is not None and ended in done and not pumps & done:
+        # Nobody else reads the sockets now: close() sends 1008 and waits for the
+        # client's close frame (bounded by the response's timeout) before the
+        # connection ends, so the client sees the code, not an abnormal closure.
+        reason = ended.result().encode()[:123]  # a control frame holds 125 bytes
+        await down.close(code=POLICY_VIOLATION, message=reason)
+        await up.close(code=POLICY_VIOLATION, message=reason)
+        return
+    for task in pumps & done:
         task.result()
 
 

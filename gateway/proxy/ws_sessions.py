@@ -33,20 +33,31 @@ class RouteNeed:
 _NO_NEED = RouteNeed()
 
 
+@dataclass(frozen=True)
+class _Session:
+    need: RouteNeed
+    # Resolved with the reason once the key no longer authorises the session. The relay
+    # that owns the socket closes it (1008): it alone reads from the socket, so it can
+    # wait for the client's close frame before the connection ends, as RFC 6455 §7.1.1
+    # asks. A close from here, beside the relay's reader, would race its teardown.
+    ended: asyncio.Future[str]
+
+
 class WebSocketSessions:
-    """The open client-side sockets of each key, for closing when the key no longer may."""
+    """The open client-side sockets of each key, for ending when the key no longer may."""
 
     def __init__(self) -> None:
-        self._by_key: dict[str, dict[web.WebSocketResponse, RouteNeed]] = {}
-        # Closing waits for the client's close frame (up to aiohttp's timeout): in tasks
-        # of their own, so that one slow client never holds up the caller (the listener).
-        self._closing: set[asyncio.Task[bool]] = set()
+        self._by_key: dict[str, dict[web.WebSocketResponse, _Session]] = {}
 
     def add(
         self, key_id: str, ws: web.WebSocketResponse, need: RouteNeed | None = None
-    ) -> None:
-        """Register a session; without `need`, only revocation and expiry close it."""
-        self._by_key.setdefault(key_id, {})[ws] = need or _NO_NEED
+    ) -> asyncio.Future[str]:
+        """Register a session; without `need`, only revocation and expiry end it.
+
+        Returns the future its owner awaits: resolved with the reason to close it (1008)."""
+        ended: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+        self._by_key.setdefault(key_id, {})[ws] = _Session(need or _NO_NEED, ended)
+        return ended
 
     def remove(self, key_id: str, ws: web.WebSocketResponse) -> None:
         sockets = self._by_key.get(key_id)
@@ -62,30 +73,27 @@ class WebSocketSessions:
         return key_id in self._by_key
 
     async def enforce(self, state: KeyState, now: float) -> int:
-        """Close (1008) each session of `state`'s key that `state` no longer authorises;
-        returns how many are closing (without waiting for their clients)."""
-        sessions = list(self._by_key.get(state.id, {}).items())
-        closing: list[tuple[web.WebSocketResponse, str]] = []
+        """End (1008) each session of `state`'s key that `state` no longer authorises;
+        returns how many are ending (without waiting for their clients)."""
+        sessions = list(self._by_key.get(state.id, {}).values())
+        ending: list[tuple[_Session, str]] = []
         try:
             check_status(state, now)
         except Refusal as refusal:
-            closing = [(ws, refusal.message) for ws, _ in sessions]
+            ending = [(session, refusal.message) for session in sessions]
         else:
-            for ws, need in sessions:
+            for session in sessions:
+                need = session.need
                 try:
-                    authorise(state, scopes=need.scopes, org_param=need.org_param,
-                              params=need.params)
+                    authorise(
+                        state, scopes=need.scopes, org_param=need.org_param, params=need.params
+                    )
                 except Refusal as refusal:
-                    closing.append((ws, refusal.message))
-        for ws, reason in closing:
-            self._close(ws, reason)
-        return len(closing)
-
-    def _close(self, ws: web.WebSocketResponse, reason: str) -> None:
-        # A close reason must fit a control frame (125 bytes, 2 of them for the code).
-        task = asyncio.create_task(ws.close(code=POLICY_VIOLATION, message=reason.encode()[:123]))
-        self._closing.add(task)
-        task.add_done_callback(self._closing.discard)
+                    ending.append((session, refusal.message))
+        for session, reason in ending:
+            if not session.ended.done():
+                session.ended.set_result(reason)
+        return len(ending)
 
     def __len__(self) -> int:
         return sum(len(s) for s in self._by_key.values())

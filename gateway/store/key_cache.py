@@ -61,11 +61,19 @@ return 1
 def state_to_json(state: KeyState) -> str:
     """The `s` field of a Redis entry."""
     return json.dumps(
-        {"id": state.id, "org": state.org, "prefix": state.prefix, "env": state.env,
-         "scopes": list(state.scopes), "expires_at": state.expires_at,
-         "revoked": state.revoked, "version": state.version,
-         "rate_limit": None if state.rate_limit is None
-         else [state.rate_limit.requests, state.rate_limit.per]},
+        {
+            "id": state.id,
+            "org": state.org,
+            "prefix": state.prefix,
+            "env": state.env,
+            "scopes": list(state.scopes),
+            "expires_at": state.expires_at,
+            "revoked": state.revoked,
+            "version": state.version,
+            "rate_limit": None
+            if state.rate_limit is None
+            else [state.rate_limit.requests, state.rate_limit.per],
+        },
         separators=(",", ":"),
     )
 
@@ -80,9 +88,17 @@ def state_from_json(text: str | bytes) -> KeyState | None:
     if "rate_limit" not in d:
         return None
     limit = d["rate_limit"]
-    return KeyState(d["id"], d["org"], d["prefix"], d["env"], tuple(d["scopes"]),
-                    d["expires_at"], bool(d["revoked"]), int(d["version"]),
-                    None if limit is None else RateLimit(int(limit[0]), int(limit[1])))
+    return KeyState(
+        d["id"],
+        d["org"],
+        d["prefix"],
+        d["env"],
+        tuple(d["scopes"]),
+        d["expires_at"],
+        bool(d["revoked"]),
+        int(d["version"]),
+        None if limit is None else RateLimit(int(limit[0]), int(limit[1])),
+    )
 
 
 def invalidation(key_id: str, version: int) -> str:
@@ -144,8 +160,13 @@ class RedisKeyCache:
     async def put(self, state: KeyState, verifier: bytes | None) -> None:
         await self._fill(
             keys=[_PREFIX + state.id],
-            args=[state.version, state_to_json(state), verifier or b"", self.ttl_ms,
-                  self.verifier_field],
+            args=[
+                state.version,
+                state_to_json(state),
+                verifier or b"",
+                self.ttl_ms,
+                self.verifier_field,
+            ],
         )
 
     async def key_changed(self, key: ApiKey) -> None:
@@ -191,6 +212,15 @@ class RedisKeyCache:
         await self.client.aclose()
 
 
+def redis_missed_change(exc: BaseException) -> str:
+    """What to tell whoever made a change that could not be written to Redis."""
+    return (
+        f"Redis unreachable ({type(exc).__name__}): the change is durable in PostgreSQL;"
+        " gateways hear it through PostgreSQL (LISTEN/NOTIFY) within 1 s, and repair"
+        " Redis's entry"
+    )
+
+
 class KeyCacheWriter:
     """The CLI's side: publish changes when Redis is reachable, warn when it is not."""
 
@@ -201,17 +231,15 @@ class KeyCacheWriter:
     def from_config(cls, config: Config) -> KeyCacheWriter:
         return cls(RedisKeyCache.connect(config.redis_url, config.cache.redis_ttl, timeout=2.0))
 
-    async def key_changed(self, key: ApiKey) -> None:
+    async def key_changed(self, key: ApiKey) -> str | None:
+        """Update Redis's entry and tell the gateways; a warning when Redis was not there."""
         if self.cache is None:
-            return
+            return None
         try:
             await self.cache.key_changed(key)
-        except (RedisError, OSError) as exc:
-            log.warning(
-                "Redis unreachable (%s): gateways will see the change of %s within their cache TTL",
-                type(exc).__name__,
-                key.display_prefix,
-            )
+        except (TimeoutError, RedisError, OSError) as exc:
+            return redis_missed_change(exc)
+        return None
 
     async def close(self) -> None:
         if self.cache is not None:

@@ -212,6 +212,19 @@ async def stamp_last_used(conn: Connection, key_ids: Sequence[str], at: Sequence
     return int(result.rsplit(" ", 1)[-1])
 
 
+async def replace_secret_hash(conn: Connection, key_id: str, old: str, new: str) -> bool:
+    """Store `new` (the same secret hashed with current argon2 parameters) in place of
+    `old`. Only that column: the key's state, and so its version, is unchanged (nothing to
+    invalidate). False when the stored hash is no longer `old` (rehashed meanwhile)."""
+    result: str = await conn.execute(
+        "UPDATE api_keys SET secret_hash = $3 WHERE id = $1 AND secret_hash = $2",
+        key_id,
+        old,
+        new,
+    )
+    return result.rsplit(" ", 1)[-1] == "1"
+
+
 # --- audit ------------------------------------------------------------------------------
 
 

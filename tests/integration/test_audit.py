@@ -13,8 +13,9 @@ import pytest
 
 from gateway.keys.models import Actor
 from gateway.keys.service import KeyService
-from tests.conftest import Cli
-from tests.integration.conftest import Clock, Db
+from tests.support.cli import Cli
+from tests.support.clock import Clock
+from tests.support.db import Db
 
 PRINCIPAL = f"cli:{getpass.getuser()}"
 

@@ -10,8 +10,8 @@ import pytest
 
 from gateway.embedded import free_port
 from gateway.keys.format import generate_key
-from tests.conftest import Cli
-from tests.integration.conftest import Db, with_database
+from tests.support.cli import Cli
+from tests.support.db import Db, with_database
 
 
 def snapshot(db: Db) -> dict[str, list[dict[str, Any]]]:
@@ -84,8 +84,18 @@ USER_ERRORS = [
         "expires_in",
     ),
     (
-        ["keys", "create", "--org", "acme", "--name", "x", "--scope", "read",
-         "--expires-in", "99999999999h"],
+        [
+            "keys",
+            "create",
+            "--org",
+            "acme",
+            "--name",
+            "x",
+            "--scope",
+            "read",
+            "--expires-in",
+            "99999999999h",
+        ],
         "expires_in must be at most 100 years",
     ),
     (

@@ -15,8 +15,11 @@ from gateway.keys.format import parse_key
 from gateway.keys.hashing import SecretHasher
 from gateway.keys.service import KeyService
 from gateway.store.db import Database
-from tests.conftest import TEST_CONFIG, Cli
-from tests.integration.conftest import ROOT_ACTOR, Clock, Db
+from tests.support.cli import Cli
+from tests.support.clock import Clock
+from tests.support.configs import TEST_CONFIG
+from tests.support.db import Db
+from tests.support.keys import ACTOR
 
 PREFIXES = {"live": "kg_live_", "test": "kg_test_"}
 KEY_FIELDS = {
@@ -308,8 +311,7 @@ def test_revoking_a_revoked_key_succeeds_and_changes_nothing(acme: Cli, db: Db) 
         f"by {PRINCIPAL}; nothing changed"
     )
     assert db.key_row(key["id"]) == row
-    assert db.fetch("SELECT * FROM audit_log WHERE key_id = $1 ORDER BY id",
-                    key["id"]) == audited
+    assert db.fetch("SELECT * FROM audit_log WHERE key_id = $1 ORDER BY id", key["id"]) == audited
     assert [e["action"] for e in audited] == ["key.create", "key.revoke"]
 
 
@@ -388,7 +390,7 @@ def _make_with_clock(url: str, clock: Clock, **kwargs: Any) -> str:
         hasher = SecretHasher(config.keys.argon2, threads=1)
         try:
             svc = KeyService(database, config.keys, hasher, clock=clock)
-            created = await svc.create_key(ROOT_ACTOR, "acme", "old", ["read"], **kwargs)
+            created = await svc.create_key(ACTOR, "acme", "old", ["read"], **kwargs)
             return created.key.id
         finally:
             await database.close()
@@ -425,13 +427,13 @@ def test_expired_key_status(acme: Cli, db: Db) -> None:
 
 
 async def test_roll_lifetime_rule_with_a_clock(service: KeyService, clock: Clock) -> None:
-    await service.create_org(ROOT_ACTOR, "acme")
+    await service.create_org(ACTOR, "acme")
     t0 = clock.now
-    first = (await service.create_key(ROOT_ACTOR, "acme", "k", ["read"], expires_in=30 * 86400)).key
+    first = (await service.create_key(ACTOR, "acme", "k", ["read"], expires_in=30 * 86400)).key
     assert first.expires_at == t0 + timedelta(days=30)
 
     t1 = clock.advance(days=10)
-    rolled = await service.roll_key(ROOT_ACTOR, first.id, grace=86400)
+    rolled = await service.roll_key(ACTOR, first.id, grace=86400)
     assert rolled.key.created_at == t1
     assert rolled.key.expires_at == t1 + timedelta(days=30)  # same lifetime, from now
     assert rolled.previous.expires_at == t1 + timedelta(days=1)
@@ -440,33 +442,33 @@ async def test_roll_lifetime_rule_with_a_clock(service: KeyService, clock: Clock
 
     # A grace longer than what is left of the old key's life stops at its own expiry.
     clock.advance(days=25)
-    again = await service.roll_key(ROOT_ACTOR, rolled.key.id, grace=60 * 86400)
+    again = await service.roll_key(ACTOR, rolled.key.id, grace=60 * 86400)
     assert again.previous.expires_at == t1 + timedelta(days=30)
     assert again.key.expires_at == clock.now + timedelta(days=30)
     assert again.key.rolled_from == rolled.key.id
 
     # Rolling an expired (not revoked) key works; its expiry does not move.
     clock.advance(days=40)
-    late = await service.roll_key(ROOT_ACTOR, again.previous.id, grace=3600)
+    late = await service.roll_key(ACTOR, again.previous.id, grace=3600)
     assert late.previous.expires_at == t1 + timedelta(days=30)
     assert late.key.status(clock.now) == "active"
 
 
 async def test_cursor_pagination(service: KeyService, clock: Clock) -> None:
-    await service.create_org(ROOT_ACTOR, "acme")
+    await service.create_org(ACTOR, "acme")
     made = []
     for i in range(7):
         if i % 3 == 0:
             clock.advance(seconds=1)  # some keys share a created_at: ties break on the id
-        made.append((await service.create_key(ROOT_ACTOR, "acme", f"k{i}", ["read"])).key)
-    await service.revoke_key(ROOT_ACTOR, made[2].id)
+        made.append((await service.create_key(ACTOR, "acme", f"k{i}", ["read"])).key)
+    await service.revoke_key(ACTOR, made[2].id)
     expected = [k.id for k in sorted(made, key=lambda k: (k.created_at, k.id), reverse=True)]
 
     seen: list[str] = []
     cursor = None
     pages = 0
     while True:
-        page = await service.list_keys(ROOT_ACTOR, "acme", limit=3, cursor=cursor)
+        page = await service.list_keys(ACTOR, "acme", limit=3, cursor=cursor)
         assert len(page.items) <= 3
         seen += [k.id for k in page.items]
         pages += 1
@@ -478,14 +480,14 @@ async def test_cursor_pagination(service: KeyService, clock: Clock) -> None:
     active: list[str] = []
     cursor = None
     while True:
-        page = await service.list_keys(ROOT_ACTOR, "acme", status="active", limit=2, cursor=cursor)
+        page = await service.list_keys(ACTOR, "acme", status="active", limit=2, cursor=cursor)
         active += [k.id for k in page.items]
         if page.next_cursor is None:
             break
         cursor = page.next_cursor
     assert active == [i for i in expected if i != made[2].id]
 
-    exact = await service.list_keys(ROOT_ACTOR, "acme", limit=7)
+    exact = await service.list_keys(ACTOR, "acme", limit=7)
     assert len(exact.items) == 7 and exact.next_cursor is None
 
 
@@ -493,6 +495,6 @@ async def test_cursor_pagination(service: KeyService, clock: Clock) -> None:
 async def test_bad_cursor_is_invalid_input(service: KeyService, cursor: str) -> None:
     from gateway.keys.errors import InvalidInput
 
-    await service.create_org(ROOT_ACTOR, "acme")
+    await service.create_org(ACTOR, "acme")
     with pytest.raises(InvalidInput, match="cursor"):
-        await service.list_keys(ROOT_ACTOR, "acme", cursor=cursor)
+        await service.list_keys(ACTOR, "acme", cursor=cursor)

@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import Cli
-from tests.integration.conftest import Db
+from tests.support.cli import Cli
+from tests.support.db import Db
 
 
 @pytest.fixture
@@ -58,13 +58,17 @@ def test_update_sets_changes_and_removes_it_audited(acme: Cli) -> None:
     assert updated["scopes"] == ["read"] and updated["name"] == "ci"  # the rest is kept
     entry = newest_audit(acme)
     assert entry["action"] == "key.update"
-    assert entry["details"] == {"old_rate_limit": None,
-                                "new_rate_limit": {"requests": 10, "per": "1h"}}
+    assert entry["details"] == {
+        "old_rate_limit": None,
+        "new_rate_limit": {"requests": 10, "per": "1h"},
+    }
     assert entry["old_scopes"] is None  # scopes did not change
 
     acme.ok("keys", "update", key_id, "--rate-limit", "20/1h")
-    assert newest_audit(acme)["details"] == {"old_rate_limit": {"requests": 10, "per": "1h"},
-                                             "new_rate_limit": {"requests": 20, "per": "1h"}}
+    assert newest_audit(acme)["details"] == {
+        "old_rate_limit": {"requests": 10, "per": "1h"},
+        "new_rate_limit": {"requests": 20, "per": "1h"},
+    }
     # Changing something else leaves the limit alone.
     kept = acme.ok("keys", "update", key_id, "--name", "renamed", "--json").json()
     assert kept["rate_limit"] == {"requests": 20, "per": "1h"}
@@ -72,8 +76,10 @@ def test_update_sets_changes_and_removes_it_audited(acme: Cli) -> None:
 
     removed = acme.ok("keys", "update", key_id, "--rate-limit", "none", "--json").json()
     assert removed["rate_limit"] is None
-    assert newest_audit(acme)["details"] == {"old_rate_limit": {"requests": 20, "per": "1h"},
-                                             "new_rate_limit": None}
+    assert newest_audit(acme)["details"] == {
+        "old_rate_limit": {"requests": 20, "per": "1h"},
+        "new_rate_limit": None,
+    }
     table = acme.ok("audit", "--org", "acme").out
     newest_line = table.splitlines()[1]
     assert "old_rate_limit=20/1h" in newest_line and "new_rate_limit=none" in newest_line, table
@@ -82,8 +88,11 @@ def test_update_sets_changes_and_removes_it_audited(acme: Cli) -> None:
 def test_roll_keeps_the_rate_limit(acme: Cli) -> None:
     old = create(acme, "--rate-limit", "5/1s")["key"]
     rolled = acme.ok("keys", "roll", old["id"], "--json").json()
-    assert rolled["key"]["rate_limit"] == rolled["previous"]["rate_limit"] == {
-        "requests": 5, "per": "1s"}
+    assert (
+        rolled["key"]["rate_limit"]
+        == rolled["previous"]["rate_limit"]
+        == {"requests": 5, "per": "1s"}
+    )
     assert rolled["key"]["rolled_from"] == old["id"]
 
 
@@ -104,8 +113,18 @@ def test_bad_rate_limits_are_one_line_errors_and_write_nothing(
     key_id = create(acme)["key"]["id"]
     before = db.counts()
     for args in (
-        ["keys", "create", "--org", "acme", "--name", "x", "--scope", "read",
-         "--rate-limit", value],
+        [
+            "keys",
+            "create",
+            "--org",
+            "acme",
+            "--name",
+            "x",
+            "--scope",
+            "read",
+            "--rate-limit",
+            value,
+        ],
         ["keys", "update", key_id, "--rate-limit", value],
     ):
         result = acme(*args)

@@ -7,7 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tests.conftest import Cli
+from tests.support.cli import Cli
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -22,7 +22,17 @@ def test_python_dash_m_gateway_help() -> None:
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith("usage: keygate")
-    for command in ("serve", "dev", "migrate", "check-config", "orgs", "keys", "audit"):
+    for command in (
+        "serve",
+        "dev",
+        "migrate",
+        "check-config",
+        "orgs",
+        "keys",
+        "audit",
+        "routes",
+        "--version",
+    ):
         assert command in result.stdout
 
 

@@ -1,10 +1,13 @@
 """`keygate dev` from a fresh folder: embedded stores, demo upstream, a printed demo key
-that works, and Ctrl-C stopping everything it started."""
+that works, and Ctrl-C stopping everything it started. On the next run: the same store
+ports, and the printed `keygate keys create …` hint works as printed from that folder."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
+import shlex
 import signal
 import subprocess
 import sys
@@ -40,13 +43,31 @@ def _wait_for(output: Path, pattern: str, proc: subprocess.Popen[bytes], timeout
     raise AssertionError(f"{pattern!r} not printed within {timeout}s:\n{output.read_text()}")
 
 
-def _start_dev(folder: Path, config: Path, log: Path) -> subprocess.Popen[bytes]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("KEYGATE_")}
+def _clean_env() -> dict[str, str]:
+    """The user's shell: no KEYGATE_* settings pointing anywhere."""
+    return {k: v for k, v in os.environ.items() if not k.startswith("KEYGATE_")}
+
+
+def _start_dev(folder: Path, config: Path, log: Path, *extra: str) -> subprocess.Popen[bytes]:
     with log.open("ab") as out:
         return subprocess.Popen(
-            [sys.executable, "-m", "gateway", "dev", "--config", str(config)],
-            cwd=folder, stdout=out, stderr=subprocess.STDOUT, env=env,
+            [sys.executable, "-m", "gateway", "dev", "--config", str(config), *extra],
+            cwd=folder,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=_clean_env(),
         )
+
+
+def _run_here(folder: Path, argv: list[str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        argv, cwd=folder, env=_clean_env(), capture_output=True, text=True, timeout=60
+    )
+
+
+def _state(folder: Path) -> dict[str, object]:
+    state: dict[str, object] = json.loads((folder / ".keygate" / "dev.json").read_text())
+    return state
 
 
 def _stop(proc: subprocess.Popen[bytes]) -> int:
@@ -74,17 +95,58 @@ def test_dev_serves_a_working_demo_key_and_stops_cleanly(tmp_path: Path) -> None
         assert _status(f"{base}/api/v1/sessions/42") == 401
         assert _status(f"{base}/api/v1/sessions", auth, method="POST") == 403
         assert "curl" in text
+        first = _state(tmp_path)
+        assert first["pid"] == proc.pid
+        # The CLI, run from this folder with no --config or KEYGATE_*, finds this run.
+        listed = _run_here(
+            tmp_path, [sys.executable, "-m", "gateway", "keys", "list", "--org", "demo", "--json"]
+        )
+        assert listed.returncode == 0, listed.stderr
+        assert [k["name"] for k in json.loads(listed.stdout)["items"]] == ["demo key"]
     finally:
         code = _stop(proc)
     assert code == 0, log.read_text()
     assert (tmp_path / ".keygate" / "postgres" / "PG_VERSION").exists()
     pid_file = tmp_path / ".keygate" / "postgres" / "postmaster.pid"
     assert not pid_file.exists(), "postgres left running"
+    assert _state(tmp_path)["pid"] is None
+    # Stopped: the CLI no longer picks the dev stores up (it would wait on dead ports).
+    stopped = _run_here(
+        tmp_path, [sys.executable, "-m", "gateway", "keys", "list", "--org", "demo"]
+    )
+    assert stopped.returncode == 1 and "demo" not in stopped.stdout
 
-    # Second run: data kept, the key is not shown again, and it still works.
-    proc = _start_dev(tmp_path, config, log)
+    # Second run, proxy moved by --proxy-port: data kept, the key is not shown again and
+    # still works, the stores are back on their ports, and the printed hint works as
+    # printed, from this folder, in a shell without KEYGATE_* settings.
+    moved = free_port()
+    proc = _start_dev(tmp_path, config, log, "--proxy-port", str(moved))
     try:
         text = _wait_for(log, "cannot be shown again", proc, 60)
-        assert _status(f"http://127.0.0.1:{proxy}/api/v1/sessions/1", auth) == 200
+        assert _status(f"http://127.0.0.1:{moved}/api/v1/sessions/1", auth) == 200
+        second = _state(tmp_path)
+        assert (second["postgres_port"], second["redis_port"]) == (
+            first["postgres_port"],
+            first["redis_port"],
+        )
+        hint = text.rsplit("Get a fresh one", 1)[1].splitlines()[1].strip()
+        assert " keys create --org demo " in hint, hint
+        made = _run_here(tmp_path, shlex.split(hint))
+        assert made.returncode == 0, made.stderr
+        fresh = KEY.search(made.stdout)
+        assert fresh is not None, made.stdout
+        assert (
+            _status(f"http://127.0.0.1:{moved}/api/v1/sessions/1", {"X-API-Key": fresh.group()})
+            == 200
+        )
+        # A second `keygate dev` in the same folder says so instead of failing midway.
+        again = _run_here(
+            tmp_path, [sys.executable, "-m", "gateway", "dev", "--config", str(config)]
+        )
+        assert again.returncode == 1
+        assert again.stderr == (
+            f"keygate: error: keygate dev is already running from this "
+            f"folder (pid {proc.pid}); stop it with Ctrl-C first\n"
+        )
     finally:
         assert _stop(proc) == 0

@@ -15,8 +15,8 @@ import pytest
 from gateway.cli import main
 from gateway.store.db import Database
 from gateway.store.migrate import applied_versions, bundled_migrations, migrate
-from tests.conftest import Cli
-from tests.integration.conftest import Db
+from tests.support.cli import Cli
+from tests.support.db import Db
 
 
 def test_bundled_migrations_are_numbered_in_order() -> None:
@@ -214,8 +214,14 @@ def test_database_checks_refuse_bad_rows(cli: Cli, db: Db) -> None:
             "INSERT INTO api_keys (id, org, name, prefix, env, secret_hash, created_at,"
             " created_by, rate_limit_requests, rate_limit_per) VALUES ('abcdEFGH', 'acme',"
             f" 'n', 'kg_live_', 'live', '$argon2id$x', now(), 'me', {requests}, {per})"
-            for requests, per in (("100", "NULL"), ("NULL", "60"), ("0", "60"), ("1", "0"),
-                                  ("1", "31536001"), ("1000000001", "60"))
+            for requests, per in (
+                ("100", "NULL"),
+                ("NULL", "60"),
+                ("0", "60"),
+                ("1", "0"),
+                ("1", "31536001"),
+                ("1000000001", "60"),
+            )
         ),
     ):
         asyncio.run(attempt(sql))
@@ -226,7 +232,8 @@ def test_database_checks_refuse_bad_rows(cli: Cli, db: Db) -> None:
             await conn.execute(
                 "INSERT INTO api_keys (id, org, name, prefix, env, secret_hash, created_at,"
                 " created_by, rate_limit_requests, rate_limit_per) VALUES ('abcdEFGH', 'acme',"
-                " 'n', 'kg_live_', 'live', '$argon2id$x', now(), 'me', 1000000000, 31536000)")
+                " 'n', 'kg_live_', 'live', '$argon2id$x', now(), 'me', 1000000000, 31536000)"
+            )
         finally:
             await conn.close()
 

@@ -10,7 +10,7 @@ import redis
 
 from gateway.embedded import _pgserver_bin
 from gateway.keys.format import ID_LENGTH, SECRET_LENGTH, parse_key
-from tests.conftest import Cli
+from tests.support.cli import Cli
 from tests.support.stores import Stores
 
 PREFIXES = {"live": "kg_live_", "test": "kg_test_"}
@@ -63,7 +63,8 @@ def pg_dump(url: str) -> str:
 
 
 def redis_dump(url: str) -> str:
-    client = redis.Redis.from_url(url)
+    # Any: redis-py types every reply as bytes | str (| None); these are bytes.
+    client: Any = redis.Redis.from_url(url)
     parts: list[Any] = []
     try:
         for name in client.scan_iter(count=1000):

@@ -10,6 +10,7 @@ import asyncio
 import logging
 import uuid
 from collections.abc import AsyncIterator
+from typing import cast
 
 import pytest
 import redis.asyncio as aioredis
@@ -17,11 +18,12 @@ import redis.asyncio as aioredis
 from gateway.config import RouteConfig
 from gateway.embedded import free_port
 from gateway.keys.rate_limits import RateLimit
+from gateway.keys.state import KeyState
 from gateway.observability import metrics
 from gateway.proxy import rate_limiter
 from gateway.proxy.errors import RateLimited
 from gateway.proxy.rate_limiter import RateLimiter
-from gateway.store.key_cache import KeyState, RedisKeyCache
+from gateway.store.key_cache import RedisKeyCache
 from gateway.store.rate_counts import (
     EXPIRY_MARGIN,
     CountsUnavailable,
@@ -98,11 +100,15 @@ async def test_counts_are_shared_through_redis(client: aioredis.Redis) -> None:
     assert remaining(first + second) == ["2", "1", "0", "429"]
     refusal = second[-1]
     assert isinstance(refusal, RateLimited)
-    assert refusal.headers() == {"Retry-After": "60", "RateLimit-Limit": "3",
-                                 "RateLimit-Remaining": "0", "RateLimit-Reset": "60"}
+    assert refusal.headers() == {
+        "Retry-After": "60",
+        "RateLimit-Limit": "3",
+        "RateLimit-Remaining": "0",
+        "RateLimit-Reset": "60",
+    }
     # The counter is where the store says, with an expiry at the window's end + margin.
     name = counter_name("r", k.id, 60, int(T0))
-    assert int(await client.get(name)) == 4
+    assert int(cast(bytes, await client.get(name))) == 4
     assert 60 < await client.ttl(name) <= 60 + EXPIRY_MARGIN
     # Each key and each route has its own budget.
     assert remaining(await admit_all(a, r, key(), 1)) == ["2"]
@@ -234,8 +240,9 @@ async def test_a_refusal_never_makes_a_concurrent_request_fail(client: aioredis.
         narrow, wide = route(RateLimit(1, 60), "narrow"), route(None, "wide")
         assert remaining(await admit_all(limiter, narrow, k, 1)) == ["0"]  # key: 1 of 2
         # The narrow one is refused by its route; the wide one has the key's last request.
-        results = await asyncio.gather(admit_all(limiter, narrow, k, 1),
-                                       admit_all(limiter, wide, k, 1))
+        results = await asyncio.gather(
+            admit_all(limiter, narrow, k, 1), admit_all(limiter, wide, k, 1)
+        )
         assert remaining(results[0] + results[1]) == ["429", "0"]
 
 
@@ -256,7 +263,9 @@ async def test_a_counter_expires_with_its_window_not_after_its_last_request(
 
 
 async def test_redis_back_is_logged_once_at_info(
-    client: aioredis.Redis, dead_client: aioredis.Redis, caplog: pytest.LogCaptureFixture,
+    client: aioredis.Redis,
+    dead_client: aioredis.Redis,
+    caplog: pytest.LogCaptureFixture,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setattr(rate_limiter, "RETRY_INTERVAL", 0.05)

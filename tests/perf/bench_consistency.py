@@ -7,9 +7,11 @@ and the cost of `last_used_at` stamping.
 Starts, all on 127.0.0.1 and all stopped at the end: embedded PostgreSQL + Redis in a
 temp dir (migrated), the fixed-response upstream (tests/perf/fixed_upstream.py), then
 
-1. Propagation: two `keygate serve --workers 2` instances. For each of --revocations
-   keys: create it through the service, warm both instances (16 requests on fresh
-   connections each, so both workers of each instance cache it), then revoke it through
+1. Propagation: two `keygate serve --workers 2` instances (then again with a revoker
+   whose Redis URL points at a closed port: only PostgreSQL's NOTIFY tells the
+   gateways). For each of --revocations keys: create it through the service, warm both
+   instances (16 requests on fresh connections each, so both workers of each instance
+   cache it), then revoke it through
    the service while polling both instances on fresh connections; the key counts as
    refused on an instance once 3 rounds in a row (2 requests each) were refused. The
    time is measured from the start of the revoke call (transaction, Redis write and
@@ -74,8 +76,15 @@ def gateway_config(upstream_url: str, flush_interval: str) -> dict[str, Any]:
         "server": {"drain_timeout": "2s", "store_timeout": "1s"},
         "log": {"level": "warning", "format": "json", "access_log": False},
         "upstreams": {"api": {"url": upstream_url, "connect_timeout": "2s", "timeout": "30s"}},
-        "routes": [{"path": "/api/v1/items/**", "methods": ["GET"], "upstream": "api",
-                    "scopes": ["read"], "name": "items"}],
+        "routes": [
+            {
+                "path": "/api/v1/items/**",
+                "methods": ["GET"],
+                "upstream": "api",
+                "scopes": ["read"],
+                "name": "items",
+            }
+        ],
     }
 
 
@@ -90,8 +99,9 @@ async def _refused(session: aiohttp.ClientSession, url: str, secret: str) -> boo
         return reply.status == 401
 
 
-async def _until_refused(session: aiohttp.ClientSession, url: str, secret: str,
-                         limit: float = 10.0) -> float:
+async def _until_refused(
+    session: aiohttp.ClientSession, url: str, secret: str, limit: float = 10.0
+) -> float:
     """time.perf_counter() of the first of 3 rounds in a row in which 2 requests on fresh
     connections were both refused."""
     streak_start, streak = 0.0, 0
@@ -144,14 +154,30 @@ end
 """
 
 
-def run_wrk(url: str, script: Path, keys_file: Path, duration: float, connections: int,
-            cpus: str | None) -> tuple[float, int, int]:
+def run_wrk(
+    url: str, script: Path, keys_file: Path, duration: float, connections: int, cpus: str | None
+) -> tuple[float, int, int]:
     """(requests/s, requests, non-2xx + socket errors)."""
     args = ["taskset", "-c", cpus] if cpus else []
-    args += ["wrk", "-t1", f"-c{connections}", f"-d{duration:g}s", "--timeout", "5s",
-             "-s", str(script), url]
-    out = subprocess.run(args, capture_output=True, text=True, check=True, timeout=duration + 30,
-                         env={**os.environ, "BENCH_KEYS": str(keys_file)}).stdout
+    args += [
+        "wrk",
+        "-t1",
+        f"-c{connections}",
+        f"-d{duration:g}s",
+        "--timeout",
+        "5s",
+        "-s",
+        str(script),
+        url,
+    ]
+    out = subprocess.run(
+        args,
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=duration + 30,
+        env={**os.environ, "BENCH_KEYS": str(keys_file)},
+    ).stdout
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
     total = int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
     bad = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
@@ -179,23 +205,22 @@ def flushes(gw: GatewayProcess) -> float:
 async def make_keys(service: KeyService, count: int) -> list[str]:
     org = f"bench-rps-{int(time.time())}"
     await service.create_org(ACTOR, org)
-    return [(await service.create_key(ACTOR, org, f"k{i}", ["read"])).secret
-            for i in range(count)]
+    return [(await service.create_key(ACTOR, org, f"k{i}", ["read"])).secret for i in range(count)]
 
 
 async def warm_all(url: str, secrets: list[str]) -> None:
     async with aiohttp.ClientSession() as session:
         for secret in secrets:
-            async with session.get(url + PATH,
-                                   headers={"Authorization": f"Bearer {secret}"}) as reply:
+            async with session.get(
+                url + PATH, headers={"Authorization": f"Bearer {secret}"}
+            ) as reply:
                 await reply.read()
                 if reply.status != 200:
                     raise RuntimeError(f"warm-up: {reply.status}")
 
 
 def pin(pid: int, cpus: str) -> None:
-    subprocess.run(["taskset", "-a", "-p", "-c", cpus, str(pid)], check=True,
-                   capture_output=True)
+    subprocess.run(["taskset", "-a", "-p", "-c", cpus, str(pid)], check=True, capture_output=True)
 
 
 # ---------------------------------------------------------------------------- main
@@ -219,9 +244,12 @@ async def run(args: argparse.Namespace, work: Path) -> None:
             await migrate(db)
         finally:
             await db.close()
-        env = {**{k: v for k, v in os.environ.items() if not k.startswith("KEYGATE_")},
-               "KEYGATE_SECRET": SECRET, "KEYGATE_DATABASE_URL": pg.url,
-               "KEYGATE_REDIS_URL": rd.url}
+        env = {
+            **{k: v for k, v in os.environ.items() if not k.startswith("KEYGATE_")},
+            "KEYGATE_SECRET": SECRET,
+            "KEYGATE_DATABASE_URL": pg.url,
+            "KEYGATE_REDIS_URL": rd.url,
+        }
         up_port = free_port()
         upstream_argv = [sys.executable, str(HERE / "fixed_upstream.py"), "--port", str(up_port)]
         if two_cpus:
@@ -231,20 +259,28 @@ async def run(args: argparse.Namespace, work: Path) -> None:
         await asyncio.sleep(1.0)  # the upstream binds its port
 
         # 1. Propagation across two instances of two workers.
-        fleet = [start_gateway(gateway_config(upstream, "5s"), work, env, name=f"fleet-{n}",
-                               workers=2) for n in "ab"]
+        fleet = [
+            start_gateway(gateway_config(upstream, "5s"), work, env, name=f"fleet-{n}", workers=2)
+            for n in "ab"
+        ]
         gateways += fleet
         config = load_config(str(fleet[0].config_path), env=env)
         async with open_key_service(config) as service:
             times = await propagation(service, [gw.url for gw in fleet], args.revocations)
             secrets = await make_keys(service, args.keys)
+        # 1b. The same, by a revoker that cannot reach Redis: only PostgreSQL's NOTIFY tells.
+        blind = load_config(
+            str(fleet[0].config_path),
+            env={**env, "KEYGATE_REDIS_URL": f"redis://127.0.0.1:{free_port()}/0"},
+        )
+        async with open_key_service(blind) as service:
+            no_redis = await propagation(service, [gw.url for gw in fleet], args.revocations)
         for gw in fleet:
             gw.process.stop(expect_code=0)
 
         # 2. Requests/s with stamping on (flush every 1 s) and off (24 h).
         on = start_gateway(gateway_config(upstream, "1s"), work, env, name="stamp-on", workers=1)
-        off = start_gateway(gateway_config(upstream, "24h"), work, env, name="stamp-off",
-                            workers=1)
+        off = start_gateway(gateway_config(upstream, "24h"), work, env, name="stamp-off", workers=1)
         gateways += [on, off]
         keys_file, script = work / "keys.txt", work / "cycle.lua"
         keys_file.write_text("\n".join(secrets) + "\n")
@@ -262,15 +298,19 @@ async def run(args: argparse.Namespace, work: Path) -> None:
             for label, gw in order:
                 run_wrk(gw.url, script, keys_file, 1.0, args.connections, wrk_cpus)  # settle
                 cpu_before = cpu_seconds(gw.process.pid)
-                rps, total, errors = run_wrk(gw.url, script, keys_file, args.duration,
-                                             args.connections, wrk_cpus)
+                rps, total, errors = run_wrk(
+                    gw.url, script, keys_file, args.duration, args.connections, wrk_cpus
+                )
                 cpu = (cpu_seconds(gw.process.pid) - cpu_before) / total * 1e6
                 if errors:
                     raise RuntimeError(f"{label}: {errors} errors")
                 results[label].append(rps)
                 cpu_us[label].append(cpu)
-                print(f"  round {r + 1} stamping {label:3}: {rps:8.0f} req/s"
-                      f"  {cpu:6.1f} us CPU/request", flush=True)
+                print(
+                    f"  round {r + 1} stamping {label:3}: {rps:8.0f} req/s"
+                    f"  {cpu:6.1f} us CPU/request",
+                    flush=True,
+                )
         flushed = flushes(on) - flushed
         off_flushes = flushes(off)
         for gw in (on, off):
@@ -287,23 +327,46 @@ async def run(args: argparse.Namespace, work: Path) -> None:
     call = [t * 1000 for t in times["revoke_call"]]
     print()
     print(f"Revocation propagation, 2 instances x 2 workers, {len(prop)} revocations (ms):")
-    print(f"  revoke call (commit + Redis write + publish): p50 {pct(call, 0.5):.1f}"
-          f"  p99 {pct(call, 0.99):.1f}")
-    print(f"  refused by every worker, from the call start: p50 {pct(prop, 0.5):.1f}"
-          f"  p99 {pct(prop, 0.99):.1f}  max {max(prop):.1f}")
+    print(
+        f"  revoke call (commit + Redis write + publish): p50 {pct(call, 0.5):.1f}"
+        f"  p99 {pct(call, 0.99):.1f}"
+    )
+    print(
+        f"  refused by every worker, from the call start: p50 {pct(prop, 0.5):.1f}"
+        f"  p99 {pct(prop, 0.99):.1f}  max {max(prop):.1f}"
+    )
+    blind_prop = [t * 1000 for t in no_redis["propagation"]]
+    blind_call = [t * 1000 for t in no_redis["revoke_call"]]
+    print(f"Revoker without Redis (PostgreSQL NOTIFY only), {len(blind_prop)} revocations (ms):")
+    print(
+        f"  revoke call (commit; Redis refused the connection): p50 {pct(blind_call, 0.5):.1f}"
+        f"  p99 {pct(blind_call, 0.99):.1f}"
+    )
+    print(
+        f"  refused by every worker, from the call start: p50 {pct(blind_prop, 0.5):.1f}"
+        f"  p99 {pct(blind_prop, 0.99):.1f}  max {max(blind_prop):.1f}"
+    )
     med_on, med_off = statistics.median(results["on"]), statistics.median(results["off"])
     diff = (med_off - med_on) / med_off * 100
     cpu_on, cpu_off = statistics.median(cpu_us["on"]), statistics.median(cpu_us["off"])
     cpu_diff = (cpu_on - cpu_off) / cpu_off * 100
     print()
-    print(f"Stamping, 1 worker{' pinned to CPU 1' if two_cpus else ''}, {args.keys} keys,"
-          f" {args.connections} connections, {args.rounds} x {args.duration:g} s each:")
-    print(f"  on  (flush_interval 1s):  median {med_on:8.0f} req/s, {cpu_on:6.1f} us CPU/request"
-          f"  ({flushed:.0f} flushes during the runs)")
-    print(f"  off (flush_interval 24h): median {med_off:8.0f} req/s, {cpu_off:6.1f} us CPU/request"
-          f"  ({off_flushes:.0f} flushes)")
-    print(f"  on vs off: requests/s {-diff:+.1f}%, CPU per request {cpu_diff:+.1f}%"
-          " (target: within 3%)")
+    print(
+        f"Stamping, 1 worker{' pinned to CPU 1' if two_cpus else ''}, {args.keys} keys,"
+        f" {args.connections} connections, {args.rounds} x {args.duration:g} s each:"
+    )
+    print(
+        f"  on  (flush_interval 1s):  median {med_on:8.0f} req/s, {cpu_on:6.1f} us CPU/request"
+        f"  ({flushed:.0f} flushes during the runs)"
+    )
+    print(
+        f"  off (flush_interval 24h): median {med_off:8.0f} req/s, {cpu_off:6.1f} us CPU/request"
+        f"  ({off_flushes:.0f} flushes)"
+    )
+    print(
+        f"  on vs off: requests/s {-diff:+.1f}%, CPU per request {cpu_diff:+.1f}%"
+        " (target: within 3%)"
+    )
 
 
 def main() -> None:

@@ -61,19 +61,21 @@ async def first_request(http: aiohttp.ClientSession, url: str, secret: str) -> f
 def summary(label: str, times: list[float]) -> str:
     times = sorted(times)
     p95 = times[min(len(times) - 1, int(len(times) * 0.95))]
-    return (f"{label}: median {statistics.median(times) * 1000:.1f} ms, "
-            f"p95 {p95 * 1000:.1f} ms, max {times[-1] * 1000:.1f} ms (n={len(times)})")
+    return (
+        f"{label}: median {statistics.median(times) * 1000:.1f} ms, "
+        f"p95 {p95 * 1000:.1f} ms, max {times[-1] * 1000:.1f} ms (n={len(times)})"
+    )
 
 
-async def bench(url: str, config_path: Path, env: dict[str, str], rounds: int,
-                concurrency: int) -> None:
+async def bench(
+    url: str, config_path: Path, env: dict[str, str], rounds: int, concurrency: int
+) -> None:
     config = load_config(str(config_path), env=env)
     async with open_key_service(config) as service, aiohttp.ClientSession() as http:
         org_a, org_b = f"a-{uuid.uuid4().hex[:8]}", f"b-{uuid.uuid4().hex[:8]}"
         await service.create_org(ACTOR, org_a)
         await service.create_org(ACTOR, org_b)
-        a_keys = [(await service.create_key(ACTOR, org_a, "a", ["read"])).key
-                  for _ in range(4)]
+        a_keys = [(await service.create_key(ACTOR, org_a, "a", ["read"])).key for _ in range(4)]
 
         async def b_first() -> float:
             created = await service.create_key(ACTOR, org_b, "b", ["read"])
@@ -90,8 +92,9 @@ async def bench(url: str, config_path: Path, env: dict[str, str], rounds: int,
                     key = a_keys[i % len(a_keys)]
                     body = key.display_prefix + secrets.token_hex(16)
                     wrong = body + base62_checksum(body)
-                    async with own.get(url + "/api/read/a",
-                                       headers={"Authorization": f"Bearer {wrong}"}) as r:
+                    async with own.get(
+                        url + "/api/read/a", headers={"Authorization": f"Bearer {wrong}"}
+                    ) as r:
                         await r.read()
                         statuses[r.status] = statuses.get(r.status, 0) + 1
 
@@ -122,14 +125,15 @@ def main() -> None:
                 "upstreams": {"echo": {"url": upstream.url}},
                 "routes": [{"path": "/api/read/**", "upstream": "echo", "scopes": ["read"]}],
             }
-            env = {"KEYGATE_SECRET": secrets.token_urlsafe(48),
-                   "KEYGATE_DATABASE_URL": stores.database_url,
-                   "KEYGATE_REDIS_URL": stores.redis_url,
-                   "KEYGATE_ADMIN_TOKEN": secrets.token_urlsafe(32)}
+            env = {
+                "KEYGATE_SECRET": secrets.token_urlsafe(48),
+                "KEYGATE_DATABASE_URL": stores.database_url,
+                "KEYGATE_REDIS_URL": stores.redis_url,
+                "KEYGATE_ADMIN_TOKEN": secrets.token_urlsafe(32),
+            }
             gw = start_gateway(config, log_dir, env, name="fairness")
             with stopped_cleanly(gw):
-                asyncio.run(bench(gw.url, gw.config_path, gw.env, args.rounds,
-                                  args.concurrency))
+                asyncio.run(bench(gw.url, gw.config_path, gw.env, args.rounds, args.concurrency))
         finally:
             upstream.process.stop(expect_code=0)
 

@@ -60,15 +60,26 @@ class Procs:
     def __init__(self) -> None:
         self.running: list[subprocess.Popen[bytes]] = []
 
-    def start(self, args: list[str], *, env: dict[str, str] | None = None,
-              log: Path | None = None, stdout_null: bool = True,
-              cpus: str | None = None, cwd: Path = ROOT) -> subprocess.Popen[bytes]:
+    def start(
+        self,
+        args: list[str],
+        *,
+        env: dict[str, str] | None = None,
+        log: Path | None = None,
+        stdout_null: bool = True,
+        cpus: str | None = None,
+        cwd: Path = ROOT,
+    ) -> subprocess.Popen[bytes]:
         err = open(log, "ab") if log else subprocess.DEVNULL  # noqa: SIM115
         if cpus is not None:  # children (spawned workers, threads) inherit the affinity
             args = ["taskset", "-c", cpus, *args]
         proc = subprocess.Popen(
-            args, cwd=cwd, env=env, stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL if stdout_null else err, stderr=err,
+            args,
+            cwd=cwd,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL if stdout_null else err,
+            stderr=err,
         )
         self.running.append(proc)
         return proc
@@ -129,16 +140,21 @@ def cpu_seconds(pid: int) -> float:
     return total / CLK_TCK
 
 
-def wait_http(url: str, timeout: float, headers: dict[str, str] | None = None,
-              proc: subprocess.Popen[bytes] | None = None) -> None:
+def wait_http(
+    url: str,
+    timeout: float,
+    headers: dict[str, str] | None = None,
+    proc: subprocess.Popen[bytes] | None = None,
+) -> None:
     deadline = time.monotonic() + timeout
     last: object = None
     while time.monotonic() < deadline:
         if proc is not None and proc.poll() is not None:
             raise RuntimeError(f"process exited with {proc.returncode} before {url} answered")
         try:
-            with urllib.request.urlopen(urllib.request.Request(url, headers=headers or {}),
-                                        timeout=2) as reply:
+            with urllib.request.urlopen(
+                urllib.request.Request(url, headers=headers or {}), timeout=2
+            ) as reply:
                 if reply.status == 200:
                     return
                 last = reply.status
@@ -186,8 +202,15 @@ async def create_key(database_url: str, redis_url: str) -> str:
         hasher.close()
 
 
-def keygate_config(path: Path, proxy_port: int, admin_port: int, upstream_port: int,
-                   access_log: bool, pg_url: str, redis_url: str) -> None:
+def keygate_config(
+    path: Path,
+    proxy_port: int,
+    admin_port: int,
+    upstream_port: int,
+    access_log: bool,
+    pg_url: str,
+    redis_url: str,
+) -> None:
     path.write_text(f"""\
 listen: {{proxy: "127.0.0.1:{proxy_port}", admin: "127.0.0.1:{admin_port}"}}
 database_url: {pg_url}
@@ -228,19 +251,33 @@ def _ms(text: str) -> float:
     return float(number) * _UNITS[unit]
 
 
-def run_wrk(url: str, lua: Path, connections: int, duration: float, threads: int,
-            cpus: str | None = None) -> WrkResult:
+def run_wrk(
+    url: str, lua: Path, connections: int, duration: float, threads: int, cpus: str | None = None
+) -> WrkResult:
     args = ["taskset", "-c", cpus] if cpus is not None else []
-    args += ["wrk", f"-t{min(threads, connections)}", f"-c{connections}", f"-d{duration:g}s",
-            "--latency", "--timeout", "5s", "-s", str(lua), url]
-    out = subprocess.run(args, capture_output=True, text=True, check=True,
-                         timeout=duration + 30).stdout
+    args += [
+        "wrk",
+        f"-t{min(threads, connections)}",
+        f"-c{connections}",
+        f"-d{duration:g}s",
+        "--latency",
+        "--timeout",
+        "5s",
+        "-s",
+        str(lua),
+        url,
+    ]
+    out = subprocess.run(
+        args, capture_output=True, text=True, check=True, timeout=duration + 30
+    ).stdout
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
     pct = dict(re.findall(r"^\s+(50|99)%\s+(\S+)$", out, re.M))
     non2xx = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
     sock = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
     return WrkResult(
-        rps=rps, p50_ms=_ms(pct["50"]), p99_ms=_ms(pct["99"]),
+        rps=rps,
+        p50_ms=_ms(pct["50"]),
+        p99_ms=_ms(pct["99"]),
         non_2xx=int(non2xx.group(1)) if non2xx else 0,
         errors=sum(int(g) for g in sock.groups()) if sock else 0,
     )
@@ -294,16 +331,24 @@ def placement(sc: Scenario, pin: bool) -> Placement:
 def start_upstream(env: Env, cpus: str | None) -> subprocess.Popen[bytes]:
     env.upstream_port = free_port()
     proc = env.procs.start(
-        [PYTHON, str(HERE / "fixed_upstream.py"), "--port", str(env.upstream_port),
-         "--workers", str(env.args.upstream_workers)],
-        log=env.tmp / "upstream.log", cpus=cpus,
+        [
+            PYTHON,
+            str(HERE / "fixed_upstream.py"),
+            "--port",
+            str(env.upstream_port),
+            "--workers",
+            str(env.args.upstream_workers),
+        ],
+        log=env.tmp / "upstream.log",
+        cpus=cpus,
     )
     wait_http(f"http://127.0.0.1:{env.upstream_port}/", 30, proc=proc)
     return proc
 
 
-def start_target(env: Env, sc: Scenario, cpus: str | None = None
-                 ) -> tuple[subprocess.Popen[bytes] | None, int]:
+def start_target(
+    env: Env, sc: Scenario, cpus: str | None = None
+) -> tuple[subprocess.Popen[bytes] | None, int]:
     """Start the system under test; return (process or None for direct, port)."""
     if sc.kind == "direct":
         return None, env.upstream_port
@@ -311,9 +356,18 @@ def start_target(env: Env, sc: Scenario, cpus: str | None = None
     log = env.tmp / f"{sc.kind}-{sc.workers}.log"
     if sc.kind == "plain":
         proc = env.procs.start(
-            [PYTHON, str(HERE / "plain_proxy.py"), "--port", str(port),
-             "--upstream", f"http://127.0.0.1:{env.upstream_port}", "--workers", str(sc.workers)],
-            log=log, cpus=cpus,
+            [
+                PYTHON,
+                str(HERE / "plain_proxy.py"),
+                "--port",
+                str(port),
+                "--upstream",
+                f"http://127.0.0.1:{env.upstream_port}",
+                "--workers",
+                str(sc.workers),
+            ],
+            log=log,
+            cpus=cpus,
         )
         wait_http(f"http://127.0.0.1:{port}/health", 30, proc=proc)
         return proc, port
@@ -322,10 +376,17 @@ def start_target(env: Env, sc: Scenario, cpus: str | None = None
     keygate_config(cfg, port, admin, env.upstream_port, sc.access_log, env.pg_url, env.redis_url)
     proc = env.procs.start(
         [PYTHON, "-m", "gateway", "serve", "--config", str(cfg), "--workers", str(sc.workers)],
-        env={**os.environ, "KEYGATE_SECRET": SECRET, "KEYGATE_CONFIG": str(cfg),
-             "KEYGATE_DATABASE_URL": env.pg_url, "KEYGATE_REDIS_URL": env.redis_url,
-             "PYTHONPATH": str(sc.root)},
-        log=log, cpus=cpus, cwd=sc.root,
+        env={
+            **os.environ,
+            "KEYGATE_SECRET": SECRET,
+            "KEYGATE_CONFIG": str(cfg),
+            "KEYGATE_DATABASE_URL": env.pg_url,
+            "KEYGATE_REDIS_URL": env.redis_url,
+            "PYTHONPATH": str(sc.root),
+        },
+        log=log,
+        cpus=cpus,
+        cwd=sc.root,
     )
     wait_http(f"http://127.0.0.1:{admin}/readyz", 30, proc=proc)
     return proc, port
@@ -349,8 +410,10 @@ def measure(env: Env, sc: Scenario) -> None:
         warm(env, port, sc.workers, where.wrk)
         url = f"http://127.0.0.1:{port}{BENCH_PATH}"
         measured = proc.pid if proc is not None else upstream.pid
-        for conns, into in ((env.args.connections, sc.throughput),
-                            (env.args.latency_connections, sc.latency)):
+        for conns, into in (
+            (env.args.connections, sc.throughput),
+            (env.args.latency_connections, sc.latency),
+        ):
             cpu0, t0 = cpu_seconds(measured), time.monotonic()
             result = run_wrk(url, env.lua, conns, env.args.duration, env.args.threads, where.wrk)
             cpu = cpu_seconds(measured) - cpu0
@@ -358,10 +421,15 @@ def measure(env: Env, sc: Scenario) -> None:
             result.cpu_us_per_req = cpu / requests * 1e6 if requests else None
             into.append(result)
             if result.non_2xx or result.errors:
-                print(f"  !! {sc.label}: {result.non_2xx} non-2xx, {result.errors} socket errors",
-                      flush=True)
-        print(f"  {sc.label:<34} {sc.throughput[-1].rps:>9.0f} req/s   "
-              f"p50@c{env.args.latency_connections} {sc.latency[-1].p50_ms:.3f} ms", flush=True)
+                print(
+                    f"  !! {sc.label}: {result.non_2xx} non-2xx, {result.errors} socket errors",
+                    flush=True,
+                )
+        print(
+            f"  {sc.label:<34} {sc.throughput[-1].rps:>9.0f} req/s   "
+            f"p50@c{env.args.latency_connections} {sc.latency[-1].p50_ms:.3f} ms",
+            flush=True,
+        )
     finally:
         if proc is not None:
             env.procs.stop(proc)
@@ -382,27 +450,39 @@ def profile(env: Env, out_dir: Path, native: bool, kind: str = "keygate") -> Non
         raw = out_dir / f"{kind}-1w.collapsed"
         svg = out_dir / f"{kind}-1w.svg"
         duration = max(5, int(env.args.duration))
-        cmd = [shutil.which("py-spy") or str(Path(PYTHON).parent / "py-spy"), "record",
-               "-p", str(proc.pid), "-d", str(duration), "-r", str(rate),
-               "--nonblocking"]  # do not pause the target: its timing stays undisturbed
+        cmd = [
+            shutil.which("py-spy") or str(Path(PYTHON).parent / "py-spy"),
+            "record",
+            "-p",
+            str(proc.pid),
+            "-d",
+            str(duration),
+            "-r",
+            str(rate),
+            "--nonblocking",
+        ]  # do not pause the target: its timing stays undisturbed
         if native:
             cmd.append("--native")
         url = f"http://127.0.0.1:{port}{BENCH_PATH}"
         for fmt, out in (("raw", raw), ("flamegraph", svg)):
-            spy = env.procs.start([*cmd, "-f", fmt, "-o", str(out)],
-                                  log=out_dir / "py-spy.log", cpus=where.wrk)
+            spy = env.procs.start(
+                [*cmd, "-f", fmt, "-o", str(out)], log=out_dir / "py-spy.log", cpus=where.wrk
+            )
             time.sleep(0.5)
             # wrk runs for the whole sampling window so every sample is under load.
-            result = run_wrk(url, env.lua, env.args.connections, duration + 2, env.args.threads,
-                             where.wrk)
+            result = run_wrk(
+                url, env.lua, env.args.connections, duration + 2, env.args.threads, where.wrk
+            )
             spy.wait(duration + 30)
             env.procs.running.remove(spy)
             if fmt == "raw":
                 if not raw.exists():
                     print(f"  py-spy produced nothing; see {out_dir / 'py-spy.log'}")
                     return
-                print(f"\n  {kind}, 1 worker: {result.rps:.0f} req/s while sampled "
-                      f"(py-spy runs on wrk's core)")
+                print(
+                    f"\n  {kind}, 1 worker: {result.rps:.0f} req/s while sampled "
+                    f"(py-spy runs on wrk's core)"
+                )
                 summarise_profile(raw, rate, result.rps, duration)
         print(f"  flame graph: {svg}\n  collapsed stacks: {raw}")
     finally:
@@ -425,8 +505,18 @@ def _area(frame: str) -> str:
     if "gateway/" in frame and "site-packages" not in frame:
         parts = frame.split("gateway/", 1)[1].split("/")
         return "gateway/" + parts[0] if len(parts) > 1 else "gateway"
-    for lib in ("aiohttp", "multidict", "yarl", "uvloop", "prometheus_client", "asyncio",
-                "redis", "json", "hmac", "logging"):
+    for lib in (
+        "aiohttp",
+        "multidict",
+        "yarl",
+        "uvloop",
+        "prometheus_client",
+        "asyncio",
+        "redis",
+        "json",
+        "hmac",
+        "logging",
+    ):
         if f"/{lib}/" in frame or f"{lib}." in frame.split(" (")[0]:
             return lib
     return "other"
@@ -466,8 +556,10 @@ def summarise_profile(raw: Path, rate: int, rps: float, duration: float, top: in
         for name, n in counter.most_common(limit):
             print(f"  {n / total:13.1%} {n * us:8.1f}  {name}")
 
-    print(f"  py-spy: {total} complete + {torn} torn/other-thread samples at {rate} Hz; "
-          f"event-loop thread busy {total * us:.0f} us per request")
+    print(
+        f"  py-spy: {total} complete + {torn} torn/other-thread samples at {rate} Hz; "
+        f"event-loop thread busy {total * us:.0f} us per request"
+    )
     show("self time (leaf frame; C calls count in their Python caller)", self_t, top)
     show("inclusive time", incl, top + 15)
     show("self time by area", areas, 20)
@@ -491,8 +583,10 @@ def route_bench() -> list[tuple[str, float, float, float]]:
     from gateway.proxy.routes import RouteTable
 
     def table(n: int) -> RouteTable[_Route]:
-        routes = [_Route(f"/api/v{i % 7}/svc{i}/{{id}}/items/**", frozenset({"GET", "POST"}))
-                  for i in range(n - 1)]
+        routes = [
+            _Route(f"/api/v{i % 7}/svc{i}/{{id}}/items/**", frozenset({"GET", "POST"}))
+            for i in range(n - 1)
+        ]
         routes.append(_Route("/api/v1/target/{id}/**", None))
         return RouteTable.compile(routes)
 
@@ -501,17 +595,23 @@ def route_bench() -> list[tuple[str, float, float, float]]:
         loops, _ = timer.autorange()
         return min(timer.repeat(repeat=5, number=loops)) / loops * 1e6
 
-    cases = [("last route, /api/v1/target/42/a/b", "/api/v1/target/42/a/b"),
-             ("no match, /nothing/here/at/all", "/nothing/here/at/all"),
-             ("first route, /api/v0/svc0/7/items/x", "/api/v0/svc0/7/items/x")]
+    cases = [
+        ("last route, /api/v1/target/42/a/b", "/api/v1/target/42/a/b"),
+        ("no match, /nothing/here/at/all", "/nothing/here/at/all"),
+        ("first route, /api/v0/svc0/7/items/x", "/api/v0/svc0/7/items/x"),
+    ]
     small, large = table(5), table(500)
     assert len(small) == 5 and len(large) == 500
     out = []
     for label, path in cases:
-        out.append((label,
-                    best_of(lambda path=path: small._walk("GET", path)),
-                    best_of(lambda path=path: large._walk("GET", path)),
-                    best_of(lambda path=path: large.match("GET", path))))
+        out.append(
+            (
+                label,
+                best_of(lambda path=path: small._walk("GET", path)),
+                best_of(lambda path=path: large._walk("GET", path)),
+                best_of(lambda path=path: large.match("GET", path)),
+            )
+        )
     return out
 
 
@@ -524,22 +624,30 @@ def _med(values: list[float]) -> float:
 
 def report(scenarios: list[Scenario], args: argparse.Namespace) -> None:
     c, lc = args.connections, args.latency_connections
-    print(f"\nwrk -t{args.threads} -d{args.duration:g}s, loopback; "
-          f"median of {args.repeat} run(s); GET {BENCH_PATH}")
-    head = (f"| {'target':<34} | {'req/s @c' + str(c):>10} | {'p50 ms':>7} | {'p99 ms':>7} | "
-            f"{'CPU us/req':>10} | {'req/s @c' + str(lc):>9} | {'p50 ms':>7} | {'p99 ms':>7} |")
+    print(
+        f"\nwrk -t{args.threads} -d{args.duration:g}s, loopback; "
+        f"median of {args.repeat} run(s); GET {BENCH_PATH}"
+    )
+    head = (
+        f"| {'target':<34} | {'req/s @c' + str(c):>10} | {'p50 ms':>7} | {'p99 ms':>7} | "
+        f"{'CPU us/req':>10} | {'req/s @c' + str(lc):>9} | {'p50 ms':>7} | {'p99 ms':>7} |"
+    )
     print(head)
     print("|" + "|".join("-" * (len(p)) for p in head.split("|")[1:-1]) + "|")
     for sc in scenarios:
         t, lt = sc.throughput, sc.latency
         cpu = _med([r.cpu_us_per_req for r in t if r.cpu_us_per_req is not None] or [0])
-        print(f"| {sc.label:<34} | {_med([r.rps for r in t]):>10.0f} | "
-              f"{_med([r.p50_ms for r in t]):>7.2f} | {_med([r.p99_ms for r in t]):>7.2f} | "
-              f"{cpu:>10.0f} | {_med([r.rps for r in lt]):>9.0f} | "
-              f"{_med([r.p50_ms for r in lt]):>7.3f} | {_med([r.p99_ms for r in lt]):>7.3f} |")
+        print(
+            f"| {sc.label:<34} | {_med([r.rps for r in t]):>10.0f} | "
+            f"{_med([r.p50_ms for r in t]):>7.2f} | {_med([r.p99_ms for r in t]):>7.2f} | "
+            f"{cpu:>10.0f} | {_med([r.rps for r in lt]):>9.0f} | "
+            f"{_med([r.p50_ms for r in lt]):>7.3f} | {_med([r.p99_ms for r in lt]):>7.3f} |"
+        )
     by = {(s.kind, s.workers, s.access_log): s for s in scenarios}
-    print("\nKeygate vs plain proxy at equal worker count "
-          "(targets: req/s ratio >= 0.85, added p50 < 1 ms):")
+    print(
+        "\nKeygate vs plain proxy at equal worker count "
+        "(targets: req/s ratio >= 0.85, added p50 < 1 ms):"
+    )
     for (kind, workers, _log), sc in by.items():
         if not kind.startswith("keygate"):
             continue
@@ -551,9 +659,11 @@ def report(scenarios: list[Scenario], args: argparse.Namespace) -> None:
         cpu_k = _med([r.cpu_us_per_req or 0 for r in sc.throughput])
         cpu_p = _med([r.cpu_us_per_req or 0 for r in plain.throughput])
         verdict = "OK" if ratio >= 0.85 and added < 1.0 else "BELOW TARGET"
-        print(f"  {sc.label:<38}: "
-              f"req/s ratio {ratio:.2f}, added p50 @c{lc} {added * 1000:+.0f} us, "
-              f"CPU/req {cpu_k / cpu_p if cpu_p else 0:.2f}x plain  [{verdict}]")
+        print(
+            f"  {sc.label:<38}: "
+            f"req/s ratio {ratio:.2f}, added p50 @c{lc} {added * 1000:+.0f} us, "
+            f"CPU/req {cpu_k / cpu_p if cpu_p else 0:.2f}x plain  [{verdict}]"
+        )
 
 
 # ---------------------------------------------------------------------------- main
@@ -563,20 +673,40 @@ def parse_args() -> argparse.Namespace:
     p = argparse.ArgumentParser(description="Keygate vs plain aiohttp proxy, driven by wrk.")
     p.add_argument("--duration", type=float, default=10, help="seconds per wrk run (default 10)")
     p.add_argument("--connections", type=int, default=32, help="wrk -c for throughput (32)")
-    p.add_argument("--latency-connections", type=int, default=4,
-                   help="wrk -c for the latency comparison at moderate load (4)")
+    p.add_argument(
+        "--latency-connections",
+        type=int,
+        default=4,
+        help="wrk -c for the latency comparison at moderate load (4)",
+    )
     p.add_argument("--threads", type=int, default=1, help="wrk -t (1: wrk shares 2 cores too)")
     p.add_argument("--warmup", type=float, default=2, help="seconds of wrk warm-up per target")
     p.add_argument("--repeat", type=int, default=1, help="rounds over all targets; median shown")
-    p.add_argument("--access-log", choices=("off", "on", "both"), default="both",
-                   help="Keygate log.access_log setting(s) to measure (default both)")
+    p.add_argument(
+        "--access-log",
+        choices=("off", "on", "both"),
+        default="both",
+        help="Keygate log.access_log setting(s) to measure (default both)",
+    )
     p.add_argument("--upstream-workers", type=int, default=1)
-    p.add_argument("--workers", type=int, action="append", choices=(1, 2),
-                   help="proxy worker counts to measure (repeatable; default 1 and 2)")
-    p.add_argument("--no-pin", dest="pin", action="store_false",
-                   help="do not pin 1-worker runs (default: proxy on CPU 1, wrk+upstream on 0)")
-    p.add_argument("--compare-root", metavar="DIR",
-                   help="also measure the gateway package of another source tree (log off)")
+    p.add_argument(
+        "--workers",
+        type=int,
+        action="append",
+        choices=(1, 2),
+        help="proxy worker counts to measure (repeatable; default 1 and 2)",
+    )
+    p.add_argument(
+        "--no-pin",
+        dest="pin",
+        action="store_false",
+        help="do not pin 1-worker runs (default: proxy on CPU 1, wrk+upstream on 0)",
+    )
+    p.add_argument(
+        "--compare-root",
+        metavar="DIR",
+        help="also measure the gateway package of another source tree (log off)",
+    )
     p.add_argument("--profile", metavar="DIR", help="also py-spy Keygate 1 worker into DIR")
     p.add_argument("--profile-target", choices=("keygate", "plain", "both"), default="keygate")
     p.add_argument("--native", action="store_true", help="py-spy --native (C frames too)")
@@ -596,14 +726,25 @@ def main() -> int:
         raise SystemExit(128 + signum)
 
     signal.signal(signal.SIGTERM, on_signal)
-    print(f"CPUs: {os.cpu_count()} (affinity {len(os.sched_getaffinity(0))}); "
-          + ("1-worker runs: server under test on CPU 1, wrk + upstream on CPU 0; "
-             "2-worker runs: all share both" if args.pin else "no pinning"), flush=True)
+    print(
+        f"CPUs: {os.cpu_count()} (affinity {len(os.sched_getaffinity(0))}); "
+        + (
+            "1-worker runs: server under test on CPU 1, wrk + upstream on CPU 0; "
+            "2-worker runs: all share both"
+            if args.pin
+            else "no pinning"
+        ),
+        flush=True,
+    )
     if not args.skip_routes:
-        print("\nRoute table: best of 5 (timeit), microseconds per call; walk = a path not"
-              " seen recently, memo = a repeated one")
-        print(f"| {'request':<40} | {'walk, 5 routes':>14} | {'walk, 500 routes':>16} |"
-              f" {'memo, 500 routes':>16} |")
+        print(
+            "\nRoute table: best of 5 (timeit), microseconds per call; walk = a path not"
+            " seen recently, memo = a repeated one"
+        )
+        print(
+            f"| {'request':<40} | {'walk, 5 routes':>14} | {'walk, 500 routes':>16} |"
+            f" {'memo, 500 routes':>16} |"
+        )
         print(f"|{'-' * 42}|{'-' * 16}|{'-' * 18}|{'-' * 18}|")
         for label, five, five_hundred, memo in route_bench():
             print(f"| {label:<40} | {five:>14.2f} | {five_hundred:>16.2f} | {memo:>16.2f} |")
@@ -625,13 +766,23 @@ def main() -> int:
         for workers in args.workers:
             scenarios.append(Scenario(f"plain proxy, {workers} worker(s)", "plain", workers))
             for log in logs:
-                scenarios.append(Scenario(
-                    f"keygate, {workers} worker(s), log {'on' if log else 'off'}",
-                    "keygate", workers, access_log=log))
+                scenarios.append(
+                    Scenario(
+                        f"keygate, {workers} worker(s), log {'on' if log else 'off'}",
+                        "keygate",
+                        workers,
+                        access_log=log,
+                    )
+                )
             if args.compare_root:
-                scenarios.append(Scenario(
-                    f"keygate@{Path(args.compare_root).name}, {workers} worker(s), log off",
-                    "keygate-other", workers, root=Path(args.compare_root).resolve()))
+                scenarios.append(
+                    Scenario(
+                        f"keygate@{Path(args.compare_root).name}, {workers} worker(s), log off",
+                        "keygate-other",
+                        workers,
+                        root=Path(args.compare_root).resolve(),
+                    )
+                )
         if not args.only_profile:
             for round_ in range(args.repeat):
                 print(f"\nRound {round_ + 1}/{args.repeat}", flush=True)

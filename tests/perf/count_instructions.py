@@ -72,8 +72,9 @@ async def _connection(port: int, request: bytes, count: int, statuses: list[int]
 
 def drive(port: int, path: str, key: str, count: int) -> None:
     """`count` GETs on one keep-alive connection, one at a time; all must be 200."""
-    request = (f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
-               f"Authorization: Bearer {key}\r\n\r\n").encode()
+    request = (
+        f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nAuthorization: Bearer {key}\r\n\r\n"
+    ).encode()
     statuses: list[int] = []
     asyncio.run(asyncio.wait_for(_connection(port, request, count, statuses), 600))
     bad = [s for s in statuses if s != 200]
@@ -95,8 +96,9 @@ def wait_ready(url: str, proc: subprocess.Popen[bytes], timeout: float) -> None:
 
 
 def callgrind(pid: int, *args: str) -> None:
-    subprocess.run(["callgrind_control", *args, str(pid)], check=True,
-                   stdout=subprocess.DEVNULL, timeout=120)
+    subprocess.run(
+        ["callgrind_control", *args, str(pid)], check=True, stdout=subprocess.DEVNULL, timeout=120
+    )
 
 
 def total_instructions(out_file: Path) -> int:
@@ -106,16 +108,29 @@ def total_instructions(out_file: Path) -> int:
     raise RuntimeError(f"no totals in {out_file}")
 
 
-def count(target: Target, tmp: Path, procs: Procs, upstream_port: int, pg_url: str,
-          redis_url: str, key: str, requests: int) -> float:
+def count(
+    target: Target,
+    tmp: Path,
+    procs: Procs,
+    upstream_port: int,
+    pg_url: str,
+    redis_url: str,
+    key: str,
+    requests: int,
+) -> float:
     port = free_port()
     out = tmp / f"callgrind-{target.label.replace(' ', '_')}.%p.out"
-    valgrind = ["valgrind", "--tool=callgrind", "--instr-atstart=no",
-                f"--callgrind-out-file={out}"]
+    valgrind = ["valgrind", "--tool=callgrind", "--instr-atstart=no", f"--callgrind-out-file={out}"]
     env = {"PATH": "/usr/bin:/bin", "PYTHONHASHSEED": "0", "PYTHONPATH": str(target.root)}
     if target.kind == "plain":
-        args = [PYTHON, str(HERE / "plain_proxy.py"), "--port", str(port),
-                "--upstream", f"http://127.0.0.1:{upstream_port}"]
+        args = [
+            PYTHON,
+            str(HERE / "plain_proxy.py"),
+            "--port",
+            str(port),
+            "--upstream",
+            f"http://127.0.0.1:{upstream_port}",
+        ]
         ready = f"http://127.0.0.1:{port}{PUBLIC_PATH}"
     else:
         admin = free_port()
@@ -143,21 +158,31 @@ def count(target: Target, tmp: Path, procs: Procs, upstream_port: int, pg_url: s
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--requests", type=int, default=2000)
-    parser.add_argument("--compare-root", action="append", default=[], metavar="DIR",
-                        help="also count the gateway package of this tree (repeatable)")
+    parser.add_argument(
+        "--compare-root",
+        action="append",
+        default=[],
+        metavar="DIR",
+        help="also count the gateway package of this tree (repeatable)",
+    )
     parser.add_argument("--keep", action="store_true", help="keep the temp dir (dumps, logs)")
-    parser.add_argument("--only", action="append", metavar="TEXT",
-                        help="count only the target labelled TEXT (repeatable; the plain proxy"
-                             " and the --compare-root target are always counted)")
+    parser.add_argument(
+        "--only",
+        action="append",
+        metavar="TEXT",
+        help="count only the target labelled TEXT (repeatable; the plain proxy"
+        " and the --compare-root target are always counted)",
+    )
     args = parser.parse_args()
     for tool in ("valgrind", "callgrind_control"):
         if shutil.which(tool) is None:
             raise SystemExit(f"{tool} not found: apt-get install -y valgrind")
-    targets = [Target("plain proxy", "plain", AUTH_PATH),
-               Target("keygate public route", "keygate", PUBLIC_PATH),
-               Target("keygate cached key", "keygate", AUTH_PATH),
-               Target("keygate cached key, access log on", "keygate", AUTH_PATH,
-                      access_log=True)]
+    targets = [
+        Target("plain proxy", "plain", AUTH_PATH),
+        Target("keygate public route", "keygate", PUBLIC_PATH),
+        Target("keygate cached key", "keygate", AUTH_PATH),
+        Target("keygate cached key, access log on", "keygate", AUTH_PATH, access_log=True),
+    ]
     if args.only:
         targets = [t for t in targets if t.kind == "plain" or t.label in args.only]
     for root in args.compare_root:
@@ -172,15 +197,20 @@ def main() -> int:
         rd.start()
         key = asyncio.run(create_key(pg.url, rd.url))
         upstream_port = free_port()
-        upstream = procs.start([PYTHON, str(HERE / "fixed_upstream.py"),
-                                "--port", str(upstream_port)], log=tmp / "upstream.log")
+        upstream = procs.start(
+            [PYTHON, str(HERE / "fixed_upstream.py"), "--port", str(upstream_port)],
+            log=tmp / "upstream.log",
+        )
         wait_ready(f"http://127.0.0.1:{upstream_port}/", upstream, 30)
         results: dict[str, float] = {}
         for target in targets:
-            results[target.label] = count(target, tmp, procs, upstream_port, pg.url, rd.url,
-                                          key, args.requests)
-            print(f"  {target.label:<36} {results[target.label]:>10,.0f} instructions/request",
-                  flush=True)
+            results[target.label] = count(
+                target, tmp, procs, upstream_port, pg.url, rd.url, key, args.requests
+            )
+            print(
+                f"  {target.label:<36} {results[target.label]:>10,.0f} instructions/request",
+                flush=True,
+            )
         plain = results["plain proxy"]
         print("\n| target | instructions/request | ÷ plain proxy |\n|---|---:|---:|")
         for label, value in results.items():

@@ -57,8 +57,9 @@ def main() -> None:
         run(args.host, args.port, False)
         return
     ctx = multiprocessing.get_context("spawn")
-    procs = [ctx.Process(target=run, args=(args.host, args.port, True))
-             for _ in range(args.workers)]
+    procs = [
+        ctx.Process(target=run, args=(args.host, args.port, True)) for _ in range(args.workers)
+    ]
     for proc in procs:
         proc.start()
 

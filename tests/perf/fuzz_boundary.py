@@ -36,9 +36,12 @@ def main() -> int:
     parser.add_argument("--seed", type=int, default=None)
     args = parser.parse_args()
 
-    with start_stores() as stores, \
-            recorded_gateway(stores, Path(tempfile.mkdtemp(prefix="fuzz-boundary-")),
-                             name="fuzz") as rec:
+    with (
+        start_stores() as stores,
+        recorded_gateway(
+            stores, Path(tempfile.mkdtemp(prefix="fuzz-boundary-")), name="fuzz"
+        ) as rec,
+    ):
         print(f"gateway logs: {rec.gateway.process.stdout_path.parent}", flush=True)
         started = time.monotonic()
         run = _property(rec, args.examples)
@@ -54,8 +57,13 @@ def main() -> int:
 
 
 def _property(rec: Recorded, examples: int):  # type: ignore[no-untyped-def]
-    @settings(max_examples=examples, deadline=None, database=None, print_blob=True,
-              suppress_health_check=list(HealthCheck))
+    @settings(
+        max_examples=examples,
+        deadline=None,
+        database=None,
+        print_blob=True,
+        suppress_health_check=list(HealthCheck),
+    )
     @given(pipeline=pipelines())
     def run(pipeline: list[Request]) -> None:
         check_pipeline(rec, pipeline)

@@ -29,16 +29,28 @@ from yarl import URL
 
 DROP = frozenset(
     istr(h)
-    for h in ("Connection", "Keep-Alive", "Proxy-Connection", "Proxy-Authenticate",
-              "Proxy-Authorization", "TE", "Trailer", "Transfer-Encoding", "Upgrade", "Host")
+    for h in (
+        "Connection",
+        "Keep-Alive",
+        "Proxy-Connection",
+        "Proxy-Authenticate",
+        "Proxy-Authorization",
+        "TE",
+        "Trailer",
+        "Transfer-Encoding",
+        "Upgrade",
+        "Host",
+    )
 )
 DROP_RESPONSE = DROP | {istr("Server"), istr("Date")}
 
 
 def _session(max_connections: int) -> aiohttp.ClientSession:
     connector = aiohttp.TCPConnector(
-        limit=max_connections, limit_per_host=max_connections,
-        keepalive_timeout=30, enable_cleanup_closed=True,
+        limit=max_connections,
+        limit_per_host=max_connections,
+        keepalive_timeout=30,
+        enable_cleanup_closed=True,
     )
     return aiohttp.ClientSession(
         connector=connector,
@@ -58,11 +70,17 @@ def make_handler(session: aiohttp.ClientSession, upstream: str):  # type: ignore
         body = request.content if request.body_exists else None
         try:
             async with session.request(
-                request.method, URL(base + request.raw_path, encoded=True), headers=headers,
-                data=body, allow_redirects=False, compress=None, chunked=None,
+                request.method,
+                URL(base + request.raw_path, encoded=True),
+                headers=headers,
+                data=body,
+                allow_redirects=False,
+                compress=None,
+                chunked=None,
             ) as reply:
                 response = web.StreamResponse(
-                    status=reply.status, reason=reply.reason,
+                    status=reply.status,
+                    reason=reply.reason,
                     headers=CIMultiDict(
                         (k, v) for k, v in reply.headers.items() if k not in DROP_RESPONSE
                     ),
@@ -116,8 +134,10 @@ def main() -> None:
         run(args.host, args.port, args.upstream, False)
         return
     ctx = multiprocessing.get_context("spawn")
-    procs = [ctx.Process(target=run, args=(args.host, args.port, args.upstream, True))
-             for _ in range(args.workers)]
+    procs = [
+        ctx.Process(target=run, args=(args.host, args.port, args.upstream, True))
+        for _ in range(args.workers)
+    ]
     for proc in procs:
         proc.start()
 

@@ -65,8 +65,10 @@ class ManagedProcess:
         return self.stderr_path.read_text(errors="replace")
 
     def tail(self, chars: int = 4000) -> str:
-        return f"--- {self.name} stdout ---\n{self.stdout()[-chars:]}\n" \
-               f"--- {self.name} stderr ---\n{self.stderr()[-chars:]}"
+        return (
+            f"--- {self.name} stdout ---\n{self.stdout()[-chars:]}\n"
+            f"--- {self.name} stderr ---\n{self.stderr()[-chars:]}"
+        )
 
     def rss_bytes(self) -> int:
         """Resident set size of the process itself (not its children)."""
@@ -168,14 +170,28 @@ class UpstreamProcess:
         return f"http://127.0.0.1:{self.port}"
 
 
+def start_listener(name: str, argv: Sequence[str], port: int, log_dir: Path) -> UpstreamProcess:
+    """Start `argv` (a server that listens on `port`), ready once the port accepts."""
+    process = spawn(name, argv, log_dir)
+    _wait(process, lambda: _port_open(port), f"port {port} open")
+    return UpstreamProcess(process, port)
+
+
 def start_upstream(log_dir: Path, name: str = "upstream") -> UpstreamProcess:
     """`python -m gateway.demo_upstream` on a free port, ready to answer."""
     port = free_port()
-    process = spawn(
-        name, [sys.executable, "-m", "gateway.demo_upstream", "--port", str(port)], log_dir
-    )
-    _wait(process, lambda: _port_open(port), f"port {port} open")
-    return UpstreamProcess(process, port)
+    argv = [sys.executable, "-m", "gateway.demo_upstream", "--port", str(port)]
+    return start_listener(name, argv, port, log_dir)
+
+
+@contextmanager
+def running_upstream(log_dir: Path, name: str = "upstream") -> Iterator[UpstreamProcess]:
+    """The demo upstream for the block; it must exit cleanly on SIGTERM afterwards."""
+    up = start_upstream(log_dir, name)
+    try:
+        yield up
+    finally:
+        up.process.stop(expect_code=0)
 
 
 @dataclass
@@ -226,12 +242,17 @@ def start_gateway(
 ) -> GatewayProcess:
     """`python -m gateway serve --config <tmp>` on free ports, ready when /healthz is 200.
 
-    `config` is the YAML document minus `listen`, which is filled in here. `env` carries
-    KEYGATE_SECRET and the store URLs.
+    `config` is the YAML document minus `listen`, which is filled in here (with
+    `server.drain_delay: 0s` unless given). `env` carries KEYGATE_SECRET and the store URLs.
     """
     proxy_port, admin_port = free_port(), free_port()
-    full = {"listen": {"proxy": f"127.0.0.1:{proxy_port}", "admin": f"127.0.0.1:{admin_port}"},
-            **config}
+    # Stopping is how most tests end: no drain delay (SPEC §9) unless the test sets one.
+    server = {"drain_delay": "0s", **config.get("server", {})}
+    full = {
+        "listen": {"proxy": f"127.0.0.1:{proxy_port}", "admin": f"127.0.0.1:{admin_port}"},
+        **config,
+        "server": server,
+    }
     path = write_config(log_dir / f"{name}.yaml", full)
     argv = [sys.executable, "-m", "gateway", "serve", "--config", str(path)]
     if workers is not None:
@@ -240,6 +261,9 @@ def start_gateway(
     clean_env = {**env, "KEYGATE_CONFIG": str(path)}
     process = spawn(name, argv, log_dir, clean_env)
     gateway = GatewayProcess(process, proxy_port, admin_port, path, dict(clean_env))
-    _wait(process, lambda: _http_ok(gateway.admin_url + "/healthz") and _port_open(proxy_port),
-          "admin /healthz 200 and the proxy port open")
+    _wait(
+        process,
+        lambda: _http_ok(gateway.admin_url + "/healthz") and _port_open(proxy_port),
+        "admin /healthz 200 and the proxy port open",
+    )
     return gateway

@@ -109,8 +109,14 @@ def take_request_head(buf: bytes | bytearray) -> tuple[RequestHead, int] | None:
     if match is None:
         raise ProtocolError("malformed request line")
     method, target, version = (g.decode("latin-1") for g in match.groups())
-    head = RequestHead(lines[0].decode("latin-1"), lines[1:], parse_fields(lines[1:]),
-                       method=method, target=target, version=version)
+    head = RequestHead(
+        lines[0].decode("latin-1"),
+        lines[1:],
+        parse_fields(lines[1:]),
+        method=method,
+        target=target,
+        version=version,
+    )
     return head, used
 
 
@@ -123,8 +129,14 @@ def take_response_head(buf: bytes | bytearray) -> tuple[ResponseHead, int] | Non
     if match is None:
         raise ProtocolError("malformed status line")
     version, status, reason = (g.decode("latin-1") for g in match.groups())
-    head = ResponseHead(lines[0].decode("latin-1"), lines[1:], parse_fields(lines[1:]),
-                        status=int(status), reason=reason, version=version)
+    head = ResponseHead(
+        lines[0].decode("latin-1"),
+        lines[1:],
+        parse_fields(lines[1:]),
+        status=int(status),
+        reason=reason,
+        version=version,
+    )
     return head, used
 
 
@@ -190,12 +202,12 @@ def take_chunked(buf: bytes | bytearray, start: int = 0) -> tuple[Chunked, int] 
             break
         if len(buf) < pos + size + 2:
             return None
-        body += buf[pos:pos + size]
-        if buf[pos + size:pos + size + 2] != b"\r\n":
+        body += buf[pos : pos + size]
+        if buf[pos + size : pos + size + 2] != b"\r\n":
             raise ProtocolError("chunk data not followed by CRLF")
         pos += size + 2
     # Trailer section: field lines up to an empty line.
-    if buf[pos:pos + 2] == b"\r\n":
+    if buf[pos : pos + 2] == b"\r\n":
         return Chunked(bytes(body), [], extensions), pos + 2
     if len(buf) < pos + 2:
         return None

@@ -173,8 +173,8 @@ class RecordingUpstream:
                         if not await self._fill(reader, buf):
                             record.body = bytes(buf)
                             return
-                    record.body = bytes(buf[:framing.length])
-                    del buf[:framing.length]
+                    record.body = bytes(buf[: framing.length])
+                    del buf[: framing.length]
                 elif framing.kind == "chunked":
                     chunked = take_chunked(buf)
                     while chunked is None:
@@ -183,7 +183,7 @@ class RecordingUpstream:
                             return
                         chunked = take_chunked(buf)
                     record.body, record.trailers = chunked[0].body, chunked[0].trailers
-                    del buf[:chunked[1]]
+                    del buf[: chunked[1]]
                 record.complete = True
                 with self._lock:
                     self._busy -= 1

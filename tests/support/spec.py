@@ -12,4 +12,18 @@ SPEC_METRICS = {
     "keygate_last_used_flushes_total": "counter",
     "keygate_store_errors_total": "counter",
     "keygate_background_restarts_total": "counter",
+    "keygate_store_up": "gauge",
+    "keygate_admin_requests_total": "counter",
+    "keygate_build_info": "gauge",
+    "keygate_secret_mismatch": "gauge",  # beyond §8: KEYGATE_SECRET differs (issue 11)
+}
+
+# prometheus_client's process metrics, one series per worker (label `worker`).
+PROCESS_METRICS = {
+    "process_cpu_seconds_total": "counter",
+    "process_resident_memory_bytes": "gauge",
+    "process_virtual_memory_bytes": "gauge",
+    "process_start_time_seconds": "gauge",
+    "process_open_fds": "gauge",
+    "process_max_fds": "gauge",
 }

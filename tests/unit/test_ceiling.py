@@ -15,21 +15,27 @@ from gateway.keys.rate_limits import RateLimit, no_looser
 NOW = datetime(2026, 12, 1, tzinfo=UTC)
 OWN_EXPIRY = datetime(2027, 1, 1, tzinfo=UTC)
 OWN_LIMIT = RateLimit(100, 60)
-BOUND = Actor(principal="key:kg_live_aaaaaaaa", org="acme", scopes=("keys:manage", "read"),
-              env="live", expires_at=OWN_EXPIRY, rate_limit=OWN_LIMIT)
+BOUND = Actor(
+    principal="key:kg_live_aaaaaaaa",
+    org="acme",
+    scopes=("keys:manage", "read"),
+    env="live",
+    expires_at=OWN_EXPIRY,
+    rate_limit=OWN_LIMIT,
+)
 UNBOUND = [Actor(principal="root"), Actor(principal="cli:ops")]
 
 
 @pytest.mark.parametrize(
     ("limit", "ceiling_", "within"),
     [
-        (RateLimit(100, 60), RateLimit(100, 60), True),    # equal
-        (RateLimit(50, 60), RateLimit(100, 60), True),     # fewer per window
+        (RateLimit(100, 60), RateLimit(100, 60), True),  # equal
+        (RateLimit(50, 60), RateLimit(100, 60), True),  # fewer per window
         (RateLimit(100, 3600), RateLimit(100, 60), True),  # same burst, slower
-        (RateLimit(1, 1), RateLimit(100, 60), True),       # 60/min, burst 1
+        (RateLimit(1, 1), RateLimit(100, 60), True),  # 60/min, burst 1
         (RateLimit(200, 120), RateLimit(100, 60), False),  # same rate, bigger burst
         (RateLimit(1000, 3600), RateLimit(100, 60), False),  # slower, 10x the burst
-        (RateLimit(10, 1), RateLimit(100, 60), False),     # smaller burst, 6x the rate
+        (RateLimit(10, 1), RateLimit(100, 60), False),  # smaller burst, 6x the rate
         (RateLimit(101, 60), RateLimit(100, 60), False),
         (RateLimit(100, 59), RateLimit(100, 60), False),
         (RateLimit(1_000_000_000, 1), RateLimit(1_000_000_000, 1), True),
@@ -65,16 +71,21 @@ NEW_EXPIRY = [
     # expiry, field, refused, words the message must hold
     (OWN_EXPIRY - timedelta(days=1), "expires_at", False, ()),
     (OWN_EXPIRY, "expires_at", False, ()),
-    (OWN_EXPIRY + timedelta(microseconds=1), "expires_at", True,
-     ("expires_at:", "2027-01-01T00:00:00Z", "cannot outlive")),
+    (
+        OWN_EXPIRY + timedelta(microseconds=1),
+        "expires_at",
+        True,
+        ("expires_at:", "2027-01-01T00:00:00Z", "cannot outlive"),
+    ),
     (NOW + timedelta(days=36500), "expires_in", True, ("expires_in:", "2027-01-01T00:00:00Z")),
     (None, "expires_at", True, ("expires_at:", "2027-01-01T00:00:00Z", "must expire")),
 ]
 
 
 @pytest.mark.parametrize(("expiry", "field", "refused", "words"), NEW_EXPIRY)
-def test_new_expiry(expiry: datetime | None, field: str, refused: bool,
-                    words: tuple[str, ...]) -> None:
+def test_new_expiry(
+    expiry: datetime | None, field: str, refused: bool, words: tuple[str, ...]
+) -> None:
     exc = _refusal(lambda: ceiling.check_new_expiry(BOUND, expiry, field, "creates"))
     assert (exc is not None) is refused
     if exc is not None:
@@ -108,8 +119,12 @@ def test_new_rate_limit(limit: RateLimit | None, refused: bool) -> None:
 
 @pytest.mark.parametrize(
     ("actor_env", "env", "refused"),
-    [("live", "live", False), ("live", "test", False), ("test", "test", False),
-     ("test", "live", True)],
+    [
+        ("live", "live", False),
+        ("live", "test", False),
+        ("test", "test", False),
+        ("test", "live", True),
+    ],
 )
 def test_new_env(actor_env: str, env: str, refused: bool) -> None:
     exc = _refusal(lambda: ceiling.check_new_env(replace(BOUND, env=actor_env), env))
@@ -133,10 +148,23 @@ def test_new_scopes() -> None:
 
 def _key(**changes: object) -> ApiKey:
     base = ApiKey(
-        id="bbbbbbbb", org="acme", name="k", prefix="kg_live_", env="live", scopes=("read",),
-        metadata={}, created_at=NOW, created_by="root", expires_at=OWN_EXPIRY,
-        last_used_at=None, revoked_at=None, revoked_by=None, revoke_reason=None,
-        rolled_from=None, version=1, rate_limit=RateLimit(100, 60),
+        id="bbbbbbbb",
+        org="acme",
+        name="k",
+        prefix="kg_live_",
+        env="live",
+        scopes=("read",),
+        metadata={},
+        created_at=NOW,
+        created_by="root",
+        expires_at=OWN_EXPIRY,
+        last_used_at=None,
+        revoked_at=None,
+        revoked_by=None,
+        revoke_reason=None,
+        rolled_from=None,
+        version=1,
+        rate_limit=RateLimit(100, 60),
     )
     return replace(base, **changes)  # type: ignore[arg-type]
 
@@ -144,8 +172,7 @@ def _key(**changes: object) -> ApiKey:
 TARGETS = [
     # the target key, the refusal's (code, field) or None when the actor may act on it
     (_key(), None),
-    (_key(scopes=("keys:manage", "read"), rate_limit=RateLimit(1, 1),
-          expires_at=NOW), None),
+    (_key(scopes=("keys:manage", "read"), rate_limit=RateLimit(1, 1), expires_at=NOW), None),
     (_key(scopes=("read", "billing")), ("scope_not_held", "scopes")),
     (_key(scopes=("*",)), ("scope_not_held", "scopes")),
     (_key(expires_at=None), ("forbidden", "expires_at")),

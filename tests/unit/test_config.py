@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import io
+import json
 from pathlib import Path
 
 import pytest
@@ -89,10 +90,13 @@ def test_route_rate_limit_is_read() -> None:
 
 
 def test_public_route_rate_limit_message_says_why() -> None:
-    found = problems_of(ROUTES + "  - {path: /x, upstream: a, public: true,"
-                        " rate_limit: {requests: 5, per: 1m}}\n")
-    assert found == ["line 3: routes[0].rate_limit: a public route cannot have a rate limit: "
-                     "limits are counted per API key, and public routes take none"]
+    found = problems_of(
+        ROUTES + "  - {path: /x, upstream: a, public: true, rate_limit: {requests: 5, per: 1m}}\n"
+    )
+    assert found == [
+        "line 3: routes[0].rate_limit: a public route cannot have a rate limit: "
+        "limits are counted per API key, and public routes take none"
+    ]
 
 
 def test_example_loads_to_the_documented_values() -> None:
@@ -157,6 +161,8 @@ listen:
 cache:
   local_ttl: 5s
   max_entires: 100
+upstreams: {a: {url: 'http://x'}}
+routes: [{path: /x, upstream: a}]
 """
 
 
@@ -213,6 +219,7 @@ def test_every_problem_is_reported_at_once(tmp_path: Path) -> None:
 
 
 ROUTES = "upstreams: {a: {url: 'http://x'}}\nroutes:\n"
+MINIMAL = ROUTES + "  - {path: /x, upstream: a}\n"
 
 
 @pytest.mark.parametrize(
@@ -305,20 +312,81 @@ def test_bad_yaml_gives_a_line(text: str, line: int, tmp_path: Path) -> None:
 
 
 def test_top_level_must_be_a_mapping() -> None:
-    assert problems_of("- listen\n") == ["line 1: must be a mapping of fields"]
+    assert problems_of("- listen\n") == [
+        "line 1: must be a mapping of fields",
+        "routes: at least one route is required (see config/keygate.example.yaml)",
+    ]
 
 
-def test_missing_file_is_a_clear_error(tmp_path: Path) -> None:
-    code, _, err = run("check-config", "--config", str(tmp_path / "nope.yaml"))
+def test_unreadable_file_is_a_clear_error(tmp_path: Path) -> None:
+    code, _, err = run("check-config", "--config", str(tmp_path))  # a folder
     assert code == 1
-    assert "nope.yaml" in err and "cannot read" in err
+    assert str(tmp_path) in err and "cannot read" in err
 
 
-def test_empty_file_gives_the_defaults(tmp_path: Path) -> None:
-    config = load_config(write(tmp_path, ""), env={})
+# --- a config that cannot silently be wrong: a file, and routes ---------------------------
+
+
+def test_no_config_file_is_an_error_naming_where_it_looked(tmp_path: Path) -> None:
+    # The bug this guards: `keygate check-config` in an empty folder said "ok".
+    code, out, err = run("check-config")
+    assert (code, out) == (1, "")
+    assert str(tmp_path / "config" / "keygate.yaml") in err
+    assert "--config" in err and "KEYGATE_CONFIG" in err
+    assert len(err.splitlines()) == 1
+
+
+def test_other_commands_refuse_a_missing_config_too() -> None:
+    code, out, err = run("keys", "list", "--org", "x")
+    assert (code, out) == (1, "")
+    assert err.startswith("keygate: config error: config/keygate.yaml: no config file at")
+
+
+@pytest.mark.parametrize("given", ["--config", "KEYGATE_CONFIG"])
+def test_missing_given_file_names_it_and_where_it_came_from(
+    given: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "config").mkdir()  # the default exists, but the given file wins
+    (tmp_path / "config" / "keygate.yaml").write_text(EXAMPLE.read_text())
+    if given == "--config":
+        code, _, err = run("check-config", "--config", "nope.yaml")
+    else:
+        monkeypatch.setenv("KEYGATE_CONFIG", "nope.yaml")
+        code, _, err = run("check-config")
+    assert code == 1
+    assert f"no config file at {tmp_path / 'nope.yaml'} (given by {given})" in err
+
+
+def test_empty_file_names_the_missing_routes(tmp_path: Path) -> None:
+    code, out, err = run("check-config", "--config", write(tmp_path, ""))
+    assert (code, out) == (1, "")
+    assert err == (
+        f"{tmp_path / 'keygate.yaml'}: routes: at least one route is required"
+        " (see config/keygate.example.yaml)\n"
+    )
+
+
+@pytest.mark.parametrize(
+    ("text", "line"),
+    [
+        ("upstreams: {a: {url: 'http://x'}}\n", None),
+        ("upstreams: {a: {url: 'http://x'}}\nroutes: []\n", 2),
+        ("upstreams: {a: {url: 'http://x'}}\nroutes:\n", 2),
+    ],
+)
+def test_a_config_without_routes_is_an_error(text: str, line: int | None) -> None:
+    where = f"line {line}: " if line else ""
+    assert problems_of(text) == [
+        f"{where}routes: at least one route is required (see config/keygate.example.yaml)"
+    ]
+
+
+def test_minimal_config_gives_the_defaults(tmp_path: Path) -> None:
+    config = load_config(write(tmp_path, MINIMAL), env={})
     assert config.database_url == "postgresql://keygate@localhost/keygate"
     assert config.cache.local_ttl == 5.0
-    assert config.routes == ()
+    assert [r.path for r in config.routes] == ["/x"]
+    assert config.scopes is None  # no catalogue: any well-formed scope is accepted
 
 
 # --- environment overrides -------------------------------------------------------------
@@ -327,7 +395,8 @@ def test_empty_file_gives_the_defaults(tmp_path: Path) -> None:
 def test_environment_overrides_the_file(tmp_path: Path) -> None:
     path = write(
         tmp_path,
-        "database_url: postgresql://file/db\nredis_url: redis://file/0\nadmin_token: from-file\n",
+        MINIMAL + "database_url: postgresql://file/db\nredis_url: redis://file/0\n"
+        "admin_token: from-file\n",
     )
     env = {
         "KEYGATE_DATABASE_URL": "postgresql://u:p@env:5433/db",
@@ -350,7 +419,7 @@ def test_environment_overrides_the_file(tmp_path: Path) -> None:
 
 
 def test_keygate_config_selects_the_file(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    monkeypatch.setenv("KEYGATE_CONFIG", write(tmp_path, "cache: {local_ttl: 7s}\n"))
+    monkeypatch.setenv("KEYGATE_CONFIG", write(tmp_path, MINIMAL + "cache: {local_ttl: 7s}\n"))
     assert load_config().cache.local_ttl == 7.0
     # --config wins over KEYGATE_CONFIG.
     assert load_config(str(EXAMPLE)).cache.local_ttl == 5.0
@@ -358,7 +427,7 @@ def test_keygate_config_selects_the_file(monkeypatch: pytest.MonkeyPatch, tmp_pa
 
 def test_default_path_is_used_when_present(tmp_path: Path) -> None:
     (tmp_path / "config").mkdir()
-    (tmp_path / "config" / "keygate.yaml").write_text("cache: {local_ttl: 9s}\n")
+    (tmp_path / "config" / "keygate.yaml").write_text(MINIMAL + "cache: {local_ttl: 9s}\n")
     assert load_config(env={}).cache.local_ttl == 9.0
     assert load_config(env={}).source == "config/keygate.yaml"
 
@@ -373,15 +442,15 @@ def test_short_secret_from_env_is_rejected(secret: str, monkeypatch: pytest.Monk
 
 
 def test_short_secret_in_file_names_its_line() -> None:
-    assert problems_of("log: {}\nsecret: tooshort\n") == [
+    assert problems_of("log: {}\nsecret: tooshort\n" + MINIMAL) == [
         "line 2: secret: must be at least 32 bytes"
     ]
 
 
 def test_secret_of_32_bytes_is_accepted() -> None:
-    assert parse_config("", "x", {"KEYGATE_SECRET": "x" * 32}).secret == "x" * 32
+    assert parse_config(MINIMAL, "x", {"KEYGATE_SECRET": "x" * 32}).secret == "x" * 32
     # Bytes, not characters: 16 two-byte characters are enough.
-    assert parse_config("", "x", {"KEYGATE_SECRET": "é" * 16}).secret == "é" * 16
+    assert parse_config(MINIMAL, "x", {"KEYGATE_SECRET": "é" * 16}).secret == "é" * 16
 
 
 @pytest.mark.parametrize(
@@ -389,7 +458,7 @@ def test_secret_of_32_bytes_is_accepted() -> None:
     [("KEYGATE_DATABASE_URL", "mysql://u:hunter2@db/x"), ("KEYGATE_REDIS_URL", "memcached://x")],
 )
 def test_bad_env_urls_are_rejected(name: str, value: str) -> None:
-    found = problems_of("", {name: value})
+    found = problems_of(MINIMAL, {name: value})
     assert len(found) == 1 and found[0].startswith(f"{name}:")
     assert "hunter2" not in found[0]
 
@@ -401,9 +470,15 @@ def test_boundary_fields_default_to_the_documented_values() -> None:
     config = parse_config(EXAMPLE.read_text(), str(EXAMPLE), {})
     server = config.server
     assert (server.header_timeout, server.body_idle_timeout, server.keepalive_timeout) == (
-        10.0, 30.0, 75.0)
+        10.0,
+        30.0,
+        75.0,
+    )
     assert (server.max_header_count, server.max_header_field, server.max_header_bytes) == (
-        100, 8192, 32768)
+        100,
+        8192,
+        32768,
+    )
     assert server.trusted_proxies == ()
     assert (config.keys.max_queued_verifies_per_org, config.keys.max_queued_verifies) == (32, 256)
     assert all(route.max_message == 1024 * 1024 for route in config.routes)
@@ -413,10 +488,14 @@ def test_trusted_proxies_are_networks() -> None:
     config = parse_config(
         ROUTES + "  - {path: /x, upstream: a}\n"
         "server:\n  trusted_proxies: [10.0.0.0/8, 192.168.1.7, 'fd00::/8']\n",
-        "t.yaml", {},
+        "t.yaml",
+        {},
     )
     assert [str(n) for n in config.server.trusted_proxies] == [
-        "10.0.0.0/8", "192.168.1.7/32", "fd00::/8"]
+        "10.0.0.0/8",
+        "192.168.1.7/32",
+        "fd00::/8",
+    ]
 
 
 @pytest.mark.parametrize(
@@ -438,3 +517,105 @@ def test_bad_boundary_fields_name_their_field(section: str, path: str) -> None:
 def test_route_max_message_is_a_positive_size() -> None:
     found = problems_of(ROUTES + "  - {path: /x, upstream: a, websocket: true, max_message: 0}\n")
     assert any("routes[0].max_message:" in p for p in found), found
+
+
+# --- the scopes catalogue -----------------------------------------------------------------
+
+CATALOGUE = """\
+upstreams: {a: {url: 'http://x'}}
+scopes:
+  read: Read things
+  workflows:run: Start workflows
+routes:
+  - {path: /x, upstream: a, scopes: [read]}
+  - {path: /y, upstream: a, scopes: ["workflows:run"]}
+"""
+
+
+def test_catalogue_is_read_with_descriptions_and_where_it_stands() -> None:
+    config = parse_config(CATALOGUE, "k.yaml", {})
+    assert config.scopes is not None
+    assert dict(config.scopes.descriptions) == {
+        "read": "Read things",
+        "workflows:run": "Start workflows",
+    }
+    assert config.scopes.where == "k.yaml line 2"
+    assert config.scopes.knows("workflows:*") and not config.scopes.knows("write")
+
+
+def test_route_scope_outside_the_catalogue_names_the_route_line() -> None:
+    text = CATALOGUE + "  - {path: /z, upstream: a, scopes: [raed]}\n"
+    assert problems_of(text) == [
+        'line 8: routes[2].scopes: scope "raed" is not in the scopes catalogue; '
+        'did you mean "read"?'
+    ]
+
+
+@pytest.mark.parametrize(
+    ("catalogue", "line", "path", "message"),
+    [
+        ("scopes: [read]\n", 1, "scopes", "must map each scope keys may carry"),
+        ("scopes: {}\n", 1, "scopes", "must map each scope keys may carry"),
+        ("scopes:\n", 1, "scopes", "must map each scope keys may carry"),
+        ("scopes:\n  read: ok\n  'a::b': bad\n", 3, "scopes.a::b", "'a::b' is not a valid"),
+        ("scopes:\n  'w:*': all w\n", 2, "scopes.w:*", "list single scopes here"),
+        ("scopes:\n  '*': all\n", 2, "scopes.*", "list single scopes here"),
+        ("scopes:\n  read: ''\n", 2, "scopes.read", "needs a description"),
+        ("scopes:\n  read:\n", 2, "scopes.read", "needs a description"),
+        ("scopes:\n  read: 5\n", 2, "scopes.read", "needs a description"),
+    ],
+)
+def test_bad_catalogue_names_entry_and_line(
+    catalogue: str, line: int, path: str, message: str
+) -> None:
+    found = problems_of(catalogue + MINIMAL)
+    assert len(found) == 1 and found[0].startswith(f"line {line}: {path}: {message}"), found
+
+
+def test_the_example_catalogue_covers_the_example_routes() -> None:
+    config = parse_config(EXAMPLE.read_text(), str(EXAMPLE), {})
+    assert config.scopes is not None
+    required = {scope for route in config.routes for scope in route.scopes}
+    assert required and required <= set(config.scopes.descriptions)
+    assert {"keys:read", "keys:manage"} <= set(config.scopes.descriptions)
+
+
+# --- check-config --json -----------------------------------------------------------------
+
+
+def test_check_config_json_lists_every_error_with_path_and_line(tmp_path: Path) -> None:
+    code, out, err = run(
+        "check-config",
+        "--json",
+        "--config",
+        write(
+            tmp_path,
+            CATALOGUE + "  - {path: /z, upstream: a, scopes: [raed]}\ncache: {local_tl: 1s}\n",
+        ),
+    )
+    assert code == 1
+    report = json.loads(out)
+    assert report["ok"] is False and report["checks"] == []
+    assert report["source"] == str(tmp_path / "keygate.yaml")
+    assert [(e["path"], e["line"]) for e in report["errors"]] == [
+        ("cache.local_tl", 9),
+        ("routes[2].scopes", 8),
+    ]
+    assert "unknown field" in report["errors"][0]["message"]
+    assert 'did you mean "read"?' in report["errors"][1]["message"]
+    assert err.endswith("keygate.yaml: 2 problems in the configuration\n")
+    assert len(err.splitlines()) == 1
+
+
+def test_check_config_json_ok(tmp_path: Path) -> None:
+    code, out, err = run("check-config", "--json", "--config", str(EXAMPLE))
+    assert (code, err) == (0, "")
+    assert json.loads(out) == {"ok": True, "source": str(EXAMPLE), "errors": [], "checks": []}
+
+
+def test_check_config_json_missing_file(tmp_path: Path) -> None:
+    code, out, _ = run("check-config", "--json")
+    assert code == 1
+    [error] = json.loads(out)["errors"]
+    assert error["path"] is None and error["line"] is None
+    assert str(tmp_path / "config" / "keygate.yaml") in error["message"]

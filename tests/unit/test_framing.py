@@ -92,8 +92,12 @@ def test_header_size(raw: list[tuple[bytes, bytes]], refused: bool) -> None:
         check_header_size(raw, max_count=10, max_bytes=100)
 
 
-GOOD = (("Upgrade", "websocket"), ("Connection", "keep-alive, Upgrade"),
-        ("Sec-WebSocket-Key", KEY), ("Sec-WebSocket-Version", "13"))
+GOOD = (
+    ("Upgrade", "websocket"),
+    ("Connection", "keep-alive, Upgrade"),
+    ("Sec-WebSocket-Key", KEY),
+    ("Sec-WebSocket-Version", "13"),
+)
 
 
 def without(name: str, *extra: tuple[str, str]) -> tuple[tuple[str, str], ...]:
@@ -114,8 +118,13 @@ def test_valid_handshake() -> None:
         ("GET", (1, 1), without("Connection", ("Connection", "keep-alive"))),
         ("GET", (1, 1), without("Sec-WebSocket-Key")),
         ("GET", (1, 1), without("Sec-WebSocket-Key", ("Sec-WebSocket-Key", "short"))),
-        ("GET", (1, 1), without("Sec-WebSocket-Key",
-                                ("Sec-WebSocket-Key", base64.b64encode(bytes(17)).decode()))),
+        (
+            "GET",
+            (1, 1),
+            without(
+                "Sec-WebSocket-Key", ("Sec-WebSocket-Key", base64.b64encode(bytes(17)).decode())
+            ),
+        ),
         ("GET", (1, 1), without("Sec-WebSocket-Key", ("Sec-WebSocket-Key", "!" * 24))),
         ("GET", (1, 1), (*GOOD, ("Sec-WebSocket-Key", KEY))),
         ("GET", (1, 1), without("Sec-WebSocket-Version")),

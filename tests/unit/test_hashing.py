@@ -74,6 +74,23 @@ def test_needs_rehash_when_parameters_change(hasher: SecretHasher) -> None:
         stronger.close()
 
 
+async def test_rehash_only_an_outdated_hash(hasher: SecretHasher) -> None:
+    stronger = SecretHasher(Argon2Params(time_cost=2, memory_kib=2048, parallelism=1))
+    try:
+        old = hasher.hash("s")
+        assert await hasher.rehash_async(old, "s") is None  # current: nothing to do
+        new = await stronger.rehash_async(old, "s")
+        assert new is not None and "$m=2048,t=2,p=1$" in new
+        assert stronger.verify(new, "s") and not stronger.needs_rehash(new)
+    finally:
+        stronger.close()
+
+
+@pytest.mark.parametrize("encoded", ["", "plaintext", "$argon2id$garbage"])
+def test_a_broken_hash_never_needs_rehash(hasher: SecretHasher, encoded: str) -> None:
+    assert hasher.needs_rehash(encoded) is False
+
+
 async def test_async_calls_run_off_the_event_loop(hasher: SecretHasher) -> None:
     loop_thread = threading.get_ident()
     seen: list[int] = []

@@ -21,7 +21,9 @@ from gateway.proxy.headers import (
 
 CLIENT = ClientAddress("192.0.2.1", "192.0.2.1")
 GATEWAY_TAIL = [
-    "x-keygate-org: acme", "x-request-id: rid", "x-forwarded-for: 192.0.2.1",
+    "x-keygate-org: acme",
+    "x-request-id: rid",
+    "x-forwarded-for: 192.0.2.1",
     "x-forwarded-proto: https",
 ]
 
@@ -30,9 +32,13 @@ def _upstream(
     *pairs: tuple[str, str], forward_credentials: bool = False, client: ClientAddress = CLIENT
 ) -> list[str]:
     out = upstream_request_headers(
-        CIMultiDictProxy(CIMultiDict(pairs)), forward_credentials=forward_credentials,
-        identity=(("X-Keygate-Org", "acme"),), request_id="rid", client=client,
-        scheme="https", host="upstream:9000",
+        CIMultiDictProxy(CIMultiDict(pairs)),
+        forward_credentials=forward_credentials,
+        identity=(("X-Keygate-Org", "acme"),),
+        request_id="rid",
+        client=client,
+        scheme="https",
+        host="upstream:9000",
     )
     return [f"{name.lower()}: {value}" for name, value in out.items()]
 
@@ -54,9 +60,13 @@ def spellings(name: str) -> list[str]:
 
 @pytest.mark.parametrize(
     ("name", "folded"),
-    [("X_Keygate_Org", "x-keygate-org"), ("X.KEYGATE.org", "x-keygate-org"),
-     ("x-keygate-org", "x-keygate-org"), ("Content_Length", "content-length"),
-     ("a.b_c-D", "a-b-c-d")],
+    [
+        ("X_Keygate_Org", "x-keygate-org"),
+        ("X.KEYGATE.org", "x-keygate-org"),
+        ("x-keygate-org", "x-keygate-org"),
+        ("Content_Length", "content-length"),
+        ("a.b_c-D", "a-b-c-d"),
+    ],
 )
 def test_canonical(name: str, folded: str) -> None:
     assert canonical(name) == folded
@@ -64,22 +74,37 @@ def test_canonical(name: str, folded: str) -> None:
 
 @pytest.mark.parametrize("name", ["Authorization", "authorization", "AUTHORIZATION"])
 def test_credentials_are_dropped_in_any_spelling(name: str) -> None:
-    sent = _upstream((name, "Bearer k"), ("x-API-key", "k"), ("X_Api_Key", "k"),
-                     ("x.api.KEY", "k"))
+    sent = _upstream((name, "Bearer k"), ("x-API-key", "k"), ("X_Api_Key", "k"), ("x.api.KEY", "k"))
     assert _without_address(sent) == ["host: upstream:9000", *GATEWAY_TAIL]
 
 
 def test_credentials_are_kept_when_the_route_forwards_them_but_aliases_never() -> None:
-    kept = _upstream(("authorization", "Bearer k"), ("X-Api-Key", "k"),
-                     ("X_API_KEY", "alias"), ("x.api.key", "alias"),
-                     ("Proxy-Authorization", "Basic eA=="), forward_credentials=True)
+    kept = _upstream(
+        ("authorization", "Bearer k"),
+        ("X-Api-Key", "k"),
+        ("X_API_KEY", "alias"),
+        ("x.api.key", "alias"),
+        ("Proxy-Authorization", "Basic eA=="),
+        forward_credentials=True,
+    )
     assert "authorization: Bearer k" in kept and "x-api-key: k" in kept
     assert not [h for h in kept if "alias" in h or h.startswith("proxy")]
 
 
-IDENTITY_NAMES = ["X-Keygate-Org", "X-Keygate-Key-Id", "X-Keygate-Scopes", "X-Keygate-Env",
-                  "X-Keygate-Anything-New", "Forwarded", "X-Real-IP", "X-Forwarded-For",
-                  "X-Forwarded-Host", "X-Forwarded-Proto", "X-Request-Id", "Host"]
+IDENTITY_NAMES = [
+    "X-Keygate-Org",
+    "X-Keygate-Key-Id",
+    "X-Keygate-Scopes",
+    "X-Keygate-Env",
+    "X-Keygate-Anything-New",
+    "Forwarded",
+    "X-Real-IP",
+    "X-Forwarded-For",
+    "X-Forwarded-Host",
+    "X-Forwarded-Proto",
+    "X-Request-Id",
+    "Host",
+]
 # (The client's own Host is read, as X-Forwarded-Host and Forwarded's host=; never passed.)
 SPOOFABLE = sorted(
     {s for name in IDENTITY_NAMES for s in spellings(name)} - {"host", "HOST", "Host"}
@@ -96,8 +121,14 @@ def test_no_spelling_of_an_identity_or_gateway_field_passes(spelling: str) -> No
 
 @pytest.mark.parametrize(
     "spelling",
-    sorted({s for name in HOP_BY_HOP | {"content-length", "content-type", "content-encoding"}
-            for s in spellings(name) if "_" in s or "." in s}),
+    sorted(
+        {
+            s
+            for name in HOP_BY_HOP | {"content-length", "content-type", "content-encoding"}
+            for s in spellings(name)
+            if "_" in s or "." in s
+        }
+    ),
 )
 def test_aliases_of_hop_by_hop_and_framing_fields_never_pass(spelling: str) -> None:
     sent = _upstream((spelling, "alias"), ("Accept", "*/*"))
@@ -107,10 +138,18 @@ def test_aliases_of_hop_by_hop_and_framing_fields_never_pass(spelling: str) -> N
 @pytest.mark.parametrize(
     "pair",
     [
-        ("proxy-connection", "keep-alive"), ("Proxy-Authorization", "Basic eA=="),
-        ("TE", "trailers"), ("te", "trailers"), ("KEEP-ALIVE", "5"), ("x-drop", "listed"),
-        ("X_DROP", "listed"), ("x.drop", "listed"), ("X-KEYGATE-ORG", "spoofed"),
-        ("x-keygate-anything", "1"), ("EXPECT", "100-continue"), ("Upgrade", "h2c"),
+        ("proxy-connection", "keep-alive"),
+        ("Proxy-Authorization", "Basic eA=="),
+        ("TE", "trailers"),
+        ("te", "trailers"),
+        ("KEEP-ALIVE", "5"),
+        ("x-drop", "listed"),
+        ("X_DROP", "listed"),
+        ("x.drop", "listed"),
+        ("X-KEYGATE-ORG", "spoofed"),
+        ("x-keygate-anything", "1"),
+        ("EXPECT", "100-continue"),
+        ("Upgrade", "h2c"),
     ],
 )
 def test_hop_by_hop_listed_and_spoofed_fields_never_pass(pair: tuple[str, str]) -> None:
@@ -121,27 +160,43 @@ def test_hop_by_hop_listed_and_spoofed_fields_never_pass(pair: tuple[str, str]) 
 
 
 def test_a_connection_token_is_compared_canonically() -> None:
-    sent = _upstream(("Connection", "x_custom"), ("X-Custom", "1"), ("x.custom", "2"),
-                     ("X-Other", "3"))
+    sent = _upstream(
+        ("Connection", "x_custom"), ("X-Custom", "1"), ("x.custom", "2"), ("X-Other", "3")
+    )
     assert [h for h in sent if h.startswith("x-custom") or h.startswith("x.custom")] == []
     assert "x-other: 3" in sent
 
 
 @pytest.mark.parametrize(
     "token",
-    sorted({s for name in MESSAGE_FIELDS | GATEWAY_SET | {"x-keygate-org", "x-keygate-env"}
-            for s in spellings(name)}),
+    sorted(
+        {
+            s
+            for name in MESSAGE_FIELDS | GATEWAY_SET | {"x-keygate-org", "x-keygate-env"}
+            for s in spellings(name)
+        }
+    ),
 )
 def test_a_connection_token_never_removes_framing_or_gateway_fields(token: str) -> None:
     out = upstream_request_headers(
-        CIMultiDictProxy(CIMultiDict([
-            ("Connection", f"keep-alive, {token}"), ("Host", "public.example"),
-            ("Content-Length", "5"), ("Content-Type", "text/plain"),
-            ("Content-Encoding", "gzip"), ("X-Request-Id", "client-rid"),
-        ])),
-        forward_credentials=False, identity=(("X-Keygate-Org", "acme"),
-                                             ("X-Keygate-Env", "live")),
-        request_id="rid", client=CLIENT, scheme="http", host="upstream:9000",
+        CIMultiDictProxy(
+            CIMultiDict(
+                [
+                    ("Connection", f"keep-alive, {token}"),
+                    ("Host", "public.example"),
+                    ("Content-Length", "5"),
+                    ("Content-Type", "text/plain"),
+                    ("Content-Encoding", "gzip"),
+                    ("X-Request-Id", "client-rid"),
+                ]
+            )
+        ),
+        forward_credentials=False,
+        identity=(("X-Keygate-Org", "acme"), ("X-Keygate-Env", "live")),
+        request_id="rid",
+        client=CLIENT,
+        scheme="http",
+        host="upstream:9000",
     )
     assert out.getall("Content-Length") == ["5"]
     assert out.getall("Content-Type") == ["text/plain"]
@@ -158,14 +213,24 @@ def test_a_connection_token_never_removes_framing_or_gateway_fields(token: str) 
 
 
 def test_gateway_fields_get_the_gateways_values_whatever_the_client_sent() -> None:
-    sent = _upstream(("host", "public.example"), ("x-request-id", "client"),
-                     ("X-FORWARDED-PROTO", "http"), ("x-forwarded-host", "spoof"),
-                     ("X-Forwarded-For", "203.0.113.9"), ("Forwarded", "for=1.2.3.4"),
-                     ("X-Real-IP", "1.2.3.4"), ("x_real_ip", "1.2.3.4"))
+    sent = _upstream(
+        ("host", "public.example"),
+        ("x-request-id", "client"),
+        ("X-FORWARDED-PROTO", "http"),
+        ("x-forwarded-host", "spoof"),
+        ("X-Forwarded-For", "203.0.113.9"),
+        ("Forwarded", "for=1.2.3.4"),
+        ("X-Real-IP", "1.2.3.4"),
+        ("x_real_ip", "1.2.3.4"),
+    )
     assert sent == [
-        "host: upstream:9000", "x-keygate-org: acme", "x-request-id: rid",
-        "x-forwarded-for: 192.0.2.1", "x-forwarded-proto: https",
-        "x-forwarded-host: public.example", "x-real-ip: 192.0.2.1",
+        "host: upstream:9000",
+        "x-keygate-org: acme",
+        "x-request-id: rid",
+        "x-forwarded-for: 192.0.2.1",
+        "x-forwarded-proto: https",
+        "x-forwarded-host: public.example",
+        "x-real-ip: 192.0.2.1",
         "forwarded: for=192.0.2.1;host=public.example;proto=https",
     ]
 
@@ -184,8 +249,12 @@ def test_the_chain_sent_is_the_resolved_one() -> None:
     ("ip", "host", "scheme", "value"),
     [
         ("192.0.2.1", "api.example", "https", "for=192.0.2.1;host=api.example;proto=https"),
-        ("2001:db8::1", "api.example:8443", "http",
-         'for="[2001:db8::1]";host="api.example:8443";proto=http'),
+        (
+            "2001:db8::1",
+            "api.example:8443",
+            "http",
+            'for="[2001:db8::1]";host="api.example:8443";proto=http',
+        ),
         (None, None, "http", "for=unknown;proto=http"),
         ("192.0.2.1", 'a"b\\c', "http", 'for=192.0.2.1;host="a\\"b\\\\c";proto=http'),
         ("192.0.2.1", "[::1]:80", "http", 'for=192.0.2.1;host="[::1]:80";proto=http'),
@@ -196,14 +265,28 @@ def test_forwarded_value(ip: str | None, host: str | None, scheme: str, value: s
 
 
 def test_response_hop_by_hop_and_own_fields_are_dropped_in_any_spelling() -> None:
-    upstream = CIMultiDictProxy(CIMultiDict([
-        ("connection", "x-hop, content-length, Content_Type"), ("X-HOP", "1"), ("X_Hop", "1"),
-        ("keep-alive", "5"), ("Keep_Alive", "5"), ("Transfer.Encoding", "chunked"),
-        ("SERVER", "nginx/1"), ("x-request-id", "theirs"), ("X_Request_Id", "theirs"),
-        ("Content-Type", "text/plain"), ("Content-Length", "3"), ("X_Custom", "kept"),
-    ]))
+    upstream = CIMultiDictProxy(
+        CIMultiDict(
+            [
+                ("connection", "x-hop, content-length, Content_Type"),
+                ("X-HOP", "1"),
+                ("X_Hop", "1"),
+                ("keep-alive", "5"),
+                ("Keep_Alive", "5"),
+                ("Transfer.Encoding", "chunked"),
+                ("SERVER", "nginx/1"),
+                ("x-request-id", "theirs"),
+                ("X_Request_Id", "theirs"),
+                ("Content-Type", "text/plain"),
+                ("Content-Length", "3"),
+                ("X_Custom", "kept"),
+            ]
+        )
+    )
     out = downstream_response_headers(upstream, "rid")
     assert list(out.items()) == [
-        ("Content-Type", "text/plain"), ("Content-Length", "3"), ("X_Custom", "kept"),
+        ("Content-Type", "text/plain"),
+        ("Content-Length", "3"),
+        ("X_Custom", "kept"),
         ("X-Request-Id", "rid"),
     ]

@@ -115,13 +115,21 @@ def _window_pattern() -> re.Pattern[str]:
 @pytest.mark.parametrize(
     ("per", "accepted"),
     [
-        ("1s", True), ("1m", True), ("90s", True), ("1h30m", True), ("365d", True),
-        ("500ms", False), ("1.5s", False), ("1m30.5s", False), ("1", False), ("m", False),
-        ("1ms", False), ("1w", False),
+        ("1s", True),
+        ("1m", True),
+        ("90s", True),
+        ("1h30m", True),
+        ("365d", True),
+        ("500ms", False),
+        ("1.5s", False),
+        ("1m30.5s", False),
+        ("1", False),
+        ("m", False),
+        ("1ms", False),
+        ("1w", False),
     ],
 )
-def test_the_admin_api_document_describes_the_windows_accepted(per: str,
-                                                               accepted: bool) -> None:
+def test_the_admin_api_document_describes_the_windows_accepted(per: str, accepted: bool) -> None:
     """What the OpenAPI pattern allows, the service accepts (the range aside); the
     sub-second and fractional windows it refuses are ones the service refuses."""
     assert bool(_window_pattern().fullmatch(per)) == accepted

@@ -78,10 +78,14 @@ def test_tightest_window_is_described(windows: list[Window], shown: int) -> None
 @pytest.mark.parametrize(
     ("window", "message"),
     [
-        (Window(RateLimit(100, 60), 101, 17),
-         "Rate limit exceeded: 100 requests per 60 seconds; retry after 17 seconds."),
-        (Window(RateLimit(1, 1), 2, 1),
-         "Rate limit exceeded: 1 request per 1 second; retry after 1 second."),
+        (
+            Window(RateLimit(100, 60), 101, 17),
+            "Rate limit exceeded: 100 requests per 60 seconds; retry after 17 seconds.",
+        ),
+        (
+            Window(RateLimit(1, 1), 2, 1),
+            "Rate limit exceeded: 1 request per 1 second; retry after 1 second.",
+        ),
     ],
 )
 def test_refusal_message(window: Window, message: str) -> None:

@@ -1,4 +1,4 @@
-"""Tests for gateway.keys.scopes: syntax, normalisation and the grant rule."""
+"""Tests for gateway.keys.scopes: syntax, normalisation, the grant rule and the catalogue."""
 
 from __future__ import annotations
 
@@ -8,7 +8,9 @@ from hypothesis import strategies as st
 
 from gateway.keys.scopes import (
     MAX_SCOPE_LENGTH,
+    ScopeCatalogue,
     ScopeError,
+    UnknownScope,
     grants,
     missing_scopes,
     normalise_scopes,
@@ -153,3 +155,61 @@ def test_namespace_wildcard_property(ns: str, name: str) -> None:
     assert grants("*", f"{ns}:{name}")
     validate_scope(f"{ns}:{name}")
     validate_scope(f"{ns}:*")
+
+
+# --- the scope catalogue ----------------------------------------------------------------
+
+CATALOGUE = ScopeCatalogue(
+    {
+        "read": "r",
+        "manage": "m",
+        "workflows:read": "wr",
+        "workflows:runs:cancel": "wc",
+        "keys:manage": "km",
+    },
+    where="keygate.yaml line 12",
+)
+
+KNOWS = [
+    # scope, known, nearest known name offered when it is not
+    ("read", True, None),
+    ("workflows:read", True, None),
+    ("*", True, None),  # always: it covers everything catalogued
+    ("workflows:*", True, None),  # covers workflows:read
+    ("workflows:runs:*", True, None),
+    ("keys:*", True, None),
+    ("reed", False, "read"),
+    ("Read", False, "read"),
+    ("mange", False, "manage"),
+    ("workflows:raed", False, "workflows:read"),
+    ("keys:mange", False, "keys:manage"),
+    ("workflow:*", False, "workflows:*"),  # a wildcard is offered a wildcard
+    ("workflows:read:*", False, "workflows:*"),  # covers nothing catalogued
+    ("read:*", False, None),  # `read` itself is not under `read:`
+    ("billing:*", False, None),
+    ("xyzzy", False, None),
+    ("workflows", False, "workflows:read"),
+]
+
+
+@pytest.mark.parametrize(("scope", "known", "nearest"), KNOWS)
+def test_catalogue_knows(scope: str, known: bool, nearest: str | None) -> None:
+    assert CATALOGUE.knows(scope) is known
+    if known:
+        CATALOGUE.check([scope])
+        return
+    with pytest.raises(UnknownScope) as info:
+        CATALOGUE.check(["read", scope])
+    assert (info.value.scope, info.value.suggestion) == (scope, nearest)
+    assert isinstance(info.value, ScopeError)  # callers that catch ScopeError see it
+
+
+def test_unknown_scope_message_says_where_and_what_was_meant() -> None:
+    with pytest.raises(UnknownScope) as info:
+        CATALOGUE.check(["reed"])
+    assert str(info.value) == (
+        'scope "reed" is not in the scopes catalogue (keygate.yaml line 12); did you mean "read"?'
+    )
+    with pytest.raises(UnknownScope) as info:
+        ScopeCatalogue({"read": "r"}).check(["xyzzy"])
+    assert str(info.value) == 'scope "xyzzy" is not in the scopes catalogue'

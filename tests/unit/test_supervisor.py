@@ -16,9 +16,7 @@ SECRET_TEXT = "kg_live_SECRETSECRET"  # stands for data an exception message may
 
 
 def restarts(task: str) -> float:
-    value = metrics.REGISTRY.get_sample_value(
-        "keygate_background_restarts_total", {"task": task}
-    )
+    value = metrics.REGISTRY.get_sample_value("keygate_background_restarts_total", {"task": task})
     return value or 0.0
 
 

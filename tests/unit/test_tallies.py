@@ -12,8 +12,11 @@ from gateway.observability.tallies import CounterTally, HistogramTally
 
 def exposition_without_names(registry: CollectorRegistry, name: str) -> list[str]:
     text = generate_latest(registry).decode()
-    return sorted(line.replace(name, "m") for line in text.splitlines()
-                  if line.startswith(name) and "_created" not in line)
+    return sorted(
+        line.replace(name, "m")
+        for line in text.splitlines()
+        if line.startswith(name) and "_created" not in line
+    )
 
 
 def test_histogram_tally_exposes_exactly_what_observe_would() -> None:
@@ -70,14 +73,18 @@ def test_the_one_private_hook_still_has_its_shape() -> None:
 
     from gateway.observability.tallies import add_observations
 
-    hist = Histogram("contract_seconds", "x", ["l"], buckets=(0.1, 1.0),
-                     registry=CollectorRegistry())
+    hist = Histogram(
+        "contract_seconds", "x", ["l"], buckets=(0.1, 1.0), registry=CollectorRegistry()
+    )
     child = hist.labels("a")
     assert len(child._buckets) == 3 and all(hasattr(b, "inc") for b in child._buckets)
     assert hasattr(child._sum, "inc")
     add_observations(child, [1, 0, 2], 7.5)
-    samples = {(s.name, s.labels.get("le")): s.value
-               for s in hist.collect()[0].samples if s.labels.get("l") == "a"}
+    samples = {
+        (s.name, s.labels.get("le")): s.value
+        for s in next(iter(hist.collect())).samples
+        if s.labels.get("l") == "a"
+    }
     assert samples[("contract_seconds_bucket", "+Inf")] == 3
     assert samples[("contract_seconds_bucket", "0.1")] == 1
     assert samples[("contract_seconds_sum", None)] == 7.5

@@ -35,10 +35,13 @@ async def test_another_orgs_first_verify_waits_for_at_most_two_rounds_of_threads
     hasher: SecretHasher, encoded: str
 ) -> None:
     started: list[str] = []
-    verifier = FairVerifier(hasher, SLOTS, max_queued_per_org=16, max_queued=128,
-                            on_start=started.append)
-    flood = [asyncio.create_task(verifier.verify("org-a", encoded, f"wrong-{i}"))
-             for i in range(16 + SLOTS)]
+    verifier = FairVerifier(
+        hasher, SLOTS, max_queued_per_org=16, max_queued=128, on_start=started.append
+    )
+    flood = [
+        asyncio.create_task(verifier.verify("org-a", encoded, f"wrong-{i}"))
+        for i in range(16 + SLOTS)
+    ]
     await asyncio.sleep(0)
     assert verifier.running == SLOTS and verifier.queued == 16
     before_b = len(started)
@@ -51,12 +54,11 @@ async def test_another_orgs_first_verify_waits_for_at_most_two_rounds_of_threads
     assert started.count("org-a") == 16 + SLOTS  # the flood itself still ran, in turn
 
 
-async def test_turns_alternate_between_waiting_orgs(
-    hasher: SecretHasher, encoded: str
-) -> None:
+async def test_turns_alternate_between_waiting_orgs(hasher: SecretHasher, encoded: str) -> None:
     started: list[str] = []
-    verifier = FairVerifier(hasher, 1, max_queued_per_org=16, max_queued=128,
-                            on_start=started.append)
+    verifier = FairVerifier(
+        hasher, 1, max_queued_per_org=16, max_queued=128, on_start=started.append
+    )
     jobs = [asyncio.create_task(verifier.verify("a", encoded, "x")) for _ in range(6)]
     jobs += [asyncio.create_task(verifier.verify("b", encoded, "x")) for _ in range(3)]
     jobs += [asyncio.create_task(verifier.verify("c", encoded, "x")) for _ in range(2)]
@@ -73,7 +75,11 @@ async def test_turns_alternate_between_waiting_orgs(
     ],
 )
 async def test_queues_are_bounded_beyond_them_503(
-    hasher: SecretHasher, encoded: str, per_org: int, total: int, orgs: list[str],
+    hasher: SecretHasher,
+    encoded: str,
+    per_org: int,
+    total: int,
+    orgs: list[str],
     accepted: int,
 ) -> None:
     verifier = FairVerifier(hasher, SLOTS, max_queued_per_org=per_org, max_queued=total)

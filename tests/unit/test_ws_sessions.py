@@ -50,10 +50,14 @@ async def test_sessions_the_new_state_no_longer_authorises_are_closed_with_1008(
     async def handler(request: web.Request) -> web.WebSocketResponse:
         ws = web.WebSocketResponse()
         await ws.prepare(request)
-        sessions.add("a1B2c3D4", ws, NEEDS[request.query["need"]])
+        ended = sessions.add("a1B2c3D4", ws, NEEDS[request.query["need"]])
+        reading: asyncio.Future[Any] = asyncio.ensure_future(ws.receive())  # the client's close
         try:
-            async for _ in ws:
-                pass
+            # As the relay does: the owner of the socket closes it with the reason given.
+            await asyncio.wait([ended, reading], return_when=asyncio.FIRST_COMPLETED)
+            if ended.done():
+                reading.cancel()
+                await ws.close(code=POLICY_VIOLATION, message=ended.result().encode())
         finally:
             sessions.remove("a1B2c3D4", ws)
         return ws
@@ -71,7 +75,7 @@ async def test_sessions_the_new_state_no_longer_authorises_are_closed_with_1008(
         if name in closed:
             msg = await asyncio.wait_for(ws.receive(), 5)
             assert msg.type == aiohttp.WSMsgType.CLOSE
-            assert ws.close_code == POLICY_VIOLATION or msg.data == POLICY_VIOLATION
+            assert ws.close_code == POLICY_VIOLATION and msg.data == POLICY_VIOLATION
         else:
             assert not ws.closed
         await ws.close()

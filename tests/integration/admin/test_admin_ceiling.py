@@ -10,7 +10,9 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from tests.integration.admin.harness import ISSUED, AdminClient, Reply, assert_error
+from tests.support.admin_client import AdminClient
+from tests.support.credentials import ISSUED
+from tests.support.errors import Reply, assert_error
 
 LIMIT = {"requests": 100, "per": "1m"}
 MANAGE = ["keys:manage", "read", "write"]
@@ -25,8 +27,9 @@ def whole_seconds(text: str) -> str:
     return ts(text).replace(microsecond=0).isoformat().replace("+00:00", "Z")
 
 
-async def acting_key(root: AdminClient, org: str, scopes: list[str] = MANAGE,
-                     **fields: Any) -> tuple[AdminClient, dict[str, Any]]:
+async def acting_key(
+    root: AdminClient, org: str, scopes: list[str] = MANAGE, **fields: Any
+) -> tuple[AdminClient, dict[str, Any]]:
     created = await root.create_key(org, scopes, name="acting", **fields)
     return root.as_(created["secret"]), created["key"]
 
@@ -39,8 +42,10 @@ def made(reply: Reply) -> dict[str, Any]:
 
 async def unchanged(root: AdminClient, org: str, before: list[dict[str, Any]]) -> None:
     """No key was added or changed and no audit entry written (last use aside)."""
+
     def strip(keys: list[dict[str, Any]]) -> list[dict[str, Any]]:
         return [{k: v for k, v in key.items() if k != "last_used_at"} for key in keys]
+
     now = (await root.call("GET", f"/orgs/{org}/keys")).ok()["items"]
     assert strip(now) == strip(before)
 
@@ -58,10 +63,16 @@ async def test_a_limited_key_cannot_remove_or_loosen_its_own_limit(root: AdminCl
     me, key = await acting_key(root, org, rate_limit=LIMIT)
     path = f"/orgs/{org}/keys/{key['id']}"
     before, audited = await keys_and_audit(root, org)
-    for limit in (None, {"requests": 101, "per": "1m"}, {"requests": 10, "per": "1s"},
-                  {"requests": 1000, "per": "1h"}, {"requests": 200, "per": "2m"}):
-        error = assert_error(await me.call("PATCH", path, {"rate_limit": limit}),
-                             403, "forbidden", "rate_limit")
+    for limit in (
+        None,
+        {"requests": 101, "per": "1m"},
+        {"requests": 10, "per": "1s"},
+        {"requests": 1000, "per": "1h"},
+        {"requests": 200, "per": "2m"},
+    ):
+        error = assert_error(
+            await me.call("PATCH", path, {"rate_limit": limit}), 403, "forbidden", "rate_limit"
+        )
         assert error["message"].startswith("rate_limit: ") and "100/1m" in error["message"]
     await unchanged(root, org, before)
     assert len(await root.audit(org, limit="1000")) == audited
@@ -75,21 +86,32 @@ async def test_a_limited_key_cannot_mint_looser_children(root: AdminClient) -> N
     org = await root.create_org("childlimit")
     me, _ = await acting_key(root, org, rate_limit=LIMIT)
     before, _ = await keys_and_audit(root, org)
-    for extra in ({}, {"rate_limit": None}, {"rate_limit": {"requests": 200, "per": "1m"}},
-                  {"rate_limit": {"requests": 1000, "per": "1h"}},
-                  {"rate_limit": {"requests": 2, "per": "1s"}}):
+    for extra in (
+        {},
+        {"rate_limit": None},
+        {"rate_limit": {"requests": 200, "per": "1m"}},
+        {"rate_limit": {"requests": 1000, "per": "1h"}},
+        {"rate_limit": {"requests": 2, "per": "1s"}},
+    ):
         body = {"name": "child", "scopes": ["read"], **extra}
-        assert_error(await me.call("POST", f"/orgs/{org}/keys", body),
-                     403, "forbidden", "rate_limit")
+        assert_error(
+            await me.call("POST", f"/orgs/{org}/keys", body), 403, "forbidden", "rate_limit"
+        )
     await unchanged(root, org, before)
     for limit in (LIMIT, {"requests": 100, "per": "1h"}, {"requests": 1, "per": "1s"}):
-        child = made(await me.call("POST", f"/orgs/{org}/keys",
-                                   {"name": "child", "scopes": ["read"], "rate_limit": limit}))
+        child = made(
+            await me.call(
+                "POST",
+                f"/orgs/{org}/keys",
+                {"name": "child", "scopes": ["read"], "rate_limit": limit},
+            )
+        )
         assert child["key"]["rate_limit"] == limit
         # It may tighten, not loosen or remove, a child's limit.
         path = f"/orgs/{org}/keys/{child['key']['id']}"
-        assert_error(await me.call("PATCH", path, {"rate_limit": None}),
-                     403, "forbidden", "rate_limit")
+        assert_error(
+            await me.call("PATCH", path, {"rate_limit": None}), 403, "forbidden", "rate_limit"
+        )
         (await me.call("PATCH", path, {"rate_limit": {"requests": 1, "per": "1h"}})).ok()
 
 
@@ -101,18 +123,25 @@ async def test_an_expiring_key_cannot_mint_longer_lived_children(root: AdminClie
     me, key = await acting_key(root, org, expires_in="30d")
     own = whole_seconds(key["expires_at"])
     before, _ = await keys_and_audit(root, org)
-    attempts = [({}, "expires_at"), ({"expires_in": "31d"}, "expires_in"),
-                ({"expires_in": "876000h"}, "expires_in"),
-                ({"expires_at": "2999-01-01T00:00:00Z"}, "expires_at")]
+    attempts = [
+        ({}, "expires_at"),
+        ({"expires_in": "31d"}, "expires_in"),
+        ({"expires_in": "876000h"}, "expires_in"),
+        ({"expires_at": "2999-01-01T00:00:00Z"}, "expires_at"),
+    ]
     for extra, field in attempts:
-        error = assert_error(await me.call("POST", f"/orgs/{org}/keys",
-                                           {"name": "c", "scopes": ["read"], **extra}),
-                             403, "forbidden", field)
+        error = assert_error(
+            await me.call("POST", f"/orgs/{org}/keys", {"name": "c", "scopes": ["read"], **extra}),
+            403,
+            "forbidden",
+            field,
+        )
         assert error["message"].startswith(f"{field}: the acting key expires at {own}")
     await unchanged(root, org, before)
     for extra in ({"expires_in": "1d"}, {"expires_at": own}):
-        child = made(await me.call("POST", f"/orgs/{org}/keys",
-                                   {"name": "c", "scopes": ["read"], **extra}))
+        child = made(
+            await me.call("POST", f"/orgs/{org}/keys", {"name": "c", "scopes": ["read"], **extra})
+        )
         assert ts(child["key"]["expires_at"]) <= ts(key["expires_at"])
 
 
@@ -121,11 +150,14 @@ async def test_an_expiring_key_cannot_roll_itself_longer(root: AdminClient) -> N
     me, key = await acting_key(root, org, expires_in="30d")
     path = f"/orgs/{org}/keys/{key['id']}/roll"
     before, _ = await keys_and_audit(root, org)
-    for extra, field in (({"expires_in": "36500d"}, "expires_in"),
-                         ({"expires_at": "2125-01-01T00:00:00Z"}, "expires_at"),
-                         ({"expires_in": "31d"}, "expires_in")):
-        error = assert_error(await me.call("POST", path, {"grace": "1h", **extra}),
-                             403, "forbidden", field)
+    for extra, field in (
+        ({"expires_in": "36500d"}, "expires_in"),
+        ({"expires_at": "2125-01-01T00:00:00Z"}, "expires_at"),
+        ({"expires_in": "31d"}, "expires_in"),
+    ):
+        error = assert_error(
+            await me.call("POST", path, {"grace": "1h", **extra}), 403, "forbidden", field
+        )
         assert whole_seconds(key["expires_at"]) in error["message"]
     await unchanged(root, org, before)
     # Without an expiry the old lifetime is counted from now, but cut at its own expiry.
@@ -142,11 +174,12 @@ async def test_an_expiring_key_cannot_touch_keys_that_outlive_it(root: AdminClie
     before, audited = await keys_and_audit(root, org)
     for target in (forever, later):
         base = f"/orgs/{org}/keys/{target['id']}"
-        for method, path, body in (("PATCH", base, {"name": "x"}),
-                                   ("POST", base + "/roll", {"expires_in": "1d"}),
-                                   ("POST", base + "/revoke", {})):
-            error = assert_error(await me.call(method, path, body), 403, "forbidden",
-                                 "expires_at")
+        for method, path, body in (
+            ("PATCH", base, {"name": "x"}),
+            ("POST", base + "/roll", {"expires_in": "1d"}),
+            ("POST", base + "/revoke", {}),
+        ):
+            error = assert_error(await me.call(method, path, body), 403, "forbidden", "expires_at")
             assert target["display_prefix"] in error["message"]
     await unchanged(root, org, before)
     assert len(await root.audit(org, limit="1000")) == audited
@@ -162,24 +195,34 @@ async def test_a_test_key_cannot_mint_or_touch_live_keys(root: AdminClient) -> N
     live = (await root.create_key(org, ["read"]))["key"]
     before, audited = await keys_and_audit(root, org)
     for extra in ({}, {"env": "live"}):  # the default env is live
-        error = assert_error(await me.call("POST", f"/orgs/{org}/keys",
-                                           {"name": "c", "scopes": ["read"], **extra}),
-                             403, "forbidden", "env")
+        error = assert_error(
+            await me.call("POST", f"/orgs/{org}/keys", {"name": "c", "scopes": ["read"], **extra}),
+            403,
+            "forbidden",
+            "env",
+        )
         assert "test key" in error["message"]
     base = f"/orgs/{org}/keys/{live['id']}"
-    for method, path, body in (("PATCH", base, {"name": "x"}), ("POST", base + "/roll", {}),
-                               ("POST", base + "/revoke", {})):
+    for method, path, body in (
+        ("PATCH", base, {"name": "x"}),
+        ("POST", base + "/roll", {}),
+        ("POST", base + "/revoke", {}),
+    ):
         assert_error(await me.call(method, path, body), 403, "forbidden", "env")
     await unchanged(root, org, before)
     assert len(await root.audit(org, limit="1000")) == audited
-    child = made(await me.call("POST", f"/orgs/{org}/keys",
-                               {"name": "c", "scopes": ["read"], "env": "test"}))
+    child = made(
+        await me.call("POST", f"/orgs/{org}/keys", {"name": "c", "scopes": ["read"], "env": "test"})
+    )
     assert child["key"]["env"] == "test"
     (await me.call("POST", f"/orgs/{org}/keys/{child['key']['id']}/revoke", {})).ok()
     # A live manager may still make test keys.
     boss, _ = await acting_key(root, org)
-    made(await boss.call("POST", f"/orgs/{org}/keys",
-                         {"name": "t", "scopes": ["read"], "env": "test"}))
+    made(
+        await boss.call(
+            "POST", f"/orgs/{org}/keys", {"name": "t", "scopes": ["read"], "env": "test"}
+        )
+    )
 
 
 # --- scopes on the target ----------------------------------------------------------------
@@ -190,8 +233,11 @@ async def test_revoking_needs_the_same_scope_ceiling_as_updating(root: AdminClie
     me, _ = await acting_key(root, org)
     bigger = (await root.create_key(org, ["read", "billing"]))["key"]
     base = f"/orgs/{org}/keys/{bigger['id']}"
-    for method, path, body in (("PATCH", base, {"name": "x"}), ("POST", base + "/roll", {}),
-                               ("POST", base + "/revoke", {"reason": "mine now"})):
+    for method, path, body in (
+        ("PATCH", base, {"name": "x"}),
+        ("POST", base + "/roll", {}),
+        ("POST", base + "/revoke", {"reason": "mine now"}),
+    ):
         error = assert_error(await me.call(method, path, body), 403, "scope_not_held", "scopes")
         assert "billing" in error["message"]
     after = (await root.call("GET", base)).ok()
@@ -212,15 +258,18 @@ async def test_without_keys_read_an_existing_and_a_missing_key_look_the_same(
 
     def calls(key_id: str) -> list[tuple[str, str, dict[str, Any] | None]]:
         base = f"/orgs/{org}/keys/{key_id}"
-        return [("GET", base, None), ("PATCH", base, {"name": "x"}),
-                ("POST", base + "/revoke", {}), ("POST", base + "/roll", {})]
+        return [
+            ("GET", base, None),
+            ("PATCH", base, {"name": "x"}),
+            ("POST", base + "/revoke", {}),
+            ("POST", base + "/roll", {}),
+        ]
 
     async def refusals(who: AdminClient, key_id: str, skip: int = 0) -> list[tuple[Any, ...]]:
         seen = []
         for method, path, body in calls(key_id)[skip:]:
             error = assert_error(await who.call(method, path, body), 403, "forbidden")
-            seen.append((method, path.replace(key_id, "ID"), error["message"],
-                         error.get("field")))
+            seen.append((method, path.replace(key_id, "ID"), error["message"], error.get("field")))
         return seen
 
     assert await refusals(plain, real) == await refusals(plain, missing)
@@ -249,8 +298,13 @@ async def test_listing_orgs_needs_keys_read(root: AdminClient) -> None:
 async def test_a_key_revoking_twice_gets_200_and_one_audit_entry(root: AdminClient) -> None:
     org = await root.create_org("twice")
     me, key = await acting_key(root, org, expires_in="30d", rate_limit=LIMIT)
-    child = made(await me.call("POST", f"/orgs/{org}/keys", {
-        "name": "c", "scopes": ["read"], "expires_in": "1d", "rate_limit": LIMIT}))["key"]
+    child = made(
+        await me.call(
+            "POST",
+            f"/orgs/{org}/keys",
+            {"name": "c", "scopes": ["read"], "expires_in": "1d", "rate_limit": LIMIT},
+        )
+    )["key"]
     path = f"/orgs/{org}/keys/{child['id']}/revoke"
     first = (await me.call("POST", path, {"reason": "first"})).ok()
     assert first["revoked_by"] == "key:" + key["display_prefix"]
@@ -260,5 +314,6 @@ async def test_a_key_revoking_twice_gets_200_and_one_audit_entry(root: AdminClie
     entries = await root.audit(org, key_id=child["id"])
     assert [(e["action"], e["principal"]) for e in entries] == [
         ("key.revoke", "key:" + key["display_prefix"]),
-        ("key.create", "key:" + key["display_prefix"])]
+        ("key.create", "key:" + key["display_prefix"]),
+    ]
     assert child["created_by"] == "key:" + key["display_prefix"]

@@ -13,18 +13,33 @@ from typing import Any
 
 import aiohttp
 
-from tests.integration.admin.harness import (
-    ISSUED,
-    KEY_FIELDS,
-    AdminClient,
-    assert_error,
-    bearer,
-    unique_slug,
-)
+from tests.support.admin_client import AdminClient, unique_slug
+from tests.support.credentials import ISSUED, bearer
+from tests.support.errors import assert_error
 from tests.support.gateway_process import GatewayProcess
 
 RFC3339_UTC = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z")
 TRACEPARENT = "00-" + "ab" * 16 + "-" + "cd" * 8 + "-01"
+
+KEY_FIELDS = {
+    "id",
+    "display_prefix",
+    "org",
+    "name",
+    "scopes",
+    "env",
+    "status",
+    "created_at",
+    "created_by",
+    "expires_at",
+    "last_used_at",
+    "revoked_at",
+    "revoked_by",
+    "revoke_reason",
+    "metadata",
+    "rolled_from",
+    "rate_limit",
+}
 
 
 def when(value: str) -> datetime:
@@ -58,8 +73,12 @@ async def wait_for_status(
 
 async def test_orgs_create_list_and_audit(root: AdminClient) -> None:
     slug = unique_slug("orgs")
-    reply = await root.call("POST", "/orgs", {"slug": slug, "name": "Acme Corp"},
-                            headers={"X-Request-Id": "org-create-1", "traceparent": TRACEPARENT})
+    reply = await root.call(
+        "POST",
+        "/orgs",
+        {"slug": slug, "name": "Acme Corp"},
+        headers={"X-Request-Id": "org-create-1", "traceparent": TRACEPARENT},
+    )
     org = reply.ok(201)
     assert set(org) == {"slug", "name", "created_at"}
     assert org["slug"] == slug and org["name"] == "Acme Corp"
@@ -85,7 +104,8 @@ async def test_create_key_shows_the_full_key_once(
 ) -> None:
     org = await root.create_org("create")
     reply = await root.call(
-        "POST", f"/orgs/{org}/keys",
+        "POST",
+        f"/orgs/{org}/keys",
         {"name": "billing sync", "scopes": ["read", "workflows:*"], "metadata": {"team": "b"}},
         headers={"X-Request-Id": "create-key-1", "traceparent": TRACEPARENT},
     )
@@ -97,13 +117,20 @@ async def test_create_key_shows_the_full_key_once(
     assert key["scopes"] == ["read", "workflows:*"] and key["metadata"] == {"team": "b"}
     assert key["env"] == "live" and key["status"] == "active"
     assert key["created_by"] == "root" and near(key["created_at"], datetime.now(UTC))
-    for absent in ("expires_at", "last_used_at", "revoked_at", "revoked_by", "revoke_reason",
-                   "rolled_from", "rate_limit"):
+    for absent in (
+        "expires_at",
+        "last_used_at",
+        "revoked_at",
+        "revoked_by",
+        "revoke_reason",
+        "rolled_from",
+        "rate_limit",
+    ):
         assert key[absent] is None, absent
     assert key["display_prefix"] == "kg_live_" + key["id"] and len(key["id"]) == 8
     assert secret.startswith(key["display_prefix"])
     assert len(secret) == len(key["display_prefix"]) + 32 + 6
-    secret_part = secret[len(key["display_prefix"]):-6]
+    secret_part = secret[len(key["display_prefix"]) : -6]
 
     # Never again: not in show, list or audit.
     for path in (f"/orgs/{org}/keys/{key['id']}", f"/orgs/{org}/keys", f"/orgs/{org}/audit"):
@@ -137,7 +164,7 @@ async def test_create_key_env_and_expiry(root: AdminClient) -> None:
     at = (datetime.now(UTC) + timedelta(days=2)).replace(microsecond=0)
     fixed = (await root.create_key(org, ["read"], expires_at=at.isoformat()))["key"]
     assert when(fixed["expires_at"]) == at
-    zulu = (await root.create_key(org, ["read"], expires_at=at.strftime("%Y-%m-%dT%H:%M:%SZ")))
+    zulu = await root.create_key(org, ["read"], expires_at=at.strftime("%Y-%m-%dT%H:%M:%SZ"))
     assert when(zulu["key"]["expires_at"]) == at
 
 
@@ -204,10 +231,14 @@ async def test_patch_name_and_scopes(
     renamed = (await root.call("PATCH", f"/orgs/{org}/keys/{key['id']}", {"name": "after"})).ok()
     assert renamed["name"] == "after" and renamed["scopes"] == ["read", "write"]
 
-    rescoped = (await root.call(
-        "PATCH", f"/orgs/{org}/keys/{key['id']}", {"scopes": ["write"]},
-        headers={"X-Request-Id": "patch-scopes-1", "traceparent": TRACEPARENT},
-    )).ok()
+    rescoped = (
+        await root.call(
+            "PATCH",
+            f"/orgs/{org}/keys/{key['id']}",
+            {"scopes": ["write"]},
+            headers={"X-Request-Id": "patch-scopes-1", "traceparent": TRACEPARENT},
+        )
+    ).ok()
     assert rescoped["scopes"] == ["write"] and rescoped["name"] == "after"
     assert (await root.call("GET", f"/orgs/{org}/keys/{key['id']}")).ok() == rescoped
     await wait_for_status(http, gateway, secret, 403)  # the read route now refuses it
@@ -232,9 +263,14 @@ async def test_revoke_with_reason_then_again_is_idempotent(
     assert await proxy_status(http, gateway, secret) == 200
 
     path = f"/orgs/{org}/keys/{key['id']}/revoke"
-    revoked = (await root.call("POST", path, {"reason": "leaked in a ticket"},
-                               headers={"X-Request-Id": "revoke-1",
-                                        "traceparent": TRACEPARENT})).ok()
+    revoked = (
+        await root.call(
+            "POST",
+            path,
+            {"reason": "leaked in a ticket"},
+            headers={"X-Request-Id": "revoke-1", "traceparent": TRACEPARENT},
+        )
+    ).ok()
     assert revoked["status"] == "revoked" and revoked["revoke_reason"] == "leaked in a ticket"
     assert revoked["revoked_by"] == "root" and near(revoked["revoked_at"], datetime.now(UTC))
     await wait_for_status(http, gateway, secret, 401)
@@ -246,8 +282,7 @@ async def test_revoke_with_reason_then_again_is_idempotent(
 
     again = (await root.call("POST", path, {"reason": "again"})).ok()
     assert but_last_use(again) == but_last_use(revoked)
-    assert_error(await root.call("POST", f"/orgs/{org}/keys/{key['id']}/roll", {}),
-                 409, "conflict")
+    assert_error(await root.call("POST", f"/orgs/{org}/keys/{key['id']}/roll", {}), 409, "conflict")
     still = (await root.call("GET", f"/orgs/{org}/keys/{key['id']}")).ok()
     assert but_last_use(still) == but_last_use(revoked)
 
@@ -266,11 +301,16 @@ async def test_roll_with_grace(
     root: AdminClient, http: aiohttp.ClientSession, gateway: GatewayProcess
 ) -> None:
     org = await root.create_org("roll")
-    created = await root.create_key(org, ["read"], name="rolling", expires_in="30d",
-                                    metadata={"owner": "ops"}, env="test")
+    created = await root.create_key(
+        org, ["read"], name="rolling", expires_in="30d", metadata={"owner": "ops"}, env="test"
+    )
     old, old_secret = created["key"], created["secret"]
-    reply = await root.call("POST", f"/orgs/{org}/keys/{old['id']}/roll", {"grace": "1h"},
-                            headers={"X-Request-Id": "roll-1", "traceparent": TRACEPARENT})
+    reply = await root.call(
+        "POST",
+        f"/orgs/{org}/keys/{old['id']}/roll",
+        {"grace": "1h"},
+        headers={"X-Request-Id": "roll-1", "traceparent": TRACEPARENT},
+    )
     rolled = reply.ok(201)
     assert set(rolled) == {"key", "secret", "previous"}
     new, previous = rolled["key"], rolled["previous"]
@@ -292,7 +332,7 @@ async def test_roll_with_grace(
     assert entries[0]["principal"] == "root" and entries[0]["client_ip"] == "127.0.0.1"
 
     # grace 0: the old key stops at once.
-    again = (await root.call("POST", f"/orgs/{org}/keys/{new['id']}/roll", {"grace": "0s"}))
+    again = await root.call("POST", f"/orgs/{org}/keys/{new['id']}/roll", {"grace": "0s"})
     body = again.ok(201)
     ISSUED.append(body["secret"])
     assert body["previous"]["status"] == "revoked"
@@ -309,12 +349,17 @@ async def test_audit_filters_and_pages(root: AdminClient) -> None:
     keys = [(await root.create_key(org, ["read"], name=f"a{i}"))["key"] for i in range(3)]
     target = keys[0]
     (await root.call("PATCH", f"/orgs/{org}/keys/{target['id']}", {"scopes": ["read", "x"]})).ok()
-    (await root.call("POST", f"/orgs/{org}/keys/{target['id']}/revoke",
-                     {"reason": "done"})).ok()
+    (await root.call("POST", f"/orgs/{org}/keys/{target['id']}/revoke", {"reason": "done"})).ok()
 
     everything = await root.audit(org, limit="1000")
     assert [e["action"] for e in everything] == [
-        "key.revoke", "key.update", "key.create", "key.create", "key.create", "org.create"]
+        "key.revoke",
+        "key.update",
+        "key.create",
+        "key.create",
+        "key.create",
+        "org.create",
+    ]
     assert all(e["org"] == org and e["principal"] == "root" for e in everything)
     for entry in everything:
         assert when(entry["at"])

@@ -10,7 +10,9 @@ from typing import Any
 import aiohttp
 import pytest
 
-from tests.integration.admin.harness import ISSUED, AdminClient, Reply, assert_error
+from tests.support.admin_client import AdminClient
+from tests.support.credentials import ISSUED
+from tests.support.errors import Reply, assert_error
 from tests.support.gateway_process import GatewayProcess
 
 PAST = (datetime.now(UTC) - timedelta(days=1)).strftime("%Y-%m-%dT%H:%M:%SZ")
@@ -55,7 +57,8 @@ async def test_malformed_json_is_400(root: AdminClient) -> None:
     org = await root.create_org("json")
     key = (await root.create_key(org, ["read"]))["key"]
     targets = [
-        ("POST", "/orgs"), ("POST", f"/orgs/{org}/keys"),
+        ("POST", "/orgs"),
+        ("POST", f"/orgs/{org}/keys"),
         ("PATCH", f"/orgs/{org}/keys/{key['id']}"),
         ("POST", f"/orgs/{org}/keys/{key['id']}/revoke"),
         ("POST", f"/orgs/{org}/keys/{key['id']}/roll"),
@@ -72,8 +75,9 @@ async def test_create_key_invalid_input_names_the_field(
     root: AdminClient, body: Any, field: str | None
 ) -> None:
     org = await root.create_org("bad")
-    error = assert_error(await root.call("POST", f"/orgs/{org}/keys", body), 400,
-                         "invalid_request", field)
+    error = assert_error(
+        await root.call("POST", f"/orgs/{org}/keys", body), 400, "invalid_request", field
+    )
     if field is None:
         assert "field" not in error
     assert (await root.call("GET", f"/orgs/{org}/keys")).ok()["items"] == []
@@ -165,12 +169,14 @@ async def test_unknown_paths_and_methods(root: AdminClient) -> None:
 async def test_error_shape_is_the_proxys(
     root: AdminClient, http: aiohttp.ClientSession, gateway: GatewayProcess
 ) -> None:
-    async with http.get(gateway.url + "/no/route/here",
-                        headers={"X-Request-Id": "shape-1"}) as response:
+    async with http.get(
+        gateway.url + "/no/route/here", headers={"X-Request-Id": "shape-1"}
+    ) as response:
         proxy = Reply(response.status, response.headers, await response.text())
     proxy_error = assert_error(proxy, 404, "no_route")
-    admin = await root.call("GET", "/orgs/no-such-org-0000/keys",
-                            headers={"X-Request-Id": "shape-2"})
+    admin = await root.call(
+        "GET", "/orgs/no-such-org-0000/keys", headers={"X-Request-Id": "shape-2"}
+    )
     admin_error = assert_error(admin, 404, "not_found")
     assert set(proxy_error) == {"code", "message", "request_id"}
     assert set(admin_error) - {"field"} == set(proxy_error)
@@ -189,14 +195,25 @@ def random_json(rng: random.Random, depth: int = 0) -> Any:
     if kind == 2:
         return rng.choice([0, -1, 2**70, 3.5, 1e308])
     if kind == 3:
-        return "".join(rng.choice("ab:*-_ \u0000\u00e9\U0001f600{}\"\\") for _ in
-                       range(rng.randrange(12)))
+        return "".join(
+            rng.choice('ab:*-_ \u0000\u00e9\U0001f600{}"\\') for _ in range(rng.randrange(12))
+        )
     if kind == 4:
         return rng.choice(["read", "24h", "0s", "2031-01-01T00:00:00Z", "live", "", "x" * 300])
     if kind == 5:
         return [random_json(rng, depth + 1) for _ in range(rng.randrange(4))]
-    fields = ["slug", "name", "scopes", "env", "expires_at", "expires_in", "metadata",
-              "reason", "grace", "zzz"]
+    fields = [
+        "slug",
+        "name",
+        "scopes",
+        "env",
+        "expires_at",
+        "expires_in",
+        "metadata",
+        "reason",
+        "grace",
+        "zzz",
+    ]
     return {rng.choice(fields): random_json(rng, depth + 1) for _ in range(rng.randrange(5))}
 
 
@@ -205,7 +222,8 @@ async def test_random_bodies_never_cause_a_500(root: AdminClient) -> None:
     org = await root.create_org("fuzz")
     key = (await root.create_key(org, ["read", "write"]))["key"]
     targets = [
-        ("POST", "/orgs"), ("POST", f"/orgs/{org}/keys"),
+        ("POST", "/orgs"),
+        ("POST", f"/orgs/{org}/keys"),
         ("PATCH", f"/orgs/{org}/keys/{key['id']}"),
         ("POST", f"/orgs/{org}/keys/{key['id']}/revoke"),
         ("POST", f"/orgs/{org}/keys/{key['id']}/roll"),
@@ -227,8 +245,13 @@ async def test_random_bodies_never_cause_a_500(root: AdminClient) -> None:
 
 
 async def test_admin_responses_name_no_versions(root: AdminClient) -> None:
-    for method, path in (("GET", "/orgs"), ("GET", "/openapi.json"), ("GET", "/nope"),
-                         ("DELETE", "/orgs"), ("POST", "/orgs")):
+    for method, path in (
+        ("GET", "/orgs"),
+        ("GET", "/openapi.json"),
+        ("GET", "/nope"),
+        ("DELETE", "/orgs"),
+        ("POST", "/orgs"),
+    ):
         reply = await root.call(method, path)
         assert reply.headers.get("Server", "keygate") == "keygate", (path, reply.headers)
     unauthenticated = await root.as_(None).call("GET", "/orgs")

@@ -10,13 +10,9 @@ import pytest
 
 from gateway.app import admin_api_mode
 from gateway.config import AdminConfig, Config, ListenConfig
-from tests.integration.admin.harness import (
-    AdminClient,
-    assert_error,
-    operator_config,
-    operator_env,
-    unique_slug,
-)
+from tests.support.admin_client import AdminClient, unique_slug
+from tests.support.configs import gateway_env, operator_config
+from tests.support.errors import assert_error
 from tests.support.gateway_process import (
     GatewayProcess,
     UpstreamProcess,
@@ -29,23 +25,29 @@ from tests.support.stores import Stores
 
 @pytest.fixture(scope="module")
 def tokenless_gateway(
-    stores: Stores, admin_upstream: UpstreamProcess, admin_log_dir: Path
+    stores: Stores, echo_upstream: UpstreamProcess, admin_log_dir: Path
 ) -> Iterator[GatewayProcess]:
     """No KEYGATE_ADMIN_TOKEN and no loopback opt-in: the admin API must stay off."""
-    gw = start_gateway(operator_config(admin_upstream.url, closed_port()), admin_log_dir,
-                       operator_env(stores, admin_token=""), name="tokenless-gateway")
+    gw = start_gateway(
+        operator_config(echo_upstream.url, closed_port()),
+        admin_log_dir,
+        gateway_env(stores, admin_token=""),
+        name="tokenless-gateway",
+    )
     with stopped_cleanly(gw):
         yield gw
 
 
 @pytest.fixture(scope="module")
 def loopback_gateway(
-    stores: Stores, admin_upstream: UpstreamProcess, admin_log_dir: Path
+    stores: Stores, echo_upstream: UpstreamProcess, admin_log_dir: Path
 ) -> Iterator[GatewayProcess]:
-    config = operator_config(admin_upstream.url, closed_port(),
-                             admin={"allow_unauthenticated_loopback": True})
-    gw = start_gateway(config, admin_log_dir, operator_env(stores, admin_token=""),
-                       name="loopback-gateway")
+    config = operator_config(
+        echo_upstream.url, closed_port(), admin={"allow_unauthenticated_loopback": True}
+    )
+    gw = start_gateway(
+        config, admin_log_dir, gateway_env(stores, admin_token=""), name="loopback-gateway"
+    )
     with stopped_cleanly(gw):
         yield gw
 
@@ -54,8 +56,12 @@ async def test_without_a_token_the_admin_api_is_off(
     tokenless_gateway: GatewayProcess, http: aiohttp.ClientSession
 ) -> None:
     client = AdminClient(http, tokenless_gateway.admin_url, None)
-    for method, path in (("GET", "/orgs"), ("POST", "/orgs"), ("GET", "/openapi.json"),
-                         ("GET", "/orgs/acme/keys")):
+    for method, path in (
+        ("GET", "/orgs"),
+        ("POST", "/orgs"),
+        ("GET", "/openapi.json"),
+        ("GET", "/orgs/acme/keys"),
+    ):
         reply = await client.call(method, path)
         assert reply.status == 404, reply.text
     with_some_token = await client.as_("anything").call("GET", "/orgs")
@@ -96,6 +102,9 @@ async def test_loopback_opt_in_allows_anonymous_root(
     ],
 )
 def test_admin_api_mode(token: str | None, flag: bool, admin: str, mode: str | None) -> None:
-    config = Config(admin_token=token, listen=ListenConfig(admin=admin),
-                    admin=AdminConfig(allow_unauthenticated_loopback=flag))
+    config = Config(
+        admin_token=token,
+        listen=ListenConfig(admin=admin),
+        admin=AdminConfig(allow_unauthenticated_loopback=flag),
+    )
     assert admin_api_mode(config) == mode

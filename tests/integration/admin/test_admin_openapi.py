@@ -33,16 +33,22 @@ from gateway.admin.api import PREFIX, admin_api
 from gateway.admin.openapi import openapi_document
 from gateway.admin.principals import AdminAuth
 from gateway.keys.service import KeyService
-from tests.integration.admin.harness import ISSUED, ROOT_TOKEN, AdminClient
+from tests.support.admin_client import AdminClient
+from tests.support.credentials import ISSUED, ROOT_TOKEN
 from tests.support.gateway_process import GatewayProcess
 
 MAX_EXAMPLES = 25
-CHECKS = [not_a_server_error, status_code_conformance, response_schema_conformance,
-          content_type_conformance]
+CHECKS = [
+    not_a_server_error,
+    status_code_conformance,
+    response_schema_conformance,
+    content_type_conformance,
+]
 OPERATIONS = sorted(
     (op["operationId"], method.upper(), path)
     for path, item in openapi_document()["paths"].items()
-    for method, op in item.items() if method != "parameters"
+    for method, op in item.items()
+    if method != "parameters"
 )
 
 
@@ -108,8 +114,9 @@ def session() -> Iterator[requests.Session]:
         yield s
 
 
-@pytest.mark.parametrize(("operation_id", "method", "path"), OPERATIONS,
-                         ids=[op[0] for op in OPERATIONS])
+@pytest.mark.parametrize(
+    ("operation_id", "method", "path"), OPERATIONS, ids=[op[0] for op in OPERATIONS]
+)
 def test_live_api_conforms_to_its_document(
     schema: schemathesis.BaseSchema,
     gateway: GatewayProcess,
@@ -121,19 +128,27 @@ def test_live_api_conforms_to_its_document(
 ) -> None:
     operation = schema[path][method.lower()]
     params = {name: real_ids[name] for name in ("org", "key_id") if "{" + name + "}" in path}
-    strategies = [operation.as_strategy(generation_mode=mode, path_parameters=fixed)
-                  for mode in (schemathesis.GenerationMode.POSITIVE,
-                               schemathesis.GenerationMode.NEGATIVE)
-                  for fixed in ([{}, params] if params else [{}])]
+    strategies = [
+        operation.as_strategy(generation_mode=mode, path_parameters=fixed)
+        for mode in (schemathesis.GenerationMode.POSITIVE, schemathesis.GenerationMode.NEGATIVE)
+        for fixed in ([{}, params] if params else [{}])
+    ]
     base_url = gateway.admin_url + PREFIX
     statuses: list[int] = []
 
     @given(case=st.one_of(strategies))
-    @settings(max_examples=MAX_EXAMPLES, deadline=None, database=None, derandomize=True,
-              suppress_health_check=list(HealthCheck))
+    @settings(
+        max_examples=MAX_EXAMPLES,
+        deadline=None,
+        database=None,
+        derandomize=True,
+        suppress_health_check=list(HealthCheck),
+    )
     def run(case: schemathesis.Case[Any]) -> None:
         response = case.call_and_validate(
-            base_url=base_url, session=session, checks=CHECKS,
+            base_url=base_url,
+            session=session,
+            checks=CHECKS,
             headers={"Authorization": f"Bearer {ROOT_TOKEN}"},
         )
         statuses.append(response.status_code)
@@ -144,4 +159,5 @@ def test_live_api_conforms_to_its_document(
     assert statuses, "no request was sent"
     assert all(status < 500 for status in statuses)
     assert any(200 <= status < 300 for status in statuses), (
-        f"{operation_id}: no generated request succeeded: {sorted(set(statuses))}")
+        f"{operation_id}: no generated request succeeded: {sorted(set(statuses))}"
+    )

@@ -8,14 +8,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from gateway.keys.format import base62_checksum
-from tests.integration.admin.harness import (
-    ISSUED,
-    ROOT_TOKEN,
-    AdminClient,
-    Reply,
-    assert_error,
-    unique_slug,
-)
+from tests.support.admin_client import AdminClient, unique_slug
+from tests.support.credentials import ISSUED, ROOT_TOKEN
+from tests.support.errors import Reply, assert_error
 from tests.support.gateway_process import GatewayProcess
 
 TRACEPARENT = "00-" + "12" * 16 + "-" + "34" * 8 + "-01"
@@ -39,8 +34,14 @@ async def tenant(root: AdminClient, label: str) -> Tenant:
     reader = await root.create_key(slug, ["keys:read"], name="reader")
     plain = await root.create_key(slug, ["read"], name="plain")
     target = (await root.create_key(slug, ["read"], name="target"))["key"]
-    return Tenant(slug, root.as_(manager["secret"]), "key:" + manager["key"]["display_prefix"],
-                  root.as_(reader["secret"]), root.as_(plain["secret"]), target)
+    return Tenant(
+        slug,
+        root.as_(manager["secret"]),
+        "key:" + manager["key"]["display_prefix"],
+        root.as_(reader["secret"]),
+        root.as_(plain["secret"]),
+        target,
+    )
 
 
 def writes(org: str, key_id: str) -> list[tuple[str, str, dict[str, Any]]]:
@@ -59,20 +60,34 @@ def reads(org: str, key_id: str) -> list[str]:
 async def test_manager_key_acts_in_its_own_org(root: AdminClient) -> None:
     t = await tenant(root, "mgr")
     headers = {"X-Request-Id": "by-key-1", "traceparent": TRACEPARENT}
-    created = (await t.manager.call("POST", f"/orgs/{t.slug}/keys",
-                                    {"name": "made by key", "scopes": ["read"]},
-                                    headers=headers)).ok(201)
+    created = (
+        await t.manager.call(
+            "POST",
+            f"/orgs/{t.slug}/keys",
+            {"name": "made by key", "scopes": ["read"]},
+            headers=headers,
+        )
+    ).ok(201)
     ISSUED.append(created["secret"])
     assert created["key"]["created_by"] == t.manager_principal
     key_id = created["key"]["id"]
-    patched = (await t.manager.call("PATCH", f"/orgs/{t.slug}/keys/{key_id}",
-                                    {"name": "renamed", "scopes": ["read", "write"]})).ok()
+    patched = (
+        await t.manager.call(
+            "PATCH",
+            f"/orgs/{t.slug}/keys/{key_id}",
+            {"name": "renamed", "scopes": ["read", "write"]},
+        )
+    ).ok()
     assert patched["scopes"] == ["read", "write"]
-    rolled = (await t.manager.call("POST", f"/orgs/{t.slug}/keys/{key_id}/roll",
-                                   {"grace": "1m"})).ok(201)
+    rolled = (
+        await t.manager.call("POST", f"/orgs/{t.slug}/keys/{key_id}/roll", {"grace": "1m"})
+    ).ok(201)
     ISSUED.append(rolled["secret"])
-    revoked = (await t.manager.call("POST", f"/orgs/{t.slug}/keys/{rolled['key']['id']}/revoke",
-                                    {"reason": "by key"})).ok()
+    revoked = (
+        await t.manager.call(
+            "POST", f"/orgs/{t.slug}/keys/{rolled['key']['id']}/revoke", {"reason": "by key"}
+        )
+    ).ok()
     assert revoked["revoked_by"] == t.manager_principal
 
     listed = (await t.manager.call("GET", "/orgs")).ok()
@@ -81,7 +96,8 @@ async def test_manager_key_acts_in_its_own_org(root: AdminClient) -> None:
     entries = await t.manager.audit(t.slug)
     by_key = [e for e in entries if e["principal"] == t.manager_principal]
     assert sorted(e["action"] for e in by_key) == sorted(
-        ["key.create", "key.update", "key.roll", "key.create", "key.revoke"])
+        ["key.create", "key.update", "key.roll", "key.create", "key.revoke"]
+    )
     first = next(e for e in by_key if e["request_id"] == "by-key-1")
     assert first["action"] == "key.create" and first["traceparent"] == TRACEPARENT
     assert all(e["client_ip"] == "127.0.0.1" for e in by_key)
@@ -96,8 +112,9 @@ async def test_other_orgs_resources_do_not_exist_for_a_key(root: AdminClient) ->
         for path in reads(theirs.slug, other_key):
             assert_error(await principal.call("GET", path), 404, "not_found")
         # Their key under my org's path is just as unknown.
-        assert_error(await principal.call("GET", f"/orgs/{mine.slug}/keys/{other_key}"),
-                     404, "not_found")
+        assert_error(
+            await principal.call("GET", f"/orgs/{mine.slug}/keys/{other_key}"), 404, "not_found"
+        )
     for method, path, body in writes(theirs.slug, other_key):
         assert_error(await mine.manager.call(method, path, body), 404, "not_found")
     for method, path, body in writes(mine.slug, other_key)[1:]:
@@ -126,31 +143,48 @@ async def test_key_without_admin_scopes_is_forbidden(root: AdminClient) -> None:
 
 async def test_a_key_cannot_grant_a_scope_it_does_not_hold(root: AdminClient) -> None:
     t = await tenant(root, "grant")
-    error = assert_error(await t.manager.call(
-        "POST", f"/orgs/{t.slug}/keys", {"name": "n", "scopes": ["read", "billing"]}),
-        403, "scope_not_held", "scopes")
+    error = assert_error(
+        await t.manager.call(
+            "POST", f"/orgs/{t.slug}/keys", {"name": "n", "scopes": ["read", "billing"]}
+        ),
+        403,
+        "scope_not_held",
+        "scopes",
+    )
     assert "billing" in error["message"]
-    assert_error(await t.manager.call("POST", f"/orgs/{t.slug}/keys",
-                                      {"name": "n", "scopes": ["*"]}),
-                 403, "scope_not_held", "scopes")
-    assert_error(await t.manager.call("PATCH", f"/orgs/{t.slug}/keys/{t.target['id']}",
-                                      {"scopes": ["read", "admin"]}),
-                 403, "scope_not_held", "scopes")
+    assert_error(
+        await t.manager.call("POST", f"/orgs/{t.slug}/keys", {"name": "n", "scopes": ["*"]}),
+        403,
+        "scope_not_held",
+        "scopes",
+    )
+    assert_error(
+        await t.manager.call(
+            "PATCH", f"/orgs/{t.slug}/keys/{t.target['id']}", {"scopes": ["read", "admin"]}
+        ),
+        403,
+        "scope_not_held",
+        "scopes",
+    )
     # A key it manages that holds more than itself is out of its reach too.
     bigger = (await root.create_key(t.slug, ["read", "billing"]))["key"]
     for method, path, body in writes(t.slug, bigger["id"])[1:2] + writes(t.slug, bigger["id"])[3:]:
         assert (await t.manager.call(method, path, body)).status == 403
     # What it holds, it may grant.
-    ok = (await t.manager.call("POST", f"/orgs/{t.slug}/keys",
-                               {"name": "n", "scopes": ["read", "write"]})).ok(201)
+    ok = (
+        await t.manager.call(
+            "POST", f"/orgs/{t.slug}/keys", {"name": "n", "scopes": ["read", "write"]}
+        )
+    ).ok(201)
     ISSUED.append(ok["secret"])
 
 
 async def test_keys_cannot_create_orgs(root: AdminClient) -> None:
     t = await tenant(root, "noorg")
     for principal in (t.manager, t.reader):
-        assert_error(await principal.call("POST", "/orgs", {"slug": unique_slug("x")}),
-                     403, "forbidden")
+        assert_error(
+            await principal.call("POST", "/orgs", {"slug": unique_slug("x")}), 403, "forbidden"
+        )
 
 
 async def test_bad_credentials_are_401(root: AdminClient, gateway: GatewayProcess) -> None:
@@ -160,8 +194,9 @@ async def test_bad_credentials_are_401(root: AdminClient, gateway: GatewayProces
     expiring = await root.create_key(t.slug, ["keys:manage", "read"], expires_in="1s")
     manager_secret = t.manager.token
     assert manager_secret is not None
-    wrong_secret = manager_secret[:-10] + ("A" if manager_secret[-10] != "A" else "B") + \
-        manager_secret[-9:]
+    wrong_secret = (
+        manager_secret[:-10] + ("A" if manager_secret[-10] != "A" else "B") + manager_secret[-9:]
+    )
     await asyncio.sleep(1.05)
     candidates = {
         "revoked key": revoked["secret"],
@@ -172,10 +207,14 @@ async def test_bad_credentials_are_401(root: AdminClient, gateway: GatewayProces
     }
     ISSUED.append(wrong_secret)
     for what, token in candidates.items():
-        for method, path in (("GET", f"/orgs/{t.slug}/keys"), ("GET", "/orgs"),
-                             ("POST", f"/orgs/{t.slug}/keys")):
-            reply = await root.as_(token).call(method, path, {"name": "n", "scopes": ["read"]}
-                                              if method == "POST" else None)
+        for method, path in (
+            ("GET", f"/orgs/{t.slug}/keys"),
+            ("GET", "/orgs"),
+            ("POST", f"/orgs/{t.slug}/keys"),
+        ):
+            reply = await root.as_(token).call(
+                method, path, {"name": "n", "scopes": ["read"]} if method == "POST" else None
+            )
             error = assert_error(reply, 401, "unauthorized")
             assert reply.headers.get("WWW-Authenticate", "").startswith("Bearer"), what
             assert token not in reply.text and token not in error["message"], what
@@ -183,8 +222,9 @@ async def test_bad_credentials_are_401(root: AdminClient, gateway: GatewayProces
     assert_error(missing, 401, "unauthorized")
     assert missing.headers["WWW-Authenticate"].startswith("Bearer")
     # X-API-Key is accepted for keys as on the proxy; a root token in it works too.
-    via_header = await root.as_(None).call("GET", f"/orgs/{t.slug}/keys",
-                                           headers={"X-API-Key": manager_secret})
+    via_header = await root.as_(None).call(
+        "GET", f"/orgs/{t.slug}/keys", headers={"X-API-Key": manager_secret}
+    )
     via_header.ok()
 
 

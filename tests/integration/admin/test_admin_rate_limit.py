@@ -8,7 +8,9 @@ from typing import Any
 import aiohttp
 import pytest
 
-from tests.integration.admin.harness import ISSUED, AdminClient, assert_error
+from tests.support.admin_client import AdminClient
+from tests.support.credentials import ISSUED
+from tests.support.errors import assert_error
 from tests.support.gateway_process import GatewayProcess
 from tests.support.rate_limits import Seen, get, in_one_window
 
@@ -34,8 +36,10 @@ async def test_create_show_patch_and_audit(root: AdminClient) -> None:
     assert [e["details"] for e in updates] == [
         {"old_rate_limit": {"requests": 5, "per": "1h"}, "new_rate_limit": None},
         {"old_name": "test key", "new_name": "other"},
-        {"old_rate_limit": {"requests": 100, "per": "1m"},
-         "new_rate_limit": {"requests": 5, "per": "1h"}},
+        {
+            "old_rate_limit": {"requests": 100, "per": "1m"},
+            "new_rate_limit": {"requests": 5, "per": "1h"},
+        },
     ]
     created = await root.audit(org, key_id=key["id"], action="key.create")
     assert created[0]["details"]["rate_limit"] == {"requests": 100, "per": "1m"}
@@ -70,13 +74,15 @@ async def test_bad_rate_limits_are_400_naming_the_field(
 ) -> None:
     org = await root.create_org("rl")
     body = {"name": "k", "scopes": ["read"], "rate_limit": value}
-    error = assert_error(await root.call("POST", f"/orgs/{org}/keys", body), 400,
-                         "invalid_request", "rate_limit")
+    error = assert_error(
+        await root.call("POST", f"/orgs/{org}/keys", body), 400, "invalid_request", "rate_limit"
+    )
     assert says in error["message"], error
     key = (await root.create_key(org, ["read"]))["key"]
     path = f"/orgs/{org}/keys/{key['id']}"
-    error = assert_error(await root.call("PATCH", path, {"rate_limit": value}), 400,
-                         "invalid_request", "rate_limit")
+    error = assert_error(
+        await root.call("PATCH", path, {"rate_limit": value}), 400, "invalid_request", "rate_limit"
+    )
     assert says in error["message"], error
     assert (await root.call("GET", path)).ok()["rate_limit"] is None  # nothing written
     assert await root.audit(org, key_id=key["id"], action="key.update") == []
@@ -98,4 +104,8 @@ async def test_limit_set_by_patch_reaches_the_proxy(
 
     seen = await in_one_window(scenario)
     assert [(s.status, s.limit, s.remaining) for s in seen] == [
-        (200, None, None), (200, "2", "1"), (200, "2", "0"), (429, "2", "0")]
+        (200, None, None),
+        (200, "2", "1"),
+        (200, "2", "0"),
+        (429, "2", "0"),
+    ]

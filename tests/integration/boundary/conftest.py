@@ -15,11 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from gateway.config import load_config
-from gateway.keys.service import open_key_service
 from tests.integration.boundary.recorded import Recorded, recorded_gateway, recording_upstream
-from tests.integration.proxy.harness import KeyMaker
-from tests.support.gateway_process import UpstreamProcess, start_upstream
+from tests.support.gateway_process import UpstreamProcess
+from tests.support.keys import KeyMaker, key_maker
 from tests.support.recording_upstream import RecordingUpstream
 from tests.support.stores import Stores
 
@@ -36,20 +34,15 @@ def upstream() -> Iterator[RecordingUpstream]:
 
 
 @pytest.fixture(scope="package")
-def echo(boundary_logs: Path) -> Iterator[UpstreamProcess]:
-    process = start_upstream(boundary_logs, name="echo")
-    try:
-        yield process
-    finally:
-        process.process.stop(expect_code=0)
-
-
-@pytest.fixture(scope="package")
 def boundary(
-    stores: Stores, boundary_logs: Path, upstream: RecordingUpstream, echo: UpstreamProcess
+    stores: Stores,
+    boundary_logs: Path,
+    upstream: RecordingUpstream,
+    echo_upstream: UpstreamProcess,
 ) -> Iterator[Recorded]:
-    with recorded_gateway(stores, boundary_logs, name="gateway", upstream=upstream,
-                          echo_url=echo.url) as rec:
+    with recorded_gateway(
+        stores, boundary_logs, name="gateway", upstream=upstream, echo_url=echo_upstream.url
+    ) as rec:
         yield rec
 
 
@@ -63,7 +56,5 @@ def gw(boundary: Recorded) -> Recorded:
 
 @pytest.fixture
 async def keys(boundary: Recorded) -> AsyncIterator[KeyMaker]:
-    g = boundary.gateway
-    config = load_config(str(g.config_path), env=g.env)
-    async with open_key_service(config) as service:
-        yield KeyMaker(service, g.config_path, g.env)
+    async with key_maker(boundary.gateway.config_path, boundary.gateway.env) as maker:
+        yield maker

@@ -20,19 +20,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from gateway.config import load_config
 from gateway.embedded import free_port
-from gateway.keys.service import open_key_service
-from tests.integration.proxy.harness import (
-    CHEAP_ARGON2,
-    KeyMaker,
-    MadeKey,
-    assert_no_key_in,
-    gateway_env,
-)
+from tests.support.configs import gateway_config, gateway_env
+from tests.support.credentials import assert_no_key_in
 from tests.support.gateway_process import GatewayProcess, start_gateway, stopped_cleanly
 from tests.support.http1 import Fields, ProtocolError, response_framing, take_chunked
 from tests.support.http1 import take_response_head as _take_head
+from tests.support.keys import MadeKey, key_maker
 from tests.support.recording_upstream import RecordingUpstream
 from tests.support.stores import Stores
 
@@ -55,42 +49,73 @@ def boundary_config(
         "broken": {"url": f"http://{UNENCODABLE_HOST}", "timeout": "2s"},
     }
     routes: list[dict[str, Any]] = [
-        {"path": "/raw/small/**", "upstream": "raw", "public": True, "max_body": "1KiB",
-         "name": "raw-small"},
+        {
+            "path": "/raw/small/**",
+            "upstream": "raw",
+            "public": True,
+            "max_body": "1KiB",
+            "name": "raw-small",
+        },
         {"path": "/raw/**", "upstream": "raw", "public": True, "name": "raw"},
-        {"path": "/ws-raw/**", "upstream": "raw", "public": True, "websocket": True,
-         "name": "ws-raw"},
-        {"path": "/auth/**", "upstream": "raw", "scopes": ["write"], "max_body": "1KiB",
-         "name": "auth"},
-        {"path": "/d/**", "upstream": "rec", "scopes": ["write"],
-         "max_body": f"{MAX_BODY // 1024}KiB", "name": "diff"},
-        {"path": "/creds/**", "upstream": "rec", "scopes": ["write"],
-         "forward_credentials": True, "name": "creds"},
+        {
+            "path": "/ws-raw/**",
+            "upstream": "raw",
+            "public": True,
+            "websocket": True,
+            "name": "ws-raw",
+        },
+        {
+            "path": "/auth/**",
+            "upstream": "raw",
+            "scopes": ["write"],
+            "max_body": "1KiB",
+            "name": "auth",
+        },
+        {
+            "path": "/d/**",
+            "upstream": "rec",
+            "scopes": ["write"],
+            "max_body": f"{MAX_BODY // 1024}KiB",
+            "name": "diff",
+        },
+        {
+            "path": "/creds/**",
+            "upstream": "rec",
+            "scopes": ["write"],
+            "forward_credentials": True,
+            "name": "creds",
+        },
         {"path": "/broken/**", "upstream": "broken", "public": True, "name": "broken"},
     ]
     if echo_url is not None:
         upstreams["echo"] = {"url": echo_url, "timeout": "10s"}
         routes += [
-            {"path": "/ws/**", "upstream": "echo", "public": True, "websocket": True,
-             "max_message": f"{MAX_MESSAGE // 1024}KiB", "name": "ws"},
-            {"path": "/echo/small/**", "upstream": "echo", "public": True,
-             "max_body": "1KiB", "name": "echo-small"},
+            {
+                "path": "/ws/**",
+                "upstream": "echo",
+                "public": True,
+                "websocket": True,
+                "max_message": f"{MAX_MESSAGE // 1024}KiB",
+                "name": "ws",
+            },
+            {
+                "path": "/echo/small/**",
+                "upstream": "echo",
+                "public": True,
+                "max_body": "1KiB",
+                "name": "echo-small",
+            },
             {"path": "/echo/**", "upstream": "echo", "public": True, "name": "echo"},
         ]
-    return {
-        "dev": False,
-        "keys": {"argon2": CHEAP_ARGON2, "verify_threads": 2},
-        "server": {
-            "drain_timeout": "2s", "store_timeout": "1s",
-            "header_timeout": f"{HEADER_TIMEOUT:g}s",
-            "body_idle_timeout": f"{BODY_IDLE_TIMEOUT:g}s",
-            "keepalive_timeout": "30s",
-            "trusted_proxies": list(trusted_proxies),
-        },
-        "log": {"level": "info", "format": "json", "access_log": True},
-        "upstreams": upstreams,
-        "routes": routes,
+    server = {
+        "drain_timeout": "2s",
+        "store_timeout": "1s",
+        "header_timeout": f"{HEADER_TIMEOUT:g}s",
+        "body_idle_timeout": f"{BODY_IDLE_TIMEOUT:g}s",
+        "keepalive_timeout": "30s",
+        "trusted_proxies": list(trusted_proxies),
     }
+    return gateway_config(upstreams, routes, server=server)
 
 
 @dataclass
@@ -120,9 +145,7 @@ class Recorded:
 
 def _make_keys(gw: GatewayProcess) -> Keys:
     async def run() -> Keys:
-        config = load_config(str(gw.config_path), env=gw.env)
-        async with open_key_service(config) as service:
-            maker = KeyMaker(service, gw.config_path, gw.env)
+        async with key_maker(gw.config_path, gw.env) as maker:
             org = await maker.org("boundary")
             good = await maker.key(["write"], org=org, env="test")
             read_only = await maker.key(["read"], org=org)
@@ -156,8 +179,7 @@ def recorded_gateway(
     with contextlib.ExitStack() as stack:
         if upstream is None:
             upstream = stack.enter_context(recording_upstream())
-        config = boundary_config(upstream.port, echo_url=echo_url,
-                                 trusted_proxies=trusted_proxies)
+        config = boundary_config(upstream.port, echo_url=echo_url, trusted_proxies=trusted_proxies)
         gw = start_gateway(config, log_dir, gateway_env(stores), name=name)
         with stopped_cleanly(gw):
             yield Recorded(gw, upstream, _make_keys(gw))
@@ -211,14 +233,14 @@ def take_response(buf: bytearray, method: str = "POST") -> Answer | int | None:
     if framing.kind == "length":
         if len(buf) < used + framing.length:
             return None
-        body = bytes(buf[used:used + framing.length])
-        del buf[:used + framing.length]
+        body = bytes(buf[used : used + framing.length])
+        del buf[: used + framing.length]
     elif framing.kind == "chunked":
         chunked = take_chunked(buf, used)
         if chunked is None:
             return None
         body = chunked[0].body
-        del buf[:chunked[1]]
+        del buf[: chunked[1]]
     elif framing.kind == "close":
         return None  # complete only at EOF; the caller handles that
     else:

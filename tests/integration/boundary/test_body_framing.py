@@ -66,8 +66,11 @@ async def test_gzip_body_is_forwarded_byte_for_byte(gw: Recorded, connection: st
 async def test_chunked_body_is_rechunked_with_the_same_bytes(gw: Recorded) -> None:
     body = smuggling_gzip()
     chunked = b"%x\r\n%s\r\n0\r\n\r\n" % (len(body), body)
-    headers = [("Content-Encoding", "gzip"), ("Transfer-Encoding", "chunked"),
-               ("Connection", "transfer-encoding")]
+    headers = [
+        ("Content-Encoding", "gzip"),
+        ("Transfer-Encoding", "chunked"),
+        ("Connection", "transfer-encoding"),
+    ]
     replies, _ = await exchange_all(
         gw.port, request_bytes("POST", "/raw/chunked", headers, chunked), wait=3
     )
@@ -92,8 +95,17 @@ async def test_chunked_body_is_rechunked_with_the_same_bytes(gw: Recorded) -> No
         [("Content-Length", "5, 5")],
         [("Content-Length", "+5")],
     ],
-    ids=["cl-te", "te-cl", "te-gzip-chunked", "te-identity", "te-twice", "cl-differ",
-         "cl-twice", "cl-list", "cl-sign"],
+    ids=[
+        "cl-te",
+        "te-cl",
+        "te-gzip-chunked",
+        "te-identity",
+        "te-twice",
+        "cl-differ",
+        "cl-twice",
+        "cl-list",
+        "cl-sign",
+    ],
 )
 async def test_framing_in_doubt_is_400_and_closes(
     gw: Recorded, framing: list[tuple[str, str]]
@@ -110,8 +122,9 @@ async def test_framing_in_doubt_is_400_and_closes(
 
 async def test_pipelined_request_after_a_short_body_is_its_own_request(gw: Recorded) -> None:
     first = request_bytes("POST", "/raw/first", [("Content-Length", "5")], b"hello")
-    second = request_bytes("GET", "/raw/second", [("X-Keygate-Org", "evil"),
-                                                   ("X_Keygate_Org", "evil")])
+    second = request_bytes(
+        "GET", "/raw/second", [("X-Keygate-Org", "evil"), ("X_Keygate_Org", "evil")]
+    )
     reader, writer = await open_raw(gw.port)
     try:
         writer.write(first + second)

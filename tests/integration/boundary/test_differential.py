@@ -80,15 +80,55 @@ class Wire:
     expect: bool = False
 
 
-IDENTITY = ["X-Keygate-Org", "X-Keygate-Key-Id", "X-Keygate-Scopes", "X-Keygate-Env",
-            "Forwarded", "X-Real-IP", "X-Forwarded-For", "X-Forwarded-Host", "X-Request-Id"]
-FRAMING_FIELDS = ["Content-Length", "Transfer-Encoding", "Content-Encoding", "Content-Type",
-                  "Host", "Connection"]
-FRAMINGS = ["cl", "cl", "chunked", "chunked", "none", "cl_short", "cl_long", "cl_dup_same",
-            "cl_dup_diff", "cl_list", "cl_zeros", "cl_te", "te_variant", "te_alias",
-            "cl_alias", "chunked_bad"]
-TE_VARIANTS = ["Chunked", "CHUNKED", "chunked, chunked", "gzip, chunked", "identity",
-               "chunked, identity", "chunked;q=1", "\tchunked", "chunk", "xchunked"]
+IDENTITY = [
+    "X-Keygate-Org",
+    "X-Keygate-Key-Id",
+    "X-Keygate-Scopes",
+    "X-Keygate-Env",
+    "Forwarded",
+    "X-Real-IP",
+    "X-Forwarded-For",
+    "X-Forwarded-Host",
+    "X-Request-Id",
+]
+FRAMING_FIELDS = [
+    "Content-Length",
+    "Transfer-Encoding",
+    "Content-Encoding",
+    "Content-Type",
+    "Host",
+    "Connection",
+]
+FRAMINGS = [
+    "cl",
+    "cl",
+    "chunked",
+    "chunked",
+    "none",
+    "cl_short",
+    "cl_long",
+    "cl_dup_same",
+    "cl_dup_diff",
+    "cl_list",
+    "cl_zeros",
+    "cl_te",
+    "te_variant",
+    "te_alias",
+    "cl_alias",
+    "chunked_bad",
+]
+TE_VARIANTS = [
+    "Chunked",
+    "CHUNKED",
+    "chunked, chunked",
+    "gzip, chunked",
+    "identity",
+    "chunked, identity",
+    "chunked;q=1",
+    "\tchunked",
+    "chunk",
+    "xchunked",
+]
 BAD_CHUNK_SIZES = [b"0x5", b"-5", b"+5", b"5 5", b"fffffffffffffffffff5", b"", b"g"]
 
 
@@ -99,8 +139,8 @@ def _name_spelling(name: str) -> st.SearchStrategy[str]:
         return {"lower": joined.lower(), "upper": joined.upper(), "as is": joined}[case]
 
     return st.builds(
-        spell, st.lists(st.sampled_from("-_."), min_size=name.count("-"),
-                        max_size=name.count("-")),
+        spell,
+        st.lists(st.sampled_from("-_."), min_size=name.count("-"), max_size=name.count("-")),
         st.sampled_from(["lower", "upper", "as is"]),
     )
 
@@ -118,31 +158,60 @@ def smuggled(rid: str) -> bytes:
 def requests(draw: st.DrawFn, last: bool) -> Request:
     rid = "d-" + uuid.uuid4().hex
     key = draw(st.sampled_from(["good", "good", "good", "bad", "read_only", "none", "alias"]))
-    credential = draw(st.sampled_from(["Authorization", "authorization", "X-API-Key",
-                                       "x-api-key"]))
+    credential = draw(st.sampled_from(["Authorization", "authorization", "X-API-Key", "x-api-key"]))
     raw = draw(st.binary(max_size=200))
     payload = draw(st.sampled_from([b"", raw, raw + smuggled("s-" + uuid.uuid4().hex)]))
     encoding = draw(st.sampled_from([None, None, "gzip", "deflate"]))
-    framing = draw(st.sampled_from(FRAMINGS if last else [f for f in FRAMINGS
-                                                          if f != "cl_long"]))
+    framing = draw(st.sampled_from(FRAMINGS if last else [f for f in FRAMINGS if f != "cl_long"]))
     chunk_sizes = draw(st.lists(st.integers(1, 64), max_size=6))
     chunk_style = draw(st.sampled_from(["lower", "upper", "zeros", "ext", "plain"]))
-    trailers = draw(st.lists(st.tuples(
-        st.one_of(*[_name_spelling(n) for n in [*IDENTITY, "X-Trailer", "Content-Length"]]),
-        st.just("trailer-spoof")), max_size=2))
-    connection = draw(st.lists(st.one_of(
-        st.sampled_from(["keep-alive", "close", "Upgrade", "x-custom"]),
-        *[_name_spelling(n) for n in [*FRAMING_FIELDS, *IDENTITY[:3]]]), max_size=3))
+    trailers = draw(
+        st.lists(
+            st.tuples(
+                st.one_of(*[_name_spelling(n) for n in [*IDENTITY, "X-Trailer", "Content-Length"]]),
+                st.just("trailer-spoof"),
+            ),
+            max_size=2,
+        )
+    )
+    connection = draw(
+        st.lists(
+            st.one_of(
+                st.sampled_from(["keep-alive", "close", "Upgrade", "x-custom"]),
+                *[_name_spelling(n) for n in [*FRAMING_FIELDS, *IDENTITY[:3]]],
+            ),
+            max_size=3,
+        )
+    )
     # (Credentials in their own spelling are the credential: only their aliases spoof.)
-    aliases = [_name_spelling(n).filter(lambda s: "_" in s or "." in s)
-               for n in ("X-API-Key", "Proxy-Authorization")]
-    spoofs = draw(st.lists(st.tuples(
-        st.one_of(*[_name_spelling(n) for n in IDENTITY], *aliases),
-        st.just("spoofed")), max_size=4))
+    aliases = [
+        _name_spelling(n).filter(lambda s: "_" in s or "." in s)
+        for n in ("X-API-Key", "Proxy-Authorization")
+    ]
+    spoofs = draw(
+        st.lists(
+            st.tuples(
+                st.one_of(*[_name_spelling(n) for n in IDENTITY], *aliases), st.just("spoofed")
+            ),
+            max_size=4,
+        )
+    )
     expect = last and draw(st.booleans())
-    return Request(rid, draw(st.sampled_from(["POST", "PUT", "PATCH"])), key, credential,
-                   payload, encoding, framing, chunk_sizes, chunk_style, trailers, connection,
-                   spoofs, expect)
+    return Request(
+        rid,
+        draw(st.sampled_from(["POST", "PUT", "PATCH"])),
+        key,
+        credential,
+        payload,
+        encoding,
+        framing,
+        chunk_sizes,
+        chunk_style,
+        trailers,
+        connection,
+        spoofs,
+        expect,
+    )
 
 
 @st.composite
@@ -162,7 +231,7 @@ def _chunked(data: bytes, sizes: list[int], style: str, trailers: list[tuple[str
         text = f"{size:x}"
         text = {"upper": text.upper(), "zeros": text.zfill(4)}.get(style, text)
         ext = ";ext=1;x" if style == "ext" else ""
-        out += f"{text}{ext}\r\n".encode() + data[pos:pos + size] + b"\r\n"
+        out += f"{text}{ext}\r\n".encode() + data[pos : pos + size] + b"\r\n"
         pos += size
     out += b"0\r\n"
     out += b"".join(f"{n}: {v}\r\n".encode() for n, v in trailers)
@@ -229,8 +298,9 @@ def render(req: Request, keys: dict[str, str]) -> Wire:
     elif f == "cl_alias":
         lines += [f"Content-Length: {n}", f"Content_Length: {n + 5}"]
     head = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
-    return Wire(req.rid, req.method, req.key == "good", head, after, body, extra,
-                req.encoding, req.expect)
+    return Wire(
+        req.rid, req.method, req.key == "good", head, after, body, extra, req.encoding, req.expect
+    )
 
 
 # ---------------------------------------------------------------------------------------
@@ -256,12 +326,14 @@ def check(rec: Recorded, wires: list[Wire], exchange: Exchange) -> list[str]:
     """Every broken invariant, as a sentence (empty when the boundary held)."""
     rec.upstream.settle()
     seen, errors = rec.upstream.snapshot()
-    problems = [f"(d) the upstream could not parse what it got: {e.reason} {e.rest[:80]!r}"
-                for e in errors]
+    problems = [
+        f"(d) the upstream could not parse what it got: {e.reason} {e.rest[:80]!r}" for e in errors
+    ]
     sent = {w.rid: w for w in wires}
     authorised = {w.rid for w in wires if w.authorised}
-    upstream_2xx = {a.one(SEEN_HEADER) for a in exchange.answers
-                    if 200 <= a.status < 300 and a.one(SEEN_HEADER)}
+    upstream_2xx = {
+        a.one(SEEN_HEADER) for a in exchange.answers if 200 <= a.status < 300 and a.one(SEEN_HEADER)
+    }
     recorded_ids: list[str | None] = [r.request_id for r in seen]
     for r in seen:
         rid = r.request_id
@@ -275,8 +347,10 @@ def check(rec: Recorded, wires: list[Wire], exchange: Exchange) -> list[str]:
         if (r.head.method, r.head.target) != (w.method, f"/d/{rid}"):
             problems.append(f"(d) {what} is not the request the client sent")
         if r.complete and r.body != w.body:
-            problems.append(f"(b) {what}: body {r.body[:60]!r}… differs from the client's "
-                            f"{w.body[:60]!r}… ({len(r.body)} vs {len(w.body)} bytes)")
+            problems.append(
+                f"(b) {what}: body {r.body[:60]!r}… differs from the client's "
+                f"{w.body[:60]!r}… ({len(r.body)} vs {len(w.body)} bytes)"
+            )
         if not r.complete and not r.last_on_connection:
             problems.append(f"(b) {what}: body cut short on a connection that went on")
         problems += [f"(c) {what}: {p}" for p in identity_problems(rec, r, w)]
@@ -297,10 +371,14 @@ def identity_problems(rec: Recorded, r: Seen, w: Wire) -> list[str]:
     for name, value in r.head.fields:
         by_name.setdefault(canonical(name), []).append((name, value))
     want = {
-        "x-keygate-org": key.org, "x-keygate-key-id": key.display_prefix,
-        "x-keygate-scopes": " ".join(key.scopes), "x-keygate-env": key.env,
-        "x-real-ip": "127.0.0.1", "x-forwarded-for": "127.0.0.1",
-        "forwarded": f"for=127.0.0.1;host={HOST};proto=http", "x-forwarded-host": HOST,
+        "x-keygate-org": key.org,
+        "x-keygate-key-id": key.display_prefix,
+        "x-keygate-scopes": " ".join(key.scopes),
+        "x-keygate-env": key.env,
+        "x-real-ip": "127.0.0.1",
+        "x-forwarded-for": "127.0.0.1",
+        "forwarded": f"for=127.0.0.1;host={HOST};proto=http",
+        "x-forwarded-host": HOST,
         "x-request-id": w.rid,
     }
     problems = []
@@ -311,8 +389,14 @@ def identity_problems(rec: Recorded, r: Seen, w: Wire) -> list[str]:
     extra = sorted(n for n in by_name if n.startswith("x-keygate-") and n not in want)
     if extra:
         problems.append(f"identity fields the gateway never sets: {extra}")
-    for name in ("authorization", "x-api-key", "proxy-authorization", "expect", "connection",
-                 "transfer-encoding" if "content-length" in by_name else "-"):
+    for name in (
+        "authorization",
+        "x-api-key",
+        "proxy-authorization",
+        "expect",
+        "connection",
+        "transfer-encoding" if "content-length" in by_name else "-",
+    ):
         if name in by_name:
             problems.append(f"{name} passed: {by_name[name]}")
     for name in ("content-length", "transfer-encoding", "content-encoding", "host"):
@@ -321,8 +405,9 @@ def identity_problems(rec: Recorded, r: Seen, w: Wire) -> list[str]:
     encoding = [v for _, v in by_name.get("content-encoding", [])]
     if encoding != ([w.content_encoding] if w.content_encoding else []):
         problems.append(f"content-encoding {encoding} but the client sent {w.content_encoding}")
-    spoofed = [f for f in r.trailers if canonical(f[0]).startswith("x-keygate-")
-               or canonical(f[0]) in want]
+    spoofed = [
+        f for f in r.trailers if canonical(f[0]).startswith("x-keygate-") or canonical(f[0]) in want
+    ]
     if spoofed or any(v == "spoofed" for _, v in r.head.fields):
         problems.append(f"client-sent identity values passed: {spoofed or r.head.fields}")
     return problems
@@ -333,8 +418,11 @@ def identity_problems(rec: Recorded, r: Seen, w: Wire) -> list[str]:
 
 
 def key_table(rec: Recorded) -> dict[str, str]:
-    return {"good": rec.keys.good.secret, "bad": rec.keys.bad_secret,
-            "read_only": rec.keys.read_only.secret}
+    return {
+        "good": rec.keys.good.secret,
+        "bad": rec.keys.bad_secret,
+        "read_only": rec.keys.read_only.secret,
+    }
 
 
 def check_pipeline(rec: Recorded, pipeline: list[Request]) -> None:
@@ -366,8 +454,12 @@ def check_pipeline(rec: Recorded, pipeline: list[Request]) -> None:
 assert MAX_BODY >= 2 * 1024  # the payloads drawn stay under the route's max_body
 
 
-@settings(max_examples=EXAMPLES, deadline=None, database=None,
-          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@settings(
+    max_examples=EXAMPLES,
+    deadline=None,
+    database=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
 @given(pipeline=pipelines())
 def test_the_upstream_only_ever_sees_what_the_gateway_authorised(
     boundary: Recorded, pipeline: list[Request]

@@ -20,9 +20,19 @@ from tests.support.recording_upstream import SEEN_HEADER, RecordingUpstream
 from tests.support.recording_upstream import Recorded as Seen
 from tests.support.stores import Stores
 
-GATEWAY_NAMES = ("x-keygate-org", "x-keygate-key-id", "x-keygate-scopes", "x-keygate-env",
-                 "forwarded", "x-real-ip", "x-forwarded-for", "x-forwarded-host",
-                 "x-forwarded-proto", "x-request-id", "host")
+GATEWAY_NAMES = (
+    "x-keygate-org",
+    "x-keygate-key-id",
+    "x-keygate-scopes",
+    "x-keygate-env",
+    "forwarded",
+    "x-real-ip",
+    "x-forwarded-for",
+    "x-forwarded-host",
+    "x-forwarded-proto",
+    "x-request-id",
+    "host",
+)
 
 
 def spellings(name: str) -> list[str]:
@@ -45,8 +55,9 @@ def untrusting(boundary: Recorded) -> Recorded:
 def trusting(
     stores: Stores, boundary_logs: Path, upstream: RecordingUpstream
 ) -> Iterator[Recorded]:
-    with recorded_gateway(stores, boundary_logs, name="trusting", upstream=upstream,
-                          trusted_proxies=["127.0.0.1/32"]) as rec:
+    with recorded_gateway(
+        stores, boundary_logs, name="trusting", upstream=upstream, trusted_proxies=["127.0.0.1/32"]
+    ) as rec:
         yield rec
 
 
@@ -56,8 +67,12 @@ def send(
     """One GET with exactly these field lines (plus Host, X-Request-Id and the key);
     returns the request id and what the upstream recorded for it."""
     rid = "id-" + uuid.uuid4().hex
-    lines = [f"GET {path} HTTP/1.1", "Host: public.example", f"X-Request-Id: {rid}",
-             f"Authorization: Bearer {key or rec.keys.good.secret}"]
+    lines = [
+        f"GET {path} HTTP/1.1",
+        "Host: public.example",
+        f"X-Request-Id: {rid}",
+        f"Authorization: Bearer {key or rec.keys.good.secret}",
+    ]
     lines += [f"{name}: {value}" for name, value in fields]
     with RawClient(rec.port) as client:
         client.send(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1"))
@@ -78,26 +93,34 @@ def by_canonical(seen: Seen) -> dict[str, list[tuple[str, str]]]:
     return out
 
 
-def assert_gateway_identity(rec: Recorded, seen: Seen, rid: str, client_ip: str,
-                            forwarded_for: str) -> None:
+def assert_gateway_identity(
+    rec: Recorded, seen: Seen, rid: str, client_ip: str, forwarded_for: str
+) -> None:
     fields = by_canonical(seen)
     key = rec.keys.good
     expected = {
-        "x-keygate-org": key.org, "x-keygate-key-id": key.display_prefix,
-        "x-keygate-scopes": " ".join(key.scopes), "x-keygate-env": key.env,
-        "x-request-id": rid, "x-real-ip": client_ip, "x-forwarded-for": forwarded_for,
-        "x-forwarded-proto": "http", "x-forwarded-host": "public.example",
+        "x-keygate-org": key.org,
+        "x-keygate-key-id": key.display_prefix,
+        "x-keygate-scopes": " ".join(key.scopes),
+        "x-keygate-env": key.env,
+        "x-request-id": rid,
+        "x-real-ip": client_ip,
+        "x-forwarded-for": forwarded_for,
+        "x-forwarded-proto": "http",
+        "x-forwarded-host": "public.example",
         "host": f"127.0.0.1:{rec.upstream.port}",
     }
     for name, value in expected.items():
         assert [v for _, v in fields.get(name, [])] == [value], (name, fields.get(name))
     node = f'"[{client_ip}]"' if ":" in client_ip else client_ip
-    assert [v for _, v in fields["forwarded"]] == [
-        f"for={node};host=public.example;proto=http"
-    ]
+    assert [v for _, v in fields["forwarded"]] == [f"for={node};host=public.example;proto=http"]
     keygate = [n for n in fields if n.startswith("x-keygate-")]
-    assert sorted(keygate) == ["x-keygate-env", "x-keygate-key-id", "x-keygate-org",
-                               "x-keygate-scopes"]
+    assert sorted(keygate) == [
+        "x-keygate-env",
+        "x-keygate-key-id",
+        "x-keygate-org",
+        "x-keygate-scopes",
+    ]
     # Every gateway field arrives in one spelling only: its own.
     for name in GATEWAY_NAMES:
         assert all("_" not in n and "." not in n for n, _ in fields.get(name, [])), name
@@ -118,10 +141,15 @@ def test_no_spelling_of_an_identity_field_reaches_the_upstream(
 def test_forwarded_and_x_real_ip_are_replaced_and_the_chain_dropped(
     untrusting: Recorded,
 ) -> None:
-    rid, seen = send(untrusting, [
-        ("X-Forwarded-For", "198.51.100.7"), ("Forwarded", "for=198.51.100.7;proto=https"),
-        ("X-Real-IP", "198.51.100.7"), ("forwarded", "for=unknown"),
-    ])
+    rid, seen = send(
+        untrusting,
+        [
+            ("X-Forwarded-For", "198.51.100.7"),
+            ("Forwarded", "for=198.51.100.7;proto=https"),
+            ("X-Real-IP", "198.51.100.7"),
+            ("forwarded", "for=unknown"),
+        ],
+    )
     assert_gateway_identity(untrusting, seen, rid, "127.0.0.1", "127.0.0.1")
 
 
@@ -129,9 +157,16 @@ def test_aliases_of_credentials_never_pass_even_where_credentials_are_forwarded(
     untrusting: Recorded,
 ) -> None:
     secret = untrusting.keys.good.secret
-    _, seen = send(untrusting, [("X_API_KEY", secret), ("x.api.key", secret),
-                                ("Authorization_", "kept"), ("Proxy_Authorization", "x")],
-                   path="/creds/x")
+    _, seen = send(
+        untrusting,
+        [
+            ("X_API_KEY", secret),
+            ("x.api.key", secret),
+            ("Authorization_", "kept"),
+            ("Proxy_Authorization", "x"),
+        ],
+        path="/creds/x",
+    )
     fields = by_canonical(seen)
     assert [n for n, _ in fields["authorization"]] == ["Authorization"]
     assert "x-api-key" not in fields and "proxy-authorization" not in fields
@@ -139,10 +174,22 @@ def test_aliases_of_credentials_never_pass_even_where_credentials_are_forwarded(
 
 
 def test_connection_tokens_never_remove_the_gateways_fields(untrusting: Recorded) -> None:
-    tokens = ", ".join(["keep-alive", "X-Keygate-Org", "x_keygate_env", "X-Request-Id",
-                        "Forwarded", "X-Real-IP", "x.forwarded.for", "Host", "X-Custom"])
-    rid, seen = send(untrusting, [("Connection", tokens), ("X-Custom", "listed"),
-                                  ("X_Custom", "listed too")])
+    tokens = ", ".join(
+        [
+            "keep-alive",
+            "X-Keygate-Org",
+            "x_keygate_env",
+            "X-Request-Id",
+            "Forwarded",
+            "X-Real-IP",
+            "x.forwarded.for",
+            "Host",
+            "X-Custom",
+        ]
+    )
+    rid, seen = send(
+        untrusting, [("Connection", tokens), ("X-Custom", "listed"), ("X_Custom", "listed too")]
+    )
     assert_gateway_identity(untrusting, seen, rid, "127.0.0.1", "127.0.0.1")
     assert "x-custom" not in by_canonical(seen)
 
@@ -165,8 +212,11 @@ def test_connection_tokens_never_remove_the_gateways_fields(untrusting: Recorded
 def test_trusted_proxies_name_the_client(
     trusting: Recorded, chain: list[str], client: str, sent: str
 ) -> None:
-    rid, seen = send(trusting, [("X-Forwarded-For", line) for line in chain]
-                     + [("X_Forwarded_For", "192.0.2.99"), ("X-Real-IP", "192.0.2.99")])
+    rid, seen = send(
+        trusting,
+        [("X-Forwarded-For", line) for line in chain]
+        + [("X_Forwarded_For", "192.0.2.99"), ("X-Real-IP", "192.0.2.99")],
+    )
     assert_gateway_identity(trusting, seen, rid, client, sent)
 
 

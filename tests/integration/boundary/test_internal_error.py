@@ -24,8 +24,11 @@ def _internal_errors(admin_url: str) -> float:
         text = reply.read().decode()
     total = 0.0
     for line in text.splitlines():
-        if line.startswith("keygate_requests_total{") and 'outcome="internal_error"' in line \
-                and 'route="broken"' in line:
+        if (
+            line.startswith("keygate_requests_total{")
+            and 'outcome="internal_error"' in line
+            and 'route="broken"' in line
+        ):
             total += float(line.rsplit(" ", 1)[1])
     return total
 
@@ -46,10 +49,16 @@ async def test_unexpected_failure_is_500_logged_and_counted(gw: Recorded) -> Non
             break
         await asyncio.sleep(0.2)
     assert _internal_errors(gw.gateway.admin_url) == counted_before + 1
-    entries = [json.loads(line) for line in gw.gateway.process.stderr().splitlines()
-               if line.startswith("{")]
-    logged = [e for e in entries if e.get("level") == "error"
-              and error["request_id"] in e.get("message", "")]
+    entries = [
+        json.loads(line)
+        for line in gw.gateway.process.stderr().splitlines()
+        if line.startswith("{")
+    ]
+    logged = [
+        e
+        for e in entries
+        if e.get("level") == "error" and error["request_id"] in e.get("message", "")
+    ]
     assert logged, gw.gateway.process.tail()
     assert logged[0]["error"] == "UnicodeError"
     assert "Traceback (most recent call last)" in logged[0]["traceback"]

@@ -71,8 +71,11 @@ async def test_stalled_chunked_body_is_408_and_closed(gw: Recorded) -> None:
     reader, writer = await open_raw(gw.port)
     started = time.monotonic()
     try:
-        writer.write(request_bytes("POST", "/echo/stall", [("Transfer-Encoding", "chunked")],
-                                   b"5\r\nhello\r\n"))
+        writer.write(
+            request_bytes(
+                "POST", "/echo/stall", [("Transfer-Encoding", "chunked")], b"5\r\nhello\r\n"
+            )
+        )
         await writer.drain()
         replies, closed = await responses_until_close(reader, wait=BODY_IDLE_TIMEOUT + 5)
     finally:
@@ -86,9 +89,10 @@ async def test_stalled_chunked_body_is_408_and_closed(gw: Recorded) -> None:
 async def test_websocket_message_over_max_message_closes_with_1009(gw: Recorded) -> None:
     before = gw.gateway.process.rss_bytes()
     big = b"\0" * (64 * 1024 * 1024)
-    async with aiohttp.ClientSession() as http, http.ws_connect(
-        f"ws://127.0.0.1:{gw.port}/ws/big", max_msg_size=0
-    ) as ws:
+    async with (
+        aiohttp.ClientSession() as http,
+        http.ws_connect(f"ws://127.0.0.1:{gw.port}/ws/big", max_msg_size=0) as ws,
+    ):
         await ws.send_bytes(b"x" * (MAX_MESSAGE // 2))  # under the limit: relayed
         echoed = await ws.receive(timeout=5)
         assert echoed.type == aiohttp.WSMsgType.BINARY and len(echoed.data) == MAX_MESSAGE // 2
@@ -103,9 +107,10 @@ async def test_websocket_message_over_max_message_closes_with_1009(gw: Recorded)
 
 
 async def test_permessage_deflate_offer_is_not_accepted(gw: Recorded) -> None:
-    async with aiohttp.ClientSession() as http, http.ws_connect(
-        f"ws://127.0.0.1:{gw.port}/ws/deflate", compress=15
-    ) as ws:
+    async with (
+        aiohttp.ClientSession() as http,
+        http.ws_connect(f"ws://127.0.0.1:{gw.port}/ws/deflate", compress=15) as ws,
+    ):
         assert ws.compress == 0
         assert "Sec-WebSocket-Extensions" not in ws._response.headers
         await ws.send_str("plain")

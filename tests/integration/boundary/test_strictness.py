@@ -10,17 +10,22 @@ import pytest
 
 from tests.integration.boundary.rawhttp import exchange_all
 from tests.integration.boundary.recorded import BODY_IDLE_TIMEOUT, Recorded
-from tests.integration.proxy.harness import KeyMaker, raw_error
+from tests.integration.proxy.harness import raw_error
 from tests.integration.proxy.wire import (
     close_writer,
     read_head,
     read_response,
     request_bytes,
 )
+from tests.support.keys import KeyMaker
 
 KEY = base64.b64encode(b"0123456789abcdef").decode()
-HANDSHAKE = [("Upgrade", "websocket"), ("Connection", "Upgrade"),
-             ("Sec-WebSocket-Key", KEY), ("Sec-WebSocket-Version", "13")]
+HANDSHAKE = [
+    ("Upgrade", "websocket"),
+    ("Connection", "Upgrade"),
+    ("Sec-WebSocket-Key", KEY),
+    ("Sec-WebSocket-Version", "13"),
+]
 
 
 def replaced(headers: list[tuple[str, str]], name: str, value: str | None) -> list[tuple[str, str]]:
@@ -52,17 +57,35 @@ async def test_connect_is_400_and_the_connection_closes(gw: Recorded) -> None:
         ("GET", "1.0", HANDSHAKE),
         ("GET", "1.1", replaced(HANDSHAKE, "Sec-WebSocket-Key", None)),
         ("GET", "1.1", replaced(HANDSHAKE, "Sec-WebSocket-Key", "not base64 at all!!!!!!!")),
-        ("GET", "1.1", replaced(HANDSHAKE, "Sec-WebSocket-Key",
-                                base64.b64encode(b"fifteen bytes!!").decode())),
-        ("GET", "1.1", replaced(HANDSHAKE, "Sec-WebSocket-Key",
-                                base64.b64encode(b"seventeen bytes!!").decode())),
+        (
+            "GET",
+            "1.1",
+            replaced(HANDSHAKE, "Sec-WebSocket-Key", base64.b64encode(b"fifteen bytes!!").decode()),
+        ),
+        (
+            "GET",
+            "1.1",
+            replaced(
+                HANDSHAKE, "Sec-WebSocket-Key", base64.b64encode(b"seventeen bytes!!").decode()
+            ),
+        ),
         ("GET", "1.1", [*HANDSHAKE, ("Sec-WebSocket-Key", KEY)]),
         ("GET", "1.1", replaced(HANDSHAKE, "Sec-WebSocket-Version", "8")),
         ("GET", "1.1", replaced(HANDSHAKE, "Sec-WebSocket-Version", None)),
         ("GET", "1.1", replaced(HANDSHAKE, "Connection", "keep-alive")),
     ],
-    ids=["post", "http10", "no-key", "key-not-base64", "key-15-bytes", "key-17-bytes",
-         "key-twice", "version-8", "no-version", "no-connection-upgrade"],
+    ids=[
+        "post",
+        "http10",
+        "no-key",
+        "key-not-base64",
+        "key-15-bytes",
+        "key-17-bytes",
+        "key-twice",
+        "version-8",
+        "no-version",
+        "no-connection-upgrade",
+    ],
 )
 async def test_malformed_websocket_handshake_never_reaches_the_upstream(
     gw: Recorded, method: str, version: str, headers: list[tuple[str, str]]
@@ -91,8 +114,7 @@ async def test_malformed_websocket_handshake_never_reaches_the_upstream(
 async def test_header_section_too_large_is_431(
     gw: Recorded, headers: list[tuple[str, str]]
 ) -> None:
-    replies, closed = await exchange_all(gw.port, request_bytes("GET", "/raw/big", headers),
-                                         wait=3)
+    replies, closed = await exchange_all(gw.port, request_bytes("GET", "/raw/big", headers), wait=3)
     raw_error(replies[0], 431, "headers_too_large")
     assert closed
     await asyncio.sleep(0.2)
@@ -116,21 +138,31 @@ async def test_expect_continue_with_a_bad_key_gets_401_without_100(
 ) -> None:
     key = await keys.key(["write"])
     wrong = key.with_secret("x" * 32)
-    data = request_bytes("POST", "/auth/upload", [
-        ("Authorization", f"Bearer {wrong}"), ("Expect", "100-continue"),
-        ("Content-Length", "10")])
+    data = request_bytes(
+        "POST",
+        "/auth/upload",
+        [
+            ("Authorization", f"Bearer {wrong}"),
+            ("Expect", "100-continue"),
+            ("Content-Length", "10"),
+        ],
+    )
     assert await _first_answer(gw.port, data) == [401]
 
 
 async def test_expect_continue_over_max_body_gets_413_without_100(gw: Recorded) -> None:
-    data = request_bytes("POST", "/raw/small/upload", [
-        ("Expect", "100-continue"), ("Content-Length", str(10 * 1024 * 1024))])
+    data = request_bytes(
+        "POST",
+        "/raw/small/upload",
+        [("Expect", "100-continue"), ("Content-Length", str(10 * 1024 * 1024))],
+    )
     assert await _first_answer(gw.port, data) == [413]
 
 
 async def test_expect_continue_is_never_sent_to_http10(gw: Recorded) -> None:
-    data = request_bytes("POST", "/echo/upload", [
-        ("Expect", "100-continue"), ("Content-Length", "5")])
+    data = request_bytes(
+        "POST", "/echo/upload", [("Expect", "100-continue"), ("Content-Length", "5")]
+    )
     data = data.replace(b" HTTP/1.1\r\n", b" HTTP/1.0\r\n", 1)
     reader, writer = await asyncio.open_connection("127.0.0.1", gw.port)
     try:
@@ -147,8 +179,9 @@ async def test_expect_continue_is_never_sent_to_http10(gw: Recorded) -> None:
 
 
 async def test_expect_continue_is_sent_once_the_request_is_accepted(gw: Recorded) -> None:
-    data = request_bytes("POST", "/echo/upload", [
-        ("Expect", "100-continue"), ("Content-Length", "5")])
+    data = request_bytes(
+        "POST", "/echo/upload", [("Expect", "100-continue"), ("Content-Length", "5")]
+    )
     reader, writer = await asyncio.open_connection("127.0.0.1", gw.port)
     try:
         writer.write(data)

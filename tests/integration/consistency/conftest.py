@@ -15,14 +15,11 @@ from __future__ import annotations
 
 import asyncio
 import os
-import secrets
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
 import time
-import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,31 +30,24 @@ import asyncpg
 import pytest
 import redis
 
-from gateway.config import load_config
 from gateway.embedded import EmbeddedPostgres, EmbeddedRedis, free_port
-from gateway.keys.format import BASE62, base62_checksum
-from gateway.keys.models import Actor
-from gateway.keys.service import KeyService, open_key_service
 from gateway.store.db import Database
 from gateway.store.key_cache import CHANNEL
 from gateway.store.migrate import migrate
+from tests.support.configs import gateway_config, gateway_env
+from tests.support.db import fetch
 from tests.support.gateway_process import (
-    REPO_ROOT,
     GatewayProcess,
     UpstreamProcess,
-    spawn,
     start_gateway,
-    start_upstream,
+    start_listener,
 )
+from tests.support.keys import KeyMaker, MadeKey, key_maker
 
-ACTOR = Actor(principal="test:consistency")
-SECRET = secrets.token_urlsafe(48)
-ADMIN_TOKEN = secrets.token_urlsafe(32)
 LOCAL_TTL = 5.0  # the default: long enough that only pub/sub can explain a sub-second refusal
 FLUSH_INTERVAL = 1.0
 STORE_TIMEOUT = 1.0
 WORKERS = 2  # per gateway of the fleet
-CHEAP_ARGON2 = {"time_cost": 1, "memory_kib": 1024, "parallelism": 1}
 
 STAMP_LOG_SQL = """
 CREATE TABLE IF NOT EXISTS test_stamp_writes (
@@ -120,12 +110,7 @@ class OwnStores:
             self.start_redis()
 
     async def fetch(self, sql: str, *args: Any) -> list[asyncpg.Record]:
-        conn = await asyncpg.connect(self.database_url, timeout=5)
-        try:
-            rows: list[asyncpg.Record] = await conn.fetch(sql, *args)
-            return rows
-        finally:
-            await conn.close()
+        return await fetch(self.database_url, sql, *args)
 
 
 @pytest.fixture(scope="package")
@@ -169,39 +154,34 @@ def _stores_up_after_each_test(request: pytest.FixtureRequest) -> Iterator[None]
 # ------------------------------------------------------------------------------ processes
 
 
-def gateway_env(stores: OwnStores, **overrides: str) -> dict[str, str]:
-    base = {k: v for k, v in os.environ.items() if not k.startswith("KEYGATE_")}
-    return {
-        **base,
-        "KEYGATE_SECRET": SECRET,
-        "KEYGATE_DATABASE_URL": stores.database_url,
-        "KEYGATE_REDIS_URL": stores.redis_url,
-        "KEYGATE_ADMIN_TOKEN": ADMIN_TOKEN,
-        **overrides,
-    }
-
-
-def gateway_config(upstream_url: str, **overrides: Any) -> dict[str, Any]:
-    """A gateway on the echo upstream; `overrides` replace whole top-level sections."""
-    config: dict[str, Any] = {
-        "dev": False,
-        "keys": {"argon2": CHEAP_ARGON2, "verify_threads": 2},
+def fleet_config(upstream_url: str, **sections: Any) -> dict[str, Any]:
+    """A gateway on the echo upstream; `sections` replace whole top-level ones."""
+    routes = [
+        {
+            "path": "/api/read/**",
+            "methods": ["GET"],
+            "upstream": "echo",
+            "scopes": ["read"],
+            "name": "read",
+        },
+        {"path": "/ws/**", "upstream": "echo", "websocket": True, "scopes": ["read"], "name": "ws"},
+        {
+            "path": "/_demo/slow",
+            "methods": ["GET"],
+            "upstream": "echo",
+            "scopes": ["read"],
+            "name": "slow",
+        },
+    ]
+    defaults: dict[str, Any] = {
         "cache": {"local_ttl": f"{LOCAL_TTL:g}s"},
         "last_used": {"flush_interval": f"{FLUSH_INTERVAL:g}s"},
         "server": {"drain_timeout": "5s", "store_timeout": f"{STORE_TIMEOUT:g}s"},
         "log": {"level": "info", "format": "json", "access_log": False},
-        "upstreams": {"echo": {"url": upstream_url, "connect_timeout": "2s", "timeout": "10s"}},
-        "routes": [
-            {"path": "/api/read/**", "methods": ["GET"], "upstream": "echo",
-             "scopes": ["read"], "name": "read"},
-            {"path": "/ws/**", "upstream": "echo", "websocket": True, "scopes": ["read"],
-             "name": "ws"},
-            {"path": "/_demo/slow", "methods": ["GET"], "upstream": "echo", "scopes": ["read"],
-             "name": "slow"},
-        ],
     }
-    config.update(overrides)
-    return config
+    echo = {"echo": {"url": upstream_url, "connect_timeout": "2s", "timeout": "10s"}}
+    sections = {"upstreams": echo, "routes": routes, **defaults, **sections}
+    return gateway_config(sections.pop("upstreams"), sections.pop("routes"), **sections)
 
 
 @pytest.fixture(scope="package")
@@ -210,15 +190,6 @@ def log_dir() -> Iterator[Path]:
     yield path
     if not os.environ.get("KEYGATE_TEST_KEEP_LOGS"):  # set it to read the gateways' logs
         shutil.rmtree(path, ignore_errors=True)
-
-
-@pytest.fixture(scope="package")
-def upstream(log_dir: Path) -> Iterator[UpstreamProcess]:
-    up = start_upstream(log_dir, name="consistency-upstream")
-    try:
-        yield up
-    finally:
-        up.process.stop(expect_code=0)
 
 
 # The cheapest upstream Python offers (fixed answer, low-level server): for the load test,
@@ -244,23 +215,12 @@ except ImportError:
 @pytest.fixture(scope="package")
 def fixed_upstream(log_dir: Path) -> Iterator[str]:
     port = free_port()
-    process = spawn("fixed-upstream", [sys.executable, "-c", FIXED_UPSTREAM, str(port)], log_dir)
+    argv = [sys.executable, "-c", FIXED_UPSTREAM, str(port)]
+    up = start_listener("fixed-upstream", argv, port, log_dir)
     try:
-        deadline = time.monotonic() + 15
-        while not _port_open(port):
-            assert process.alive() and time.monotonic() < deadline, process.tail()
-            time.sleep(0.05)
-        yield f"http://127.0.0.1:{port}"
+        yield up.url
     finally:
-        process.kill()
-
-
-def _port_open(port: int) -> bool:
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-            return True
-    except OSError:
-        return False
+        up.process.kill()
 
 
 @dataclass
@@ -281,14 +241,15 @@ class Fleet:
 
 
 @pytest.fixture(scope="package")
-def fleet(own_stores: OwnStores, upstream: UpstreamProcess, log_dir: Path) -> Iterator[Fleet]:
+def fleet(own_stores: OwnStores, echo_upstream: UpstreamProcess, log_dir: Path) -> Iterator[Fleet]:
     env = gateway_env(own_stores)
     started: list[GatewayProcess] = []
     try:
         for name in ("gw-a", "gw-b"):
             started.append(
-                start_gateway(gateway_config(upstream.url), log_dir, env, name=name,
-                              workers=WORKERS)
+                start_gateway(
+                    fleet_config(echo_upstream.url), log_dir, env, name=name, workers=WORKERS
+                )
             )
     except BaseException:
         for gw in started:
@@ -331,80 +292,13 @@ async def wait_listening(stores: OwnStores, workers: int, limit: float) -> None:
         client.close()
 
 
-# ------------------------------------------------------------------------------ keys, CLI
-
-
-@dataclass(frozen=True)
-class MadeKey:
-    id: str
-    secret: str
-    display_prefix: str
-    org: str
-
-    @property
-    def auth(self) -> dict[str, str]:
-        return {"Authorization": f"Bearer {self.secret}"}
-
-    def with_secret(self, secret: str) -> str:
-        """This key's id with another 32-character secret (valid checksum): a wrong key."""
-        body = self.display_prefix + secret
-        return body + base62_checksum(body)
-
-
-def unknown_key() -> str:
-    """A well-formed key whose id exists nowhere."""
-    body = "kg_live_" + "".join(secrets.choice(BASE62) for _ in range(40))
-    return body + base62_checksum(body)
-
-
-class Keys:
-    """Orgs and keys through the real service (which publishes changes on Redis)."""
-
-    def __init__(self, service: KeyService, config_path: Path, env: dict[str, str]) -> None:
-        self.service = service
-        self.config_path = config_path
-        self.env = env
-
-    async def org(self) -> str:
-        slug = f"c-{uuid.uuid4().hex[:12]}"
-        await self.service.create_org(ACTOR, slug)
-        return slug
-
-    async def key(self, scopes: tuple[str, ...] = ("read",), org: str | None = None) -> MadeKey:
-        org = org or await self.org()
-        created = await self.service.create_key(ACTOR, org, "consistency", list(scopes))
-        k = created.key
-        return MadeKey(k.id, created.secret, k.display_prefix, k.org)
-
-    async def revoke(self, key_id: str) -> None:
-        await self.service.revoke_key(ACTOR, key_id, reason="test")
-
-    async def cli(self, *args: str) -> CliRun:
-        """`python -m gateway ARGS… --config <gateway config>` in a subprocess."""
-        started = time.monotonic()
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "gateway", *args, "--config", str(self.config_path),
-            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-            env=self.env, cwd=REPO_ROOT,
-        )
-        out, err = await proc.communicate()
-        assert proc.returncode is not None
-        return CliRun(proc.returncode, out.decode(), err.decode(), time.monotonic() - started)
-
-
-@dataclass
-class CliRun:
-    code: int
-    out: str
-    err: str
-    seconds: float
+# ------------------------------------------------------------------------------ keys
 
 
 @pytest.fixture
-async def keys(fleet: Fleet) -> AsyncIterator[Keys]:
-    config = load_config(str(fleet.config_path), env=fleet.env)
-    async with open_key_service(config) as service:
-        yield Keys(service, fleet.config_path, fleet.env)
+async def keys(fleet: Fleet) -> AsyncIterator[KeyMaker]:
+    async with key_maker(fleet.config_path, fleet.env) as maker:
+        yield maker
 
 
 # ------------------------------------------------------------------------------ HTTP
@@ -429,8 +323,9 @@ class Probe:
     code: str | None
 
 
-async def probe(http: aiohttp.ClientSession, base_url: str, secret: str,
-                path: str = "/api/read/probe") -> Probe:
+async def probe(
+    http: aiohttp.ClientSession, base_url: str, secret: str, path: str = "/api/read/probe"
+) -> Probe:
     started = time.time()
     async with http.get(base_url + path, headers={"Authorization": f"Bearer {secret}"}) as reply:
         code = None
@@ -442,8 +337,12 @@ async def probe(http: aiohttp.ClientSession, base_url: str, secret: str,
         return Probe(base_url, started, time.time() - started, reply.status, code)
 
 
-async def warm(http: aiohttp.ClientSession, instances: list[GatewayProcess], key: MadeKey,
-               per_instance: int = 40) -> None:
+async def warm(
+    http: aiohttp.ClientSession,
+    instances: list[GatewayProcess],
+    key: MadeKey,
+    per_instance: int = 40,
+) -> None:
     """Enough requests on fresh connections that every worker of every instance has the
     key cached (each worker is missed with probability 2**-per_instance)."""
     for gw in instances:
@@ -473,8 +372,16 @@ class Watch:
         return [p for p in self.probes if p.sent - self.since > seconds]
 
 
-async def watch(http: aiohttp.ClientSession, urls: list[str], secret: str, *, since: float,
-                until: float, concurrency: int = 4, path: str = "/api/read/probe") -> Watch:
+async def watch(
+    http: aiohttp.ClientSession,
+    urls: list[str],
+    secret: str,
+    *,
+    since: float,
+    until: float,
+    concurrency: int = 4,
+    path: str = "/api/read/probe",
+) -> Watch:
     """Probe every URL with `concurrency` fresh connections at a time until `until`
     seconds after `since` (wall clock)."""
     result = Watch(since)
@@ -486,34 +393,47 @@ async def watch(http: aiohttp.ClientSession, urls: list[str], secret: str, *, si
     return result
 
 
-async def probe_while(http: aiohttp.ClientSession, urls: list[str], secret: str,
-                      done: asyncio.Event, concurrency: int = 4) -> list[Probe]:
+async def probe_while(
+    http: aiohttp.ClientSession,
+    urls: list[str],
+    secret: str,
+    done: asyncio.Event,
+    concurrency: int = 4,
+) -> list[Probe]:
     """Probe every URL until `done` is set (to watch across a change whose commit time
     is read afterwards)."""
     probes: list[Probe] = []
     while not done.is_set():
-        probes.extend(await asyncio.gather(
-            *(probe(http, url, secret) for url in urls for _ in range(concurrency))
-        ))
+        probes.extend(
+            await asyncio.gather(
+                *(probe(http, url, secret) for url in urls for _ in range(concurrency))
+            )
+        )
     return probes
 
 
-async def readyz(http: aiohttp.ClientSession, gw: GatewayProcess) -> int:
+async def readyz(http: aiohttp.ClientSession, gw: GatewayProcess) -> tuple[int, Any]:
+    """/readyz's status and body."""
     async with http.get(gw.admin_url + "/readyz") as reply:
-        await reply.read()
-        return reply.status
+        return reply.status, await reply.json()
 
 
-async def wait_ready(http: aiohttp.ClientSession, gw: GatewayProcess, want: int,
-                     limit: float) -> float:
-    """Seconds until /readyz answers `want` (polled every 50 ms, for at most `limit`)."""
+async def wait_store(
+    http: aiohttp.ClientSession, gw: GatewayProcess, store: str, state: str, limit: float
+) -> float:
+    """Seconds until /readyz reports `store` ("postgres", "redis") `state` ("up", "down"),
+    polled every 50 ms for at most `limit`. Every answer meanwhile must be 200 "ready": a
+    store outage alone never takes an instance out of service (SPEC §9)."""
     started = time.monotonic()
     while True:
-        status = await readyz(http, gw)
-        if status == want:
+        status, body = await readyz(http, gw)
+        assert (status, body["status"]) == (200, "ready"), (gw.admin_url, status, body)
+        if body["stores"][store] == state:
             return time.monotonic() - started
         if time.monotonic() - started > limit:
-            raise AssertionError(f"{gw.admin_url}/readyz still {status} after {limit}s")
+            raise AssertionError(
+                f"{gw.admin_url}/readyz: {store} still not {state} after {limit}s: {body}"
+            )
         await asyncio.sleep(0.05)
 
 
@@ -527,10 +447,16 @@ class Launcher:
         self.log_dir = log_dir
         self.started: list[GatewayProcess] = []
 
-    def __call__(self, name: str, *, workers: int = 2, env: dict[str, str] | None = None,
-                 **overrides: Any) -> GatewayProcess:
-        gw = start_gateway(gateway_config(self.upstream.url, **overrides), self.log_dir,
-                           env or gateway_env(self.stores), name=name, workers=workers)
+    def __call__(
+        self, name: str, *, workers: int = 2, env: dict[str, str] | None = None, **overrides: Any
+    ) -> GatewayProcess:
+        gw = start_gateway(
+            fleet_config(self.upstream.url, **overrides),
+            self.log_dir,
+            env or gateway_env(self.stores),
+            name=name,
+            workers=workers,
+        )
         self.started.append(gw)
         return gw
 
@@ -540,8 +466,10 @@ class Launcher:
 
 
 @pytest.fixture
-def launch(own_stores: OwnStores, upstream: UpstreamProcess, log_dir: Path) -> Iterator[Launcher]:
-    launcher = Launcher(own_stores, upstream, log_dir)
+def launch(
+    own_stores: OwnStores, echo_upstream: UpstreamProcess, log_dir: Path
+) -> Iterator[Launcher]:
+    launcher = Launcher(own_stores, echo_upstream, log_dir)
     try:
         yield launcher
     finally:

@@ -32,7 +32,7 @@ from gateway.keys.service import KeyService
 from gateway.keys.state import KeyState
 from gateway.store.db import Database
 from gateway.store.key_cache import CHANNEL, KeyCacheWriter, RedisKeyCache
-from tests.conftest import TEST_CONFIG
+from tests.support.configs import TEST_CONFIG
 from tests.support.stores import Stores
 
 ACTOR = Actor(principal="test:lookup")
@@ -83,9 +83,13 @@ class World:
         """A running lookup (listener subscribed) with its own Redis client."""
         config: Config = kwargs.pop("config", self.config)
         lookup = KeyLookup(
-            keys=config.keys, cache=config.cache, db=self.db,
+            keys=config.keys,
+            cache=config.cache,
+            db=self.db,
             redis=RedisKeyCache.connect(self.config.redis_url, 600, 1.0, SECRET),
-            hasher=self.hasher, server_secret=SECRET, **kwargs,
+            hasher=self.hasher,
+            server_secret=SECRET,
+            **kwargs,
         )
         before = await self.subscribers()
         await self.stack.enter_async_context(contextlib.asynccontextmanager(lookup.lifetime)())
@@ -124,7 +128,9 @@ class Made:
 async def world(clean_stores: Stores) -> AsyncIterator[World]:
     config = load_config(str(TEST_CONFIG))
     config = dataclasses.replace(
-        config, redis_url=clean_stores.redis_url, database_url=clean_stores.database_url,
+        config,
+        redis_url=clean_stores.redis_url,
+        database_url=clean_stores.database_url,
         keys=dataclasses.replace(config.keys, argon2=ARGON2, verify_threads=2),
     )
     db = Database(clean_stores.database_url)
@@ -139,10 +145,16 @@ async def world(clean_stores: Stores) -> AsyncIterator[World]:
     client = aioredis.Redis.from_url(clean_stores.redis_url)
     async with contextlib.AsyncExitStack() as stack:
         try:
-            yield World(config, db, hasher,
-                        KeyService(db, config.keys, hasher, on_change=writer.key_changed),
-                        KeyService(db, config.keys, hasher, on_change=old_build_writer),
-                        client, [], stack)
+            yield World(
+                config,
+                db,
+                hasher,
+                KeyService(db, config.keys, hasher, on_change=writer.key_changed),
+                KeyService(db, config.keys, hasher, on_change=old_build_writer),
+                client,
+                [],
+                stack,
+            )
         finally:
             await stack.aclose()
             await writer.close()
@@ -236,7 +248,8 @@ async def test_two_hundred_concurrent_wrong_secrets_run_at_most_the_limit_of_ver
     # given back, so which of the two each gets depends on timing; neither is ever a 401).
     assert results.count("invalid_api_key") == len(started)
     assert results.count("too_many_attempts") + results.count("auth_unavailable") == (
-        200 - len(started))
+        200 - len(started)
+    )
     assert results.count("too_many_attempts") > 0  # the limiter itself refused attempts
     # The owner, elsewhere, is not affected; a right secret gives its place back.
     assert await outcome(lookup.identify(key.secret, "10.0.0.1")) == "allowed"
@@ -247,11 +260,11 @@ async def test_attempts_whose_client_went_away_mid_verify_still_count(world: Wor
     started, on_start = counter()
     hold = HoldAll("verify")
     limit = world.config.cache.max_failures_per_key
-    roomy = dataclasses.replace(world.config, keys=dataclasses.replace(
-        world.config.keys, max_queued_verifies_per_org=limit))  # every verify queues
+    roomy = dataclasses.replace(
+        world.config, keys=dataclasses.replace(world.config.keys, max_queued_verifies_per_org=limit)
+    )  # every verify queues
     lookup = await world.lookup(on_verify_start=on_start, checkpoint=hold, config=roomy)
-    callers = [asyncio.create_task(lookup.identify(key.wrong(), "10.0.0.66"))
-               for _ in range(limit)]
+    callers = [asyncio.create_task(lookup.identify(key.wrong(), "10.0.0.66")) for _ in range(limit)]
     for _ in range(1000):  # every one reserved its attempt and waits for argon2
         if hold.held == limit:
             break
@@ -314,7 +327,8 @@ async def test_one_tenants_flood_delays_anothers_first_verify_by_two_rounds_at_m
     slots = world.config.keys.verify_threads
     flood = [
         asyncio.create_task(outcome(lookup.identify(k.wrong(), f"10.1.{i}.{j}")))
-        for i, k in enumerate(flood_keys) for j in range(40)
+        for i, k in enumerate(flood_keys)
+        for j in range(40)
     ]
     for _ in range(5000):  # until the flood is running and queued
         if len(started) >= 2 * slots:
@@ -323,7 +337,9 @@ async def test_one_tenants_flood_delays_anothers_first_verify_by_two_rounds_at_m
     assert await outcome(lookup.identify(victim.secret, "10.2.0.1")) == "allowed"
     ahead = started.index(victim.org) - queued_at[0]
     results = await asyncio.gather(*flood)
-    print(f"flood: {len(started) - 1} verifies, outcomes "
-          f"{ {r: results.count(r) for r in set(results)} }; the victim waited for {ahead}")
+    print(
+        f"flood: {len(started) - 1} verifies, outcomes "
+        f"{ {r: results.count(r) for r in set(results)} }; the victim waited for {ahead}"
+    )
     assert ahead <= 2 * slots
     assert set(results) <= {"invalid_api_key", "auth_unavailable"}  # 503 when queues full

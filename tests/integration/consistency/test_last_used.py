@@ -20,13 +20,8 @@ from pathlib import Path
 
 import aiohttp
 
-from tests.integration.consistency.conftest import (
-    FLUSH_INTERVAL,
-    Keys,
-    Launcher,
-    OwnStores,
-    probe,
-)
+from tests.integration.consistency.conftest import FLUSH_INTERVAL, Launcher, OwnStores, probe
+from tests.support.keys import KeyMaker
 
 REQUESTS = 10_000
 WORKERS = 2
@@ -56,10 +51,22 @@ async def load_with_wrk(url: str, secret: str, script: Path) -> tuple[int, int, 
     """(requests, non-2xx + socket errors, seconds) for REQUESTS requests through wrk."""
     started = time.time()
     proc = await asyncio.create_subprocess_exec(
-        "wrk", f"-t{THREADS}", f"-c{CONNECTIONS}", "-d30s", "--timeout", "5s",
-        "-s", str(script), url, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-        env={**os.environ, "KEYGATE_TEST_KEY": secret,
-             "KEYGATE_TEST_PER_THREAD": str(REQUESTS // THREADS)},
+        "wrk",
+        f"-t{THREADS}",
+        f"-c{CONNECTIONS}",
+        "-d30s",
+        "--timeout",
+        "5s",
+        "-s",
+        str(script),
+        url,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env={
+            **os.environ,
+            "KEYGATE_TEST_KEY": secret,
+            "KEYGATE_TEST_PER_THREAD": str(REQUESTS // THREADS),
+        },
     )
     assert proc.stdout is not None
     finished: list[float] = []
@@ -110,8 +117,12 @@ async def last_used(stores: OwnStores, key_id: str) -> datetime | None:
 
 
 async def test_ten_thousand_requests_one_stamp_write_per_interval_and_final_stamp_on_sigterm(
-    own_stores: OwnStores, launch: Launcher, keys: Keys, http: aiohttp.ClientSession,
-    fixed_upstream: str, tmp_path: Path,
+    own_stores: OwnStores,
+    launch: Launcher,
+    keys: KeyMaker,
+    http: aiohttp.ClientSession,
+    fixed_upstream: str,
+    tmp_path: Path,
 ) -> None:
     gw = launch("gw-stamps", workers=WORKERS, upstreams={"echo": {"url": fixed_upstream}})
     key = await keys.key()
@@ -121,7 +132,8 @@ async def test_ten_thousand_requests_one_stamp_write_per_interval_and_final_stam
 
     started = time.time()
     load = asyncio.create_task(
-        load_with_wrk(url, key.secret, script) if shutil.which("wrk")
+        load_with_wrk(url, key.secret, script)
+        if shutil.which("wrk")
         else load_with_aiohttp(url, key.secret)
     )
     first_stamp = None
@@ -145,14 +157,18 @@ async def test_ten_thousand_requests_one_stamp_write_per_interval_and_final_stam
 
     rows = await own_stores.fetch(
         "SELECT extract(epoch FROM written_at)::float8 AS at FROM test_stamp_writes"
-        " WHERE key_id = $1 ORDER BY written_at", key.id)
+        " WHERE key_id = $1 ORDER BY written_at",
+        key.id,
+    )
     writes = [r["at"] for r in rows]
     periodic = [w for w in writes if w < terminated]
     stamp = await last_used(own_stores, key.id)
-    print(f"{sent} requests in {seconds:.2f} s ({sent / seconds:.0f}/s, {errors} errors) over "
-          f"{CONNECTIONS} connections, {WORKERS} workers; first stamp visible after "
-          f"{(first_stamp or math.nan) * 1000:.0f} ms; PostgreSQL saw {len(writes)} stamp writes "
-          f"for the key ({len(periodic)} periodic, {len(writes) - len(periodic)} at shutdown)")
+    print(
+        f"{sent} requests in {seconds:.2f} s ({sent / seconds:.0f}/s, {errors} errors) over "
+        f"{CONNECTIONS} connections, {WORKERS} workers; first stamp visible after "
+        f"{(first_stamp or math.nan) * 1000:.0f} ms; PostgreSQL saw {len(writes)} stamp writes "
+        f"for the key ({len(periodic)} periodic, {len(writes) - len(periodic)} at shutdown)"
+    )
 
     assert sent >= REQUESTS and errors == 0
     assert first_stamp is not None and first_stamp <= FLUSH_INTERVAL + 1.0

@@ -13,22 +13,21 @@ import time
 
 import aiohttp
 
-from tests.integration.consistency.conftest import (
-    Fleet,
-    Keys,
-    MadeKey,
-    Watch,
-    probe_while,
-    warm,
-    watch,
-)
+from tests.integration.consistency.conftest import Fleet, Watch, probe_while, warm, watch
+from tests.support.keys import KeyMaker, MadeKey
 
 BOUND = 1.0  # SPEC §5
 HOLD = 0.6  # keep probing after the bound: the refusal must stay
 
 
-async def _change_and_watch(fleet: Fleet, keys: Keys, http: aiohttp.ClientSession,
-                            key: MadeKey, *cli_args: str, committed_column: str) -> Watch:
+async def _change_and_watch(
+    fleet: Fleet,
+    keys: KeyMaker,
+    http: aiohttp.ClientSession,
+    key: MadeKey,
+    *cli_args: str,
+    committed_column: str,
+) -> Watch:
     """Run the CLI while probing both instances, then keep probing until 1 s + HOLD after
     the change committed (its time as recorded in PostgreSQL)."""
     urls = [gw.url for gw in fleet.instances]
@@ -41,28 +40,34 @@ async def _change_and_watch(fleet: Fleet, keys: Keys, http: aiohttp.ClientSessio
         before = await during
     assert run.code == 0, run.err
     rows = await fleet.stores.fetch(
-        f"SELECT extract(epoch FROM {committed_column})::float8 AS at FROM api_keys"
-        " WHERE id = $1", key.id)
+        f"SELECT extract(epoch FROM {committed_column})::float8 AS at FROM api_keys WHERE id = $1",
+        key.id,
+    )
     committed = rows[0]["at"]
     seen = await watch(http, urls, key.secret, since=committed, until=BOUND + HOLD)
     seen.probes[:0] = before
-    print(f"`keygate {' '.join(cli_args[:2])}` took {run.seconds * 1000:.0f} ms; "
-          f"{len(seen.probes)} probes, {len(seen.accepted())} accepted")
+    print(
+        f"`keygate {' '.join(cli_args[:2])}` took {run.seconds * 1000:.0f} ms; "
+        f"{len(seen.probes)} probes, {len(seen.accepted())} accepted"
+    )
     return seen
 
 
 async def test_cli_revocation_refused_by_every_worker_within_1s(
-    fleet_up: Fleet, keys: Keys, http: aiohttp.ClientSession
+    fleet_up: Fleet, keys: KeyMaker, http: aiohttp.ClientSession
 ) -> None:
     key = await keys.key()
     await warm(http, fleet_up.instances, key)
 
-    seen = await _change_and_watch(fleet_up, keys, http, key, "keys", "revoke", key.id,
-                                   committed_column="revoked_at")
+    seen = await _change_and_watch(
+        fleet_up, keys, http, key, "keys", "revoke", key.id, committed_column="revoked_at"
+    )
 
     took = seen.refused_everywhere_after()
-    print(f"revocation: last request accepted {took * 1000:.0f} ms after the revocation "
-          "was written; refused by every worker from then on")
+    print(
+        f"revocation: last request accepted {took * 1000:.0f} ms after the revocation "
+        "was written; refused by every worker from then on"
+    )
     assert took < BOUND
     late = seen.after(BOUND)
     assert {gw.url for gw in fleet_up.instances} <= {p.target for p in late}
@@ -70,17 +75,29 @@ async def test_cli_revocation_refused_by_every_worker_within_1s(
 
 
 async def test_cli_scope_change_applies_on_every_worker_within_1s(
-    fleet_up: Fleet, keys: Keys, http: aiohttp.ClientSession
+    fleet_up: Fleet, keys: KeyMaker, http: aiohttp.ClientSession
 ) -> None:
     key = await keys.key(("read", "events"))
     await warm(http, fleet_up.instances, key)
 
-    seen = await _change_and_watch(fleet_up, keys, http, key, "keys", "update", key.id,
-                                   "--scope", "events", committed_column="updated_at")
+    seen = await _change_and_watch(
+        fleet_up,
+        keys,
+        http,
+        key,
+        "keys",
+        "update",
+        key.id,
+        "--scope",
+        "events",
+        committed_column="updated_at",
+    )
 
     took = seen.refused_everywhere_after()
-    print(f"scope change: last request accepted {took * 1000:.0f} ms after the update was "
-          "written; 403 from every worker from then on")
+    print(
+        f"scope change: last request accepted {took * 1000:.0f} ms after the update was "
+        "written; 403 from every worker from then on"
+    )
     assert took < BOUND
     late = seen.after(BOUND)
     assert {gw.url for gw in fleet_up.instances} <= {p.target for p in late}
@@ -88,7 +105,7 @@ async def test_cli_scope_change_applies_on_every_worker_within_1s(
 
 
 async def test_open_websocket_closed_with_1008_within_1s_of_revocation(
-    fleet_up: Fleet, keys: Keys, http: aiohttp.ClientSession
+    fleet_up: Fleet, keys: KeyMaker, http: aiohttp.ClientSession
 ) -> None:
     key = await keys.key()
     gw = fleet_up.instances[1]

@@ -22,7 +22,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from gateway.config import Argon2Params, load_config
 from gateway.keys.service import open_key_service
-from tests.integration.consistency.conftest import Fleet, Keys, Launcher, probe, watch
+from tests.integration.consistency.conftest import Fleet, Launcher, probe, watch
+from tests.support.keys import KeyMaker
 
 BOUND = 1.0  # SPEC §5
 ROUNDS = 4
@@ -30,11 +31,11 @@ SLOW = Argon2Params(time_cost=3, memory_kib=65536, parallelism=1)  # ~100+ ms pe
 
 
 @pytest.fixture
-async def slow_keys(fleet: Fleet) -> AsyncIterator[Keys]:
+async def slow_keys(fleet: Fleet) -> AsyncIterator[KeyMaker]:
     config = load_config(str(fleet.config_path), env=fleet.env)
     config = dataclasses.replace(config, keys=dataclasses.replace(config.keys, argon2=SLOW))
     async with open_key_service(config) as service:
-        yield Keys(service, fleet.config_path, fleet.env)
+        yield KeyMaker(service, fleet.config_path, fleet.env)
 
 
 async def _postgres_hits(http: aiohttp.ClientSession, admin_url: str) -> float:
@@ -42,13 +43,16 @@ async def _postgres_hits(http: aiohttp.ClientSession, admin_url: str) -> float:
         text = await reply.text()
     for family in text_string_to_metric_families(text):
         if family.name == "keygate_key_cache_requests":
-            return sum(s.value for s in family.samples if s.name.endswith("_total")
-                       and s.labels == {"tier": "postgres", "result": "hit"})
+            return sum(
+                s.value
+                for s in family.samples
+                if s.name.endswith("_total") and s.labels == {"tier": "postgres", "result": "hit"}
+            )
     return 0.0
 
 
 async def test_revoked_during_its_first_verification_is_refused_after_the_bound(
-    launch: Launcher, slow_keys: Keys, http: aiohttp.ClientSession
+    launch: Launcher, slow_keys: KeyMaker, http: aiohttp.ClientSession
 ) -> None:
     gw = launch("race", workers=1)
     in_flight = 0
@@ -66,8 +70,10 @@ async def test_revoked_during_its_first_verification_is_refused_after_the_bound(
         in_flight += any(p.status == 200 or p.code == "revoked_api_key" for p in first)
         seen = await watch(http, [gw.url], key.secret, since=committed, until=BOUND + 1.5)
         late = [p for p in seen.accepted() if p.sent - committed > BOUND]
-        print(f"round {round_}: burst {[p.status for p in first]}, "
-              f"last accepted {seen.refused_everywhere_after() * 1000:.0f} ms after revoke")
+        print(
+            f"round {round_}: burst {[p.status for p in first]}, "
+            f"last accepted {seen.refused_everywhere_after() * 1000:.0f} ms after revoke"
+        )
         assert not late, f"accepted {len(late)} times more than {BOUND}s after revocation"
         assert {p.code for p in seen.after(BOUND)} == {"revoked_api_key"}
     assert in_flight, "no round caught a verification in flight"

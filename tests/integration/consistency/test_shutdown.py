@@ -10,7 +10,8 @@ import time
 
 import aiohttp
 
-from tests.integration.consistency.conftest import Keys, Launcher, probe
+from tests.integration.consistency.conftest import Launcher, probe
+from tests.support.keys import KeyMaker
 
 SLOW = 2.0  # seconds the upstream takes to answer the in-flight request
 
@@ -24,7 +25,7 @@ def connection_refused(port: int) -> bool:
 
 
 async def test_sigterm_lets_the_slow_request_finish_and_refuses_new_connections(
-    launch: Launcher, keys: Keys, http: aiohttp.ClientSession
+    launch: Launcher, keys: KeyMaker, http: aiohttp.ClientSession
 ) -> None:
     gw = launch("gw-drain", workers=2)
     key = await keys.key()
@@ -49,9 +50,11 @@ async def test_sigterm_lets_the_slow_request_finish_and_refuses_new_connections(
     exit_code = await asyncio.to_thread(gw.process.proc.wait, 20)
     stopped = time.monotonic() - terminated
     first_refused = next((at for at, refused in attempts if refused), None)
-    print(f"SIGTERM: new connections refused after {(first_refused or 0) * 1000:.0f} ms; the "
-          f"in-flight request answered {slow.status} after {slow.took:.2f} s; exit code "
-          f"{exit_code} {stopped:.2f} s after SIGTERM")
+    print(
+        f"SIGTERM: new connections refused after {(first_refused or 0) * 1000:.0f} ms; the "
+        f"in-flight request answered {slow.status} after {slow.took:.2f} s; exit code "
+        f"{exit_code} {stopped:.2f} s after SIGTERM"
+    )
 
     assert slow.status == 200 and slow.took >= SLOW
     assert first_refused is not None and first_refused < 0.5, attempts

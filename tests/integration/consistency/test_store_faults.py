@@ -3,8 +3,8 @@ under traffic, on this package's own embedded pair.
 
 At every point: a valid cached key is served (no 5xx while only Redis is down), a key in
 no cache gets 503 `auth_unavailable` with Retry-After while PostgreSQL is down (never
-401), revoked and wrong keys are never let through, `/readyz` reports each outage, and
-recovery needs nobody.
+401), revoked and wrong keys are never let through, `/readyz` reports each outage (and
+stays 200: the instance still serves), and recovery needs nobody.
 """
 
 from __future__ import annotations
@@ -23,15 +23,13 @@ import redis
 from tests.integration.consistency.conftest import (
     LOCAL_TTL,
     Fleet,
-    Keys,
-    MadeKey,
     Probe,
     probe,
-    unknown_key,
-    wait_ready,
+    wait_store,
     warm,
     watch,
 )
+from tests.support.keys import KeyMaker, MadeKey, unknown_key
 
 MARGIN = 1.0  # scheduling on a loaded 2-core machine
 OUTAGE_SPAN = LOCAL_TTL + 1.0  # long enough for every local entry to expire meanwhile
@@ -57,16 +55,20 @@ class Traffic:
             self.seen.extend((phase, kind, p) for (kind, _), p in zip(batch, results, strict=True))
 
     def outcomes(self, kind: str, phase: str | None = None) -> Counter[tuple[int, str | None]]:
-        return Counter((p.status, p.code) for ph, k, p in self.seen
-                       if k == kind and (phase is None or ph == phase))
+        return Counter(
+            (p.status, p.code)
+            for ph, k, p in self.seen
+            if k == kind and (phase is None or ph == phase)
+        )
 
     def times(self, kind: str, phase: str) -> list[float]:
         return [p.took for ph, k, p in self.seen if k == kind and ph == phase]
 
 
 @contextlib.asynccontextmanager
-async def traffic(http: aiohttp.ClientSession, fleet: Fleet,
-                  secrets: dict[str, str]) -> AsyncIterator[Traffic]:
+async def traffic(
+    http: aiohttp.ClientSession, fleet: Fleet, secrets: dict[str, str]
+) -> AsyncIterator[Traffic]:
     t = Traffic(http, [gw.url for gw in fleet.instances], secrets)
     task = asyncio.create_task(t.run())
     try:
@@ -77,8 +79,9 @@ async def traffic(http: aiohttp.ClientSession, fleet: Fleet,
             await task
 
 
-async def keys_for_traffic(keys: Keys, http: aiohttp.ClientSession,
-                           fleet: Fleet) -> tuple[MadeKey, dict[str, str]]:
+async def keys_for_traffic(
+    keys: KeyMaker, http: aiohttp.ClientSession, fleet: Fleet
+) -> tuple[MadeKey, dict[str, str]]:
     """A valid key warm in every cache tier, a revoked one, a wrong secret, an unknown id."""
     valid, revoked = await keys.key(), await keys.key()
     await warm(http, fleet.instances, valid)
@@ -101,8 +104,10 @@ def summary(t: Traffic, phase: str) -> str:
     took = t.times("valid", phase)
     if not took:
         return f"{phase}: no requests"
-    return (f"{phase}: {len(took)} valid-key requests, p50 {statistics.median(took) * 1000:.0f} ms,"
-            f" max {max(took) * 1000:.0f} ms")
+    return (
+        f"{phase}: {len(took)} valid-key requests, p50 {statistics.median(took) * 1000:.0f} ms,"
+        f" max {max(took) * 1000:.0f} ms"
+    )
 
 
 def assert_never_let_through(t: Traffic) -> None:
@@ -114,7 +119,7 @@ def assert_never_let_through(t: Traffic) -> None:
 
 
 async def test_revocation_with_redis_down_is_refused_within_local_ttl_and_stays_refused(
-    fleet_up: Fleet, keys: Keys, http: aiohttp.ClientSession
+    fleet_up: Fleet, keys: KeyMaker, http: aiohttp.ClientSession
 ) -> None:
     stores = fleet_up.stores
     urls = [gw.url for gw in fleet_up.instances]
@@ -124,14 +129,16 @@ async def test_revocation_with_redis_down_is_refused_within_local_ttl_and_stays_
 
     stores.redis.stop()  # the subscription of every worker is cut
     for gw in fleet_up.instances:
-        await wait_ready(http, gw, 503, limit=5)
+        await wait_store(http, gw, "redis", "down", limit=5)
     run = await keys.cli("keys", "revoke", key.id)  # cannot publish: Redis is down
     assert run.code == 0, run.err
     revoked = time.time()
     seen = await watch(http, urls, key.secret, since=revoked, until=LOCAL_TTL + MARGIN + 0.5)
     took = seen.refused_everywhere_after()
-    print(f"Redis down: revocation refused everywhere {took * 1000:.0f} ms after `keygate keys "
-          f"revoke` exited ({len(seen.probes)} probes)")
+    print(
+        f"Redis down: revocation refused everywhere {took * 1000:.0f} ms after `keygate keys "
+        f"revoke` exited ({len(seen.probes)} probes)"
+    )
     assert took <= LOCAL_TTL + MARGIN
     late = seen.after(LOCAL_TTL + MARGIN)
     assert late and {(p.status, p.code) for p in late} == {(401, "revoked_api_key")}
@@ -146,10 +153,15 @@ async def test_revocation_with_redis_down_is_refused_within_local_ttl_and_stays_
     try:
         assert client.exists(f"keygate:key:{key.id}") == 1
         after = await watch(http, urls, key.secret, since=restarted, until=0.0)
-        back = [await wait_ready(http, gw, 200, limit=10) for gw in fleet_up.instances]
-        print(f"Redis restarted: /readyz 200 again after {max(back) * 1000:.0f} ms")
-        more = await watch(http, urls, key.secret, since=restarted,
-                           until=time.time() - restarted + LOCAL_TTL + MARGIN)
+        back = [await wait_store(http, gw, "redis", "up", limit=10) for gw in fleet_up.instances]
+        print(f"Redis restarted: /readyz reports it up again after {max(back) * 1000:.0f} ms")
+        more = await watch(
+            http,
+            urls,
+            key.secret,
+            since=restarted,
+            until=time.time() - restarted + LOCAL_TTL + MARGIN,
+        )
         after.probes.extend(more.probes)
         outcomes = Counter((p.status, p.code) for p in after.probes)
         assert set(outcomes) == {(401, "revoked_api_key")}, outcomes
@@ -162,7 +174,7 @@ async def test_revocation_with_redis_down_is_refused_within_local_ttl_and_stays_
 
 
 async def test_redis_killed_mid_traffic_then_restarted(
-    fleet_up: Fleet, keys: Keys, http: aiohttp.ClientSession
+    fleet_up: Fleet, keys: KeyMaker, http: aiohttp.ClientSession
 ) -> None:
     stores = fleet_up.stores
     _, secrets = await keys_for_traffic(keys, http, fleet_up)
@@ -170,19 +182,22 @@ async def test_redis_killed_mid_traffic_then_restarted(
         await asyncio.sleep(0.5)
         t.phase = "redis-down"
         stores.redis.stop()
-        down = [await wait_ready(http, gw, 503, limit=5) for gw in fleet_up.instances]
+        down = [await wait_store(http, gw, "redis", "down", limit=5) for gw in fleet_up.instances]
         # A key in no cache is verified from PostgreSQL meanwhile.
         fresh = await keys.key()
-        first = await asyncio.gather(*(probe(http, gw.url, fresh.secret)
-                                       for gw in fleet_up.instances))
+        first = await asyncio.gather(
+            *(probe(http, gw.url, fresh.secret) for gw in fleet_up.instances)
+        )
         assert [p.status for p in first] == [200] * len(first), first
         await asyncio.sleep(OUTAGE_SPAN)
         t.phase = "redis-restarted"
         stores.start_redis()
-        back = [await wait_ready(http, gw, 200, limit=10) for gw in fleet_up.instances]
+        back = [await wait_store(http, gw, "redis", "up", limit=10) for gw in fleet_up.instances]
         await asyncio.sleep(1.0)
-    print(f"/readyz 503 after {max(down) * 1000:.0f} ms, 200 again "
-          f"{max(back) * 1000:.0f} ms after the restart")
+    print(
+        f"/readyz (200 throughout) reported it down after {max(down) * 1000:.0f} ms, up "
+        f"{max(back) * 1000:.0f} ms after the restart"
+    )
     for phase in ("before", "redis-down", "redis-restarted"):
         print(summary(t, phase))
     assert set(t.outcomes("valid")) == {(200, None)}, t.outcomes("valid")
@@ -193,24 +208,30 @@ async def test_redis_killed_mid_traffic_then_restarted(
 
 
 async def test_postgres_killed_mid_traffic_then_restarted(
-    fleet_up: Fleet, keys: Keys, http: aiohttp.ClientSession
+    fleet_up: Fleet, keys: KeyMaker, http: aiohttp.ClientSession
 ) -> None:
     stores = fleet_up.stores
     valid, secrets = await keys_for_traffic(keys, http, fleet_up)
     uncached = await keys.key()  # never presented while PostgreSQL is up
-    before = (await stores.fetch(
-        "SELECT (SELECT count(*) FROM api_keys) AS keys, (SELECT count(*) FROM audit_log) AS audit"
-    ))[0]
+    before = (
+        await stores.fetch(
+            "SELECT (SELECT count(*) FROM api_keys) AS keys,"
+            " (SELECT count(*) FROM audit_log) AS audit"
+        )
+    )[0]
     async with traffic(http, fleet_up, secrets) as t:
         await asyncio.sleep(0.5)
         t.phase = "pg-down"
         stores.pg.stop("immediate")
-        down = [await wait_ready(http, gw, 503, limit=5) for gw in fleet_up.instances]
+        down = [
+            await wait_store(http, gw, "postgres", "down", limit=5) for gw in fleet_up.instances
+        ]
 
         for gw in fleet_up.instances:
             for presented in (uncached.secret, uncached.with_secret("Q" * 32)):
-                async with http.get(gw.url + "/api/read/x",
-                                    headers={"Authorization": f"Bearer {presented}"}) as reply:
+                async with http.get(
+                    gw.url + "/api/read/x", headers={"Authorization": f"Bearer {presented}"}
+                ) as reply:
                     body = await reply.json()
                     assert (reply.status, body["error"]["code"]) == (503, "auth_unavailable")
                     retry_after = reply.headers.get("Retry-After", "")
@@ -219,8 +240,9 @@ async def test_postgres_killed_mid_traffic_then_restarted(
 
         # Writes fail clearly and write nothing: the CLI ...
         revoke = await keys.cli("keys", "revoke", uncached.id)
-        create = await keys.cli("keys", "create", "--org", uncached.org, "--name", "x",
-                                "--scope", "read")
+        create = await keys.cli(
+            "keys", "create", "--org", uncached.org, "--name", "x", "--scope", "read"
+        )
         for run in (revoke, create):
             assert run.code == 1, (run.code, run.out, run.err)
             assert run.err.startswith("keygate: error: cannot reach the database"), run.err
@@ -229,8 +251,9 @@ async def test_postgres_killed_mid_traffic_then_restarted(
         # ... and the admin API.
         admin = fleet_up.instances[0].admin_url + "/admin/v1"
         root = {"Authorization": f"Bearer {fleet_up.admin_token}"}
-        async with http.post(f"{admin}/orgs/{uncached.org}/keys/{uncached.id}/revoke",
-                             json={}, headers=root) as reply:
+        async with http.post(
+            f"{admin}/orgs/{uncached.org}/keys/{uncached.id}/revoke", json={}, headers=root
+        ) as reply:
             body = await reply.json()
             assert reply.status == 503, body
             assert body["error"]["code"] == "store_unavailable"
@@ -238,12 +261,19 @@ async def test_postgres_killed_mid_traffic_then_restarted(
         await asyncio.sleep(max(0.0, OUTAGE_SPAN - 2.0))
         t.phase = "pg-restarted"
         stores.pg.start()
-        back = [await wait_ready(http, gw, 200, limit=10) for gw in fleet_up.instances]
-        recovered = await watch(http, [gw.url for gw in fleet_up.instances], uncached.secret,
-                                since=time.time(), until=1.0)
+        back = [await wait_store(http, gw, "postgres", "up", limit=10) for gw in fleet_up.instances]
+        recovered = await watch(
+            http,
+            [gw.url for gw in fleet_up.instances],
+            uncached.secret,
+            since=time.time(),
+            until=1.0,
+        )
         await asyncio.sleep(0.5)
-    print(f"/readyz 503 after {max(down) * 1000:.0f} ms, 200 again "
-          f"{max(back) * 1000:.0f} ms after the restart")
+    print(
+        f"/readyz (200 throughout) reported it down after {max(down) * 1000:.0f} ms, up "
+        f"{max(back) * 1000:.0f} ms after the restart"
+    )
     for phase in ("before", "pg-down", "pg-restarted"):
         print(summary(t, phase))
 
@@ -252,12 +282,15 @@ async def test_postgres_killed_mid_traffic_then_restarted(
     assert set(t.outcomes("unknown")) <= {(401, "invalid_api_key"), (503, "auth_unavailable")}
     assert set(t.outcomes("unknown", "before")) == {(401, "invalid_api_key")}
     assert_never_let_through(t)
-    # Recovery needs nobody: once /readyz is 200, the uncached key is verified again.
+    # Recovery needs nobody: once /readyz reports it up, the uncached key is verified again.
     assert {p.status for p in recovered.probes} == {200}, recovered.probes[:8]
 
-    after = (await stores.fetch(
-        "SELECT (SELECT count(*) FROM api_keys) AS keys, (SELECT count(*) FROM audit_log) AS audit"
-    ))[0]
+    after = (
+        await stores.fetch(
+            "SELECT (SELECT count(*) FROM api_keys) AS keys,"
+            " (SELECT count(*) FROM audit_log) AS audit"
+        )
+    )[0]
     assert dict(after) == dict(before)
     row = (await stores.fetch("SELECT revoked_at FROM api_keys WHERE id = $1", uncached.id))[0]
     assert row["revoked_at"] is None
@@ -265,7 +298,7 @@ async def test_postgres_killed_mid_traffic_then_restarted(
 
 
 async def test_websocket_of_key_revoked_while_redis_down_closed_within_local_ttl(
-    fleet_up: Fleet, keys: Keys, http: aiohttp.ClientSession
+    fleet_up: Fleet, keys: KeyMaker, http: aiohttp.ClientSession
 ) -> None:
     key = await keys.key()
     gw = fleet_up.instances[0]
@@ -274,7 +307,7 @@ async def test_websocket_of_key_revoked_while_redis_down_closed_within_local_ttl
         assert (await ws.receive(timeout=5)).data == "hello"
         fleet_up.stores.redis.stop()
         try:
-            await wait_ready(http, gw, 503, limit=5)
+            await wait_store(http, gw, "redis", "down", limit=5)
             run = await keys.cli("keys", "revoke", key.id)  # cannot publish: Redis is down
             assert run.code == 0, run.err
             revoked = time.monotonic()
@@ -282,10 +315,12 @@ async def test_websocket_of_key_revoked_while_redis_down_closed_within_local_ttl
             took = time.monotonic() - revoked
         finally:
             fleet_up.stores.start_redis()
-        print(f"Redis down: websocket closed with {ws.close_code} {took * 1000:.0f} ms after"
-              " `keygate keys revoke` exited")
+        print(
+            f"Redis down: websocket closed with {ws.close_code} {took * 1000:.0f} ms after"
+            " `keygate keys revoke` exited"
+        )
         assert msg.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED), msg
         assert ws.close_code == 1008
         assert took <= LOCAL_TTL + MARGIN
     for instance in fleet_up.instances:
-        await wait_ready(http, instance, 200, limit=10)
+        await wait_store(http, instance, "redis", "up", limit=10)

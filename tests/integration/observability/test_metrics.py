@@ -8,6 +8,7 @@ with prometheus-client's own parser and linted with `promtool check metrics`.
 from __future__ import annotations
 
 import asyncio
+import os
 import shutil
 import subprocess
 import time
@@ -17,21 +18,19 @@ from pathlib import Path
 
 import aiohttp
 import pytest
+from prometheus_client.openmetrics.parser import (
+    text_string_to_metric_families as openmetrics_families,
+)
 from prometheus_client.parser import text_string_to_metric_families
 
+from gateway import __version__
 from gateway.keys.format import base62_checksum
-from tests.integration.admin.harness import (
-    ISSUED,
-    AdminClient,
-    bearer,
-    labels,
-    moved,
-    parse_metrics,
-    scrape,
-)
 from tests.integration.observability.conftest import root_of, started, stopped
+from tests.support.admin_client import AdminClient
+from tests.support.credentials import ISSUED, bearer
 from tests.support.gateway_process import GatewayProcess, UpstreamProcess, closed_port
-from tests.support.spec import SPEC_METRICS
+from tests.support.metrics import Samples, labels, moved, parse_metrics, scrape
+from tests.support.spec import PROCESS_METRICS, SPEC_METRICS
 from tests.support.stores import Stores
 
 ROUTE_NAMES = {"public", "read", "org", "small", "slow", "dead", "none"}
@@ -55,27 +54,41 @@ def keys(metrics_gateway: GatewayProcess) -> Keys:
         async with aiohttp.ClientSession() as http:
             root = root_of(http, metrics_gateway)
             org, other = await root.create_org("metrics"), await root.create_org("elsewhere")
-            made = {name: await root.create_key(org, scopes) for name, scopes in [
-                ("read", ["read"]), ("write", ["write"]), ("other_scope", ["events"]),
-                ("revoked", ["read"]), ("unused", ["read"])]}
+            made = {
+                name: await root.create_key(org, scopes)
+                for name, scopes in [
+                    ("read", ["read"]),
+                    ("write", ["write"]),
+                    ("other_scope", ["events"]),
+                    ("revoked", ["read"]),
+                    ("unused", ["read"]),
+                ]
+            }
             expiring = await root.create_key(org, ["read"], expires_in="1s")
             revoked_id = made["revoked"]["key"]["id"]
             (await root.call("POST", f"/orgs/{org}/keys/{revoked_id}/revoke")).ok()
             await asyncio.sleep(1.05)
-            return Keys(org, other, made["read"]["secret"], made["write"]["secret"],
-                        made["other_scope"]["secret"], made["revoked"]["secret"],
-                        expiring["secret"], made["unused"]["secret"])
+            return Keys(
+                org,
+                other,
+                made["read"]["secret"],
+                made["write"]["secret"],
+                made["other_scope"]["secret"],
+                made["revoked"]["secret"],
+                expiring["secret"],
+                made["unused"]["secret"],
+            )
 
     return asyncio.run(make())
 
 
 @pytest.fixture(scope="module")
 def no_db_gateway(
-    stores: Stores, obs_upstream: UpstreamProcess, obs_log_dir: Path
+    stores: Stores, echo_upstream: UpstreamProcess, obs_log_dir: Path
 ) -> Iterator[GatewayProcess]:
     """Postgres at a closed port; Redis and KEYGATE_SECRET shared with the metrics gateway."""
     dead_db = f"postgresql://keygate@127.0.0.1:{closed_port()}/keygate"
-    gw = started(stores, obs_upstream, obs_log_dir, "no-db-gateway", database_url=dead_db)
+    gw = started(stores, echo_upstream, obs_log_dir, "no-db-gateway", database_url=dead_db)
     try:
         yield gw
     except BaseException:
@@ -94,20 +107,26 @@ async def send(http: aiohttp.ClientSession, method: str, url: str, **kwargs: obj
 Request = Callable[[aiohttp.ClientSession, str, Keys], Awaitable[int]]
 
 
-def _get(path: str, key: Callable[[Keys], str] | None = None,
-         headers: Callable[[Keys], dict[str, str]] | None = None) -> Request:
+def _get(
+    path: str,
+    key: Callable[[Keys], str] | None = None,
+    headers: Callable[[Keys], dict[str, str]] | None = None,
+) -> Request:
     async def request(http: aiohttp.ClientSession, base: str, k: Keys) -> int:
         sent = dict(headers(k)) if headers else {}
         if key is not None:
             sent.update(bearer(key(k)))
-        return await send(http, "GET", base + path.format(org=k.org, other=k.other_org),
-                          headers=sent)
+        return await send(
+            http, "GET", base + path.format(org=k.org, other=k.other_org), headers=sent
+        )
+
     return request
 
 
 def _post(path: str, key: Callable[[Keys], str], size: int) -> Request:
     async def request(http: aiohttp.ClientSession, base: str, k: Keys) -> int:
         return await send(http, "POST", base + path, headers=bearer(key(k)), data=b"x" * size)
+
     return request
 
 
@@ -121,8 +140,13 @@ OUTCOMES: list[tuple[str, Request, str, str, int]] = [
     ("allowed", _get("/public/x"), "public", "GET", 200),
     ("no_route", _get("/nowhere/at/all", lambda k: k.read), "none", "GET", 404),
     ("invalid_path", _get("/api/read/a%2Fb", lambda k: k.read), "none", "GET", 400),
-    ("invalid_request", _get("/api/read/x", lambda k: k.read,
-                             lambda k: {"X-API-Key": k.write}), "read", "GET", 400),
+    (
+        "invalid_request",
+        _get("/api/read/x", lambda k: k.read, lambda k: {"X-API-Key": k.write}),
+        "read",
+        "GET",
+        400,
+    ),
     ("missing_api_key", _get("/api/read/x"), "read", "GET", 401),
     ("invalid_api_key", _get("/api/read/x", _mistyped), "read", "GET", 401),
     ("expired_api_key", _get("/api/read/x", lambda k: k.expired), "read", "GET", 401),
@@ -147,11 +171,15 @@ async def test_each_outcome_moves_requests_total_by_exactly_one(
         assert moved(before, after, "keygate_requests_total") == {expected: 1.0}, outcome
         # The duration histogram counted the same request, under the same route.
         assert moved(before, after, "keygate_request_duration_seconds_count") == {
-            labels(route=route): 1.0}, outcome
+            labels(route=route): 1.0
+        }, outcome
     # A forwarded request was timed per upstream.
     samples = await scrape(http, metrics_gateway.admin_url)
-    upstreams = {dict(lbl)["upstream"] for (name, lbl) in samples
-                 if name == "keygate_upstream_duration_seconds_count"}
+    upstreams = {
+        dict(lbl)["upstream"]
+        for (name, lbl) in samples
+        if name == "keygate_upstream_duration_seconds_count"
+    }
     assert {"echo"} <= upstreams <= {"echo", "slow", "dead"}
 
 
@@ -159,17 +187,21 @@ async def test_auth_unavailable_is_counted(
     no_db_gateway: GatewayProcess, keys: Keys, http: aiohttp.ClientSession
 ) -> None:
     before = await scrape(http, no_db_gateway.admin_url)
-    assert await send(http, "GET", no_db_gateway.url + "/api/read/x",
-                      headers=bearer(keys.unused)) == 503
+    assert (
+        await send(http, "GET", no_db_gateway.url + "/api/read/x", headers=bearer(keys.unused))
+        == 503
+    )
     after = await scrape(http, no_db_gateway.admin_url)
     assert moved(before, after, "keygate_requests_total") == {
-        labels(route="read", method="GET", code="503", outcome="auth_unavailable"): 1.0}
+        labels(route="read", method="GET", code="503", outcome="auth_unavailable"): 1.0
+    }
     errors = moved(before, after, "keygate_store_errors_total")
     assert set(errors) == {labels(store="postgres")} and errors[labels(store="postgres")] >= 1
 
 
 async def test_cache_tiers_and_verifications_move(
-    metrics_gateway: GatewayProcess, no_db_gateway: GatewayProcess,
+    metrics_gateway: GatewayProcess,
+    no_db_gateway: GatewayProcess,
     http: aiohttp.ClientSession,
 ) -> None:
     root: AdminClient = root_of(http, metrics_gateway)
@@ -182,11 +214,14 @@ async def test_cache_tiers_and_verifications_move(
     assert await send(http, "GET", url, headers=bearer(fresh)) == 200
     after = await scrape(http, metrics_gateway.admin_url)
     assert moved(before, after, cache) == {
-        labels(tier="local", result="miss"): 1.0, labels(tier="redis", result="miss"): 1.0,
-        labels(tier="postgres", result="hit"): 1.0}
+        labels(tier="local", result="miss"): 1.0,
+        labels(tier="redis", result="miss"): 1.0,
+        labels(tier="postgres", result="hit"): 1.0,
+    }
     assert moved(before, after, verifications) == {labels(result="valid"): 1.0}
     assert moved(before, after, "keygate_key_verification_duration_seconds_count") == {
-        frozenset(): 1.0}
+        frozenset(): 1.0
+    }
 
     before = after
     assert await send(http, "GET", url, headers=bearer(fresh)) == 200
@@ -196,11 +231,12 @@ async def test_cache_tiers_and_verifications_move(
 
     # Another instance finds the verified key in Redis: no argon2, no Postgres.
     before = await scrape(http, no_db_gateway.admin_url)
-    assert await send(http, "GET", no_db_gateway.url + "/api/read/x",
-                      headers=bearer(fresh)) == 200
+    assert await send(http, "GET", no_db_gateway.url + "/api/read/x", headers=bearer(fresh)) == 200
     after = await scrape(http, no_db_gateway.admin_url)
     assert moved(before, after, cache) == {
-        labels(tier="local", result="miss"): 1.0, labels(tier="redis", result="hit"): 1.0}
+        labels(tier="local", result="miss"): 1.0,
+        labels(tier="redis", result="hit"): 1.0,
+    }
     assert moved(before, after, verifications) == {}
 
     # A wrong secret for a key id never seen here: one failed verification.
@@ -218,8 +254,10 @@ async def test_last_used_flushes_are_counted(
     metrics_gateway: GatewayProcess, keys: Keys, http: aiohttp.ClientSession
 ) -> None:
     before = await scrape(http, metrics_gateway.admin_url)
-    assert await send(http, "GET", metrics_gateway.url + "/api/read/x",
-                      headers=bearer(keys.read)) == 200
+    assert (
+        await send(http, "GET", metrics_gateway.url + "/api/read/x", headers=bearer(keys.read))
+        == 200
+    )
     for _ in range(60):  # flush interval 1s
         after = await scrape(http, metrics_gateway.admin_url)
         if moved(before, after, "keygate_last_used_flushes_total"):
@@ -268,10 +306,12 @@ async def test_exposition_names_labels_and_buckets(
             assert len(value) < 64 and "/" not in value, (name, values)
             assert not any(k[-38:-6] in value for k in ISSUED), (name, values)
 
-    for histogram in ("keygate_request_duration_seconds", "keygate_upstream_duration_seconds",
-                      "keygate_key_verification_duration_seconds"):
-        bounds = {float(dict(lbl)["le"]) for name, lbl in samples
-                  if name == histogram + "_bucket"}
+    for histogram in (
+        "keygate_request_duration_seconds",
+        "keygate_upstream_duration_seconds",
+        "keygate_key_verification_duration_seconds",
+    ):
+        bounds = {float(dict(lbl)["le"]) for name, lbl in samples if name == histogram + "_bucket"}
         sub_ms = sorted(b for b in bounds if b < 0.001)
         assert len(sub_ms) >= 3 and sub_ms[0] <= 0.0001, (histogram, sorted(bounds))
 
@@ -280,8 +320,13 @@ def promtool_check(text: str) -> None:
     promtool = shutil.which("promtool")
     if promtool is None:
         pytest.skip("promtool is not installed (Debian/Ubuntu package: prometheus)")
-    result = subprocess.run([promtool, "check", "metrics"], input=text.encode(),
-                            capture_output=True, timeout=30, check=False)
+    result = subprocess.run(
+        [promtool, "check", "metrics"],
+        input=text.encode(),
+        capture_output=True,
+        timeout=30,
+        check=False,
+    )
     output = (result.stdout + result.stderr).decode()
     assert result.returncode == 0 and not output.strip(), output
 
@@ -295,9 +340,9 @@ async def test_promtool_finds_nothing_to_lint(
 
 @pytest.fixture(scope="module")
 def two_workers(
-    stores: Stores, obs_upstream: UpstreamProcess, obs_log_dir: Path
+    stores: Stores, echo_upstream: UpstreamProcess, obs_log_dir: Path
 ) -> Iterator[GatewayProcess]:
-    gw = started(stores, obs_upstream, obs_log_dir, "two-workers", workers=2)
+    gw = started(stores, echo_upstream, obs_log_dir, "two-workers", workers=2)
     try:
         # Ready means both workers listen (and handle SIGTERM), not just the first one.
         deadline = time.monotonic() + 30
@@ -322,11 +367,14 @@ async def test_counters_aggregate_across_workers(
 ) -> None:
     assert len(worker_pids(two_workers.process.pid)) >= 2  # + multiprocessing helpers
     n = 40
-    replies = await asyncio.gather(*(send(http, "GET", two_workers.url + f"/public/{i}")
-                                     for i in range(n)))
+    replies = await asyncio.gather(
+        *(send(http, "GET", two_workers.url + f"/public/{i}") for i in range(n))
+    )
     assert replies == [200] * n
-    series = ("keygate_requests_total",
-              labels(route="public", method="GET", code="200", outcome="allowed"))
+    series = (
+        "keygate_requests_total",
+        labels(route="public", method="GET", code="200", outcome="allowed"),
+    )
     # Each worker adds its tallies to the shared metrics once a second (and the worker
     # answering a scrape adds its own first), so all of them show within about a second.
     deadline = time.monotonic() + 1.0 + 2.0  # FLUSH_INTERVAL plus scheduling slack
@@ -357,3 +405,102 @@ async def test_invented_methods_share_one_label_value(
     changes = moved(before, after, "keygate_requests_total")
     assert {dict(lbl)["method"] for lbl in changes} == {"other"}, changes
     assert sum(changes.values()) == 3
+
+
+async def test_admin_requests_are_counted_by_operation_and_code(
+    metrics_gateway: GatewayProcess, http: aiohttp.ClientSession
+) -> None:
+    root = root_of(http, metrics_gateway)
+    before = await scrape(http, metrics_gateway.admin_url)
+    org = await root.create_org("admin-counted")
+    (await root.call("GET", "/orgs")).ok()
+    assert (await root.as_("not-the-token").call("GET", "/orgs")).status == 401
+    assert (await root.as_(None).call("GET", f"/orgs/{org}/keys")).status == 401
+    assert (await root.call("GET", "/nope")).status == 404
+    assert (await root.call("DELETE", "/orgs")).status == 405
+    for outside in ("/healthz", "/readyz", "/metrics"):  # not the admin API: not counted
+        await root.call("GET", outside)
+    after = await scrape(http, metrics_gateway.admin_url)
+    assert moved(before, after, "keygate_admin_requests_total") == {
+        labels(operation="createOrg", code="201"): 1.0,
+        labels(operation="listOrgs", code="200"): 1.0,
+        labels(operation="listOrgs", code="401"): 1.0,  # failed authentications count
+        labels(operation="listKeys", code="401"): 1.0,
+        labels(operation="none", code="404"): 1.0,
+        labels(operation="none", code="405"): 1.0,
+    }
+
+
+async def test_build_info_and_store_up(
+    metrics_gateway: GatewayProcess, no_db_gateway: GatewayProcess, http: aiohttp.ClientSession
+) -> None:
+    samples = await scrape(http, metrics_gateway.admin_url)
+    assert samples[("keygate_build_info", labels(version=__version__))] == 1.0
+    assert [name for name, _ in samples if name == "keygate_build_info"] == ["keygate_build_info"]
+    assert samples[("keygate_store_up", labels(store="postgres"))] == 1.0
+    assert samples[("keygate_store_up", labels(store="redis"))] == 1.0
+    assert samples[("keygate_secret_mismatch", frozenset())] == 0.0
+    down = await scrape(http, no_db_gateway.admin_url)
+    assert down[("keygate_store_up", labels(store="postgres"))] == 0.0
+    assert down[("keygate_store_up", labels(store="redis"))] == 1.0
+
+
+async def test_openmetrics_when_the_scraper_asks_for_it(
+    metrics_gateway: GatewayProcess, http: aiohttp.ClientSession
+) -> None:
+    accept = "application/openmetrics-text;version=1.0.0,text/plain;version=0.0.4;q=0.5"
+    async with http.get(
+        metrics_gateway.admin_url + "/metrics", headers={"Accept": accept}
+    ) as reply:
+        assert reply.headers["Content-Type"].startswith("application/openmetrics-text")
+        text = await reply.text()
+    assert text.endswith("# EOF\n")
+    families = {f.name: f.type for f in openmetrics_families(text)}  # type: ignore[no-untyped-call]
+    assert families["keygate_requests"] == "counter"
+    assert families["keygate_admin_requests"] == "counter"
+    assert families["keygate_request_duration_seconds"] == "histogram"
+    assert families["process_cpu_seconds"] == "counter"
+    async with http.get(
+        metrics_gateway.admin_url + "/metrics", headers={"Accept": "text/plain"}
+    ) as reply:
+        assert reply.headers["Content-Type"].startswith("text/plain; version=0.0.4")
+
+
+def start_time(pid: str) -> float:
+    """process_start_time_seconds of `pid`, computed as prometheus_client computes it."""
+    stat = Path(f"/proc/{pid}/stat").read_bytes().split(b")")[-1].split()
+    boot = next(
+        float(line.split()[1])
+        for line in Path("/proc/stat").read_text().splitlines()
+        if line.startswith("btime ")
+    )
+    return float(stat[19]) / os.sysconf("SC_CLK_TCK") + boot
+
+
+async def test_process_metrics_per_worker(
+    metrics_gateway: GatewayProcess, two_workers: GatewayProcess, http: aiohttp.ClientSession
+) -> None:
+    def by_worker(samples: Samples, name: str) -> dict[str, float]:
+        return {dict(lbl)["worker"]: value for (n, lbl), value in samples.items() if n == name}
+
+    single = await scrape(http, metrics_gateway.admin_url)
+    for name in PROCESS_METRICS:
+        assert set(by_worker(single, name)) == {"0"}, name
+    assert by_worker(single, "process_start_time_seconds")["0"] == pytest.approx(
+        start_time(str(metrics_gateway.process.pid)), abs=0.02
+    )
+
+    children = {start_time(pid) for pid in worker_pids(two_workers.process.pid)}
+    for _ in range(6):  # each scrape on a new connection: any worker may answer
+        samples = await scrape(http, two_workers.admin_url)
+        for name in PROCESS_METRICS:
+            assert set(by_worker(samples, name)) == {"0", "1"}, name
+        assert all(v > 0 for v in by_worker(samples, "process_resident_memory_bytes").values())
+        for started_at in by_worker(samples, "process_start_time_seconds").values():
+            # Each worker's own figures: the start time of one of the instance's workers.
+            assert any(abs(started_at - child) < 0.02 for child in children), started_at
+        assert samples[("keygate_store_up", labels(store="redis"))] == 1.0
+        # One build_info series per instance, not one per worker.
+        assert [lbl for name, lbl in samples if name == "keygate_build_info"] == [
+            labels(version=__version__)
+        ]

@@ -14,40 +14,25 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from gateway.config import load_config
 from gateway.embedded import free_port
-from gateway.keys.service import open_key_service
-from tests.integration.proxy.harness import (
-    KeyMaker,
-    Stack,
-    assert_no_key_in,
-    gateway_config,
-    gateway_env,
-)
+from tests.integration.proxy.harness import Stack, proxy_config
 from tests.integration.proxy.wire import ProbeUpstream
+from tests.support.configs import gateway_env
+from tests.support.credentials import assert_no_key_in
 from tests.support.gateway_process import (
     GatewayProcess,
     UpstreamProcess,
     closed_port,
     start_gateway,
-    start_upstream,
     stopped_cleanly,
 )
+from tests.support.keys import KeyMaker, key_maker
 from tests.support.stores import Stores
 
 
 @pytest.fixture(scope="session")
 def proxy_log_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("proxy-e2e")
-
-
-@pytest.fixture(scope="session")
-def upstream(proxy_log_dir: Path) -> Iterator[UpstreamProcess]:
-    up = start_upstream(proxy_log_dir)
-    try:
-        yield up
-    finally:
-        up.process.stop(expect_code=0)
 
 
 @pytest.fixture(scope="session")
@@ -62,13 +47,13 @@ def probe() -> Iterator[ProbeUpstream]:
 
 @pytest.fixture(scope="session")
 def stack(
-    stores: Stores, upstream: UpstreamProcess, probe: ProbeUpstream, proxy_log_dir: Path
+    stores: Stores, echo_upstream: UpstreamProcess, probe: ProbeUpstream, proxy_log_dir: Path
 ) -> Iterator[Stack]:
     dead = closed_port()
-    config = gateway_config(upstream.url, probe.port, dead)
+    config = proxy_config(echo_upstream.url, probe.port, dead)
     gw = start_gateway(config, proxy_log_dir, gateway_env(stores), name="gateway")
     with stopped_cleanly(gw):
-        yield Stack(stores, upstream, probe, gw, dead, proxy_log_dir)
+        yield Stack(stores, echo_upstream, probe, gw, dead, proxy_log_dir)
     assert_no_key_in(gw.process.output(), "the gateway's stdout/stderr")
 
 
@@ -80,10 +65,8 @@ def gateway(stack: Stack) -> GatewayProcess:
 
 @pytest.fixture
 async def keys(stack: Stack) -> AsyncIterator[KeyMaker]:
-    gw = stack.gateway
-    config = load_config(str(gw.config_path), env=gw.env)
-    async with open_key_service(config) as service:
-        yield KeyMaker(service, gw.config_path, gw.env)
+    async with key_maker(stack.gateway.config_path, stack.gateway.env) as maker:
+        yield maker
 
 
 @pytest.fixture

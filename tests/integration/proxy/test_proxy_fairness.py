@@ -24,14 +24,11 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from gateway.config import load_config
 from gateway.keys.service import open_key_service
-from tests.integration.proxy.harness import (
-    KeyMaker,
-    MadeKey,
-    Stack,
-    assert_no_key_in,
-    gateway_env,
-)
+from tests.integration.proxy.harness import Stack
+from tests.support.configs import gateway_env
+from tests.support.credentials import assert_no_key_in
 from tests.support.gateway_process import GatewayProcess, start_gateway, stopped_cleanly
+from tests.support.keys import KeyMaker, MadeKey
 
 SLOTS = 2  # keys.verify_threads
 # ~25-30 ms of CPU per verify on a small CI machine (the default cost is ~40 ms there): long
@@ -109,13 +106,17 @@ class Flood:
     async def flooder(self, http: aiohttp.ClientSession, i: int) -> None:
         while not self.stop.is_set():
             key = self.keys[(i + self.sent) % len(self.keys)]
-            headers = {"Authorization": f"Bearer {key.with_secret(secrets.token_hex(16))}",
-                       "X-Forwarded-For": self.address()}
+            headers = {
+                "Authorization": f"Bearer {key.with_secret(secrets.token_hex(16))}",
+                "X-Forwarded-For": self.address(),
+            }
             async with http.get(self.gw.url + "/api/read/flood", headers=headers) as reply:
                 body = await reply.json()
             code = body["error"]["code"]
             assert (reply.status, code) in {
-                (401, "invalid_api_key"), (503, "auth_unavailable"), (429, "too_many_attempts"),
+                (401, "invalid_api_key"),
+                (503, "auth_unavailable"),
+                (429, "too_many_attempts"),
             }, (reply.status, body)
             self.statuses[reply.status] += 1
             if self.measuring:
@@ -161,9 +162,12 @@ async def test_one_tenants_flood_delays_anothers_first_request_by_a_few_verifies
     b_keys = [await fair_keys.key(["read"], org=org_b) for _ in range(ROUNDS)]
     flood = Flood(fair_gateway, a_keys)
     counts: list[int] = []
-    async with aiohttp.ClientSession(timeout=TIMEOUT) as http, aiohttp.ClientSession(
-        timeout=TIMEOUT, connector=aiohttp.TCPConnector(limit=0)
-    ) as flood_http:
+    async with (
+        aiohttp.ClientSession(timeout=TIMEOUT) as http,
+        aiohttp.ClientSession(
+            timeout=TIMEOUT, connector=aiohttp.TCPConnector(limit=0)
+        ) as flood_http,
+    ):
         idle = await _verifications(http, fair_gateway)
         # Open (and keep alive) the connection B's requests will use: no TCP handshake
         # inside the measured interval.
@@ -177,8 +181,9 @@ async def test_one_tenants_flood_delays_anothers_first_request_by_a_few_verifies
                 started = sum((await _verifications(http, fair_gateway) - idle).values())
                 if flood.statuses[503] >= FLOODERS and started >= 4 * SLOTS:
                     break
-                assert not any(t.done() for t in flooders), [t.exception() for t in flooders
-                                                              if t.done()]
+                assert not any(t.done() for t in flooders), [
+                    t.exception() for t in flooders if t.done()
+                ]
                 await asyncio.sleep(0.05)
             else:
                 raise AssertionError(f"the flood never saturated A's queue: {flood.statuses}")
@@ -186,16 +191,20 @@ async def test_one_tenants_flood_delays_anothers_first_request_by_a_few_verifies
                 flood.during.clear()
                 flood.measuring = True
                 before = await _verifications(http, fair_gateway)
-                async with http.get(fair_gateway.url + "/api/read/first",
-                                    headers={**b.auth, "X-Forwarded-For": "192.0.2.7"}) as reply:
+                async with http.get(
+                    fair_gateway.url + "/api/read/first",
+                    headers={**b.auth, "X-Forwarded-For": "192.0.2.7"},
+                ) as reply:
                     await reply.read()
                     status = reply.status
                 after = await _verifications(http, fair_gateway)
                 flood.measuring = False
                 ran = after - before
                 counts.append(sum(ran.values()))
-                print(f"B's first request: {status}; verifies meanwhile: {dict(ran)}; "
-                      f"flood answers meanwhile: {dict(flood.during)}")
+                print(
+                    f"B's first request: {status}; verifies meanwhile: {dict(ran)}; "
+                    f"flood answers meanwhile: {dict(flood.during)}"
+                )
                 assert status == 200
                 assert ran["valid"] == 1  # B's own verify: it really was a first use
                 # A's queue was at its bound while B waited (the flood was being refused 503)
@@ -209,8 +218,10 @@ async def test_one_tenants_flood_delays_anothers_first_request_by_a_few_verifies
                 asyncio.gather(*flooders, return_exceptions=True), timeout=60
             )
         total = await _verifications(http, fair_gateway) - idle
-    print(f"verifies per B request: {counts} (bound {BOUND}); flood answers "
-          f"{dict(flood.statuses)}; verifies during the test: {dict(total)}")
+    print(
+        f"verifies per B request: {counts} (bound {BOUND}); flood answers "
+        f"{dict(flood.statuses)}; verifies during the test: {dict(total)}"
+    )
     failed = [r for r in results if isinstance(r, BaseException)]
     assert not failed, failed
     assert fair_gateway.process.alive(), fair_gateway.process.tail()

@@ -16,7 +16,7 @@ import time
 import aiohttp
 import pytest
 
-from tests.integration.proxy.harness import KeyMaker, MadeKey, Stack, get_error, raw_error
+from tests.integration.proxy.harness import Stack, raw_error
 from tests.integration.proxy.wire import (
     bearer,
     close_writer,
@@ -27,7 +27,9 @@ from tests.integration.proxy.wire import (
     request_bytes,
     upstream_header,
 )
+from tests.support.errors import get_error
 from tests.support.gateway_process import GatewayProcess, UpstreamProcess
+from tests.support.keys import KeyMaker, MadeKey
 
 
 @pytest.fixture
@@ -70,11 +72,19 @@ async def test_route_is_chosen_by_the_normalised_path(
     """A read-only key cannot reach a write route by dressing the path up."""
     key = await keys.key(["read"])
     # Normalises to /api/write/x: the write route (POST only), which this key may not use.
-    reply = await raw_request(gateway.proxy_port, "POST", "/api/read/../write/x",
-                              [bearer(key.secret), ("Content-Length", "0")])
+    reply = await raw_request(
+        gateway.proxy_port,
+        "POST",
+        "/api/read/../write/x",
+        [bearer(key.secret), ("Content-Length", "0")],
+    )
     raw_error(reply, 403, "insufficient_scope")
-    reply = await raw_request(gateway.proxy_port, "POST", "/api/read/%2e%2e/write/x",
-                              [bearer(key.secret), ("Content-Length", "0")])
+    reply = await raw_request(
+        gateway.proxy_port,
+        "POST",
+        "/api/read/%2e%2e/write/x",
+        [bearer(key.secret), ("Content-Length", "0")],
+    )
     raw_error(reply, 403, "insufficient_scope")
 
 
@@ -113,8 +123,9 @@ async def test_query_string_is_passed_verbatim(
     gateway: GatewayProcess, reader_key: MadeKey
 ) -> None:
     query = "a=1&b=%20x+y&c&d=%2F%3F&e=caf%C3%A9&a=2"
-    reply = await raw_request(gateway.proxy_port, "GET", f"/api/read/q?{query}",
-                              [bearer(reader_key.secret)])
+    reply = await raw_request(
+        gateway.proxy_port, "GET", f"/api/read/q?{query}", [bearer(reader_key.secret)]
+    )
     assert reply.status == 200
     assert reply.json()["query"] == query
 
@@ -123,7 +134,9 @@ async def test_absolute_form_target_is_forwarded_in_origin_form(
     gateway: GatewayProcess, reader_key: MadeKey
 ) -> None:
     reply = await raw_request(
-        gateway.proxy_port, "GET", "http://api.example.test/api/read/abs/../x?y=1",
+        gateway.proxy_port,
+        "GET",
+        "http://api.example.test/api/read/abs/../x?y=1",
         [("Host", "api.example.test"), bearer(reader_key.secret)],
     )
     assert reply.status == 200, reply.body
@@ -132,17 +145,20 @@ async def test_absolute_form_target_is_forwarded_in_origin_form(
     assert report["query"] == "y=1"
 
 
-async def test_head_is_allowed_on_a_get_route(
-    gateway: GatewayProcess, reader_key: MadeKey
-) -> None:
-    reply = await raw_request(gateway.proxy_port, "HEAD", "/api/read/h",
-                              [bearer(reader_key.secret)])
+async def test_head_is_allowed_on_a_get_route(gateway: GatewayProcess, reader_key: MadeKey) -> None:
+    reply = await raw_request(
+        gateway.proxy_port, "HEAD", "/api/read/h", [bearer(reader_key.secret)]
+    )
     assert reply.status == 200
     assert reply.body == b""
     # Nothing else sneaks onto a GET-only route.
     for method in ("POST", "PUT", "DELETE", "OPTIONS"):
-        reply = await raw_request(gateway.proxy_port, method, "/api/read/h",
-                                  [bearer(reader_key.secret), ("Content-Length", "0")])
+        reply = await raw_request(
+            gateway.proxy_port,
+            method,
+            "/api/read/h",
+            [bearer(reader_key.secret), ("Content-Length", "0")],
+        )
         raw_error(reply, 404, "no_route")
 
 
@@ -195,8 +211,14 @@ async def test_request_headers_upstream(gateway: GatewayProcess, keys: KeyMaker)
     assert "authorization" not in names and "x-api-key" not in names
     assert key.secret not in reply.body.decode()
     # Hop-by-hop, including the one named in Connection, and Proxy-Authorization.
-    for hop in ("x-drop-me", "keep-alive", "proxy-authorization", "proxy-connection", "te",
-                "trailer"):
+    for hop in (
+        "x-drop-me",
+        "keep-alive",
+        "proxy-authorization",
+        "proxy-connection",
+        "te",
+        "trailer",
+    ):
         assert hop not in names, hop
     assert all("x-drop-me" not in v.lower() for v in got("Connection"))
     # Forwarding information: the peer is not a trusted proxy, so the chain it sent is
@@ -222,8 +244,11 @@ async def test_the_gateway_adds_no_headers_of_its_own_http_client(
     # body, Content-Type; a proxy must send only what its client sent (plus §4's own).
     body = b"raw bytes, no content type"
     reply = await raw_request(
-        gateway.proxy_port, "POST", "/api/write/x",
-        [bearer(reader_key.secret), ("Content-Length", str(len(body)))], body,
+        gateway.proxy_port,
+        "POST",
+        "/api/write/x",
+        [bearer(reader_key.secret), ("Content-Length", str(len(body)))],
+        body,
     )
     assert reply.status == 200, reply.body
     names = {k.lower() for k, _ in reply.json()["headers"]}
@@ -233,8 +258,9 @@ async def test_the_gateway_adds_no_headers_of_its_own_http_client(
 
 
 async def test_x_api_key_is_stripped_too(gateway: GatewayProcess, reader_key: MadeKey) -> None:
-    reply = await raw_request(gateway.proxy_port, "GET", "/api/read/x",
-                              [("X-API-Key", reader_key.secret)])
+    reply = await raw_request(
+        gateway.proxy_port, "GET", "/api/read/x", [("X-API-Key", reader_key.secret)]
+    )
     assert reply.status == 200
     assert not upstream_header(reply.json(), "X-API-Key")
 
@@ -301,8 +327,9 @@ async def test_request_id_on_refusals_and_max_length_kept(
     gateway: GatewayProcess, http: aiohttp.ClientSession
 ) -> None:
     rid = "R" * 128
-    error, reply = await get_error(http, gateway.url + "/api/read/x", 401, "missing_api_key",
-                                   headers={"X-Request-Id": rid})
+    error, reply = await get_error(
+        http, gateway.url + "/api/read/x", 401, "missing_api_key", headers={"X-Request-Id": rid}
+    )
     assert error["request_id"] == rid == reply.headers["X-Request-Id"]
     error, reply = await get_error(http, gateway.url + "/nope", 404, "no_route")
     assert re.fullmatch(r"[A-Za-z0-9._-]{1,128}", error["request_id"])
@@ -329,17 +356,18 @@ async def test_hop_by_hop_response_headers_are_dropped(
 async def test_redirect_is_passed_back_not_followed(
     gateway: GatewayProcess, http: aiohttp.ClientSession, reader_key: MadeKey
 ) -> None:
-    async with http.get(gateway.url + "/_demo/redirect", headers=reader_key.auth,
-                        allow_redirects=False) as reply:
+    async with http.get(
+        gateway.url + "/_demo/redirect", headers=reader_key.auth, allow_redirects=False
+    ) as reply:
         assert reply.status == 302
         assert reply.headers["Location"] == "/elsewhere"
 
 
 async def test_gzip_body_passes_byte_for_byte(
-    gateway: GatewayProcess, upstream: UpstreamProcess, reader_key: MadeKey
+    gateway: GatewayProcess, echo_upstream: UpstreamProcess, reader_key: MadeKey
 ) -> None:
     async with aiohttp.ClientSession(auto_decompress=False) as direct:
-        async with direct.get(upstream.url + "/_demo/gzip") as r:
+        async with direct.get(echo_upstream.url + "/_demo/gzip") as r:
             expected = await r.read()  # what the upstream itself sends
         async with direct.get(gateway.url + "/_demo/gzip", headers=reader_key.auth) as reply:
             assert reply.status == 200
@@ -349,11 +377,15 @@ async def test_gzip_body_passes_byte_for_byte(
     assert gzip.decompress(body) == b"compressed hello " * 100
 
 
-async def test_body_is_forwarded(gateway: GatewayProcess, reader_key: MadeKey,
-                                 http: aiohttp.ClientSession) -> None:
+async def test_body_is_forwarded(
+    gateway: GatewayProcess, reader_key: MadeKey, http: aiohttp.ClientSession
+) -> None:
     body = b'{"hello": "world"}' * 50
-    async with http.post(gateway.url + "/api/write/b", data=body,
-                         headers={**reader_key.auth, "Content-Type": "application/json"}) as r:
+    async with http.post(
+        gateway.url + "/api/write/b",
+        data=body,
+        headers={**reader_key.auth, "Content-Type": "application/json"},
+    ) as r:
         assert r.status == 200
         report = await r.json()
     assert report["method"] == "POST"
@@ -365,12 +397,21 @@ async def test_body_is_forwarded(gateway: GatewayProcess, reader_key: MadeKey,
 async def test_max_body_by_content_length_is_413(
     gateway: GatewayProcess, reader_key: MadeKey
 ) -> None:
-    reply = await raw_request(gateway.proxy_port, "POST", "/api/small/x",
-                              [bearer(reader_key.secret), ("Content-Length", "1025")],
-                              b"x" * 1025)
+    reply = await raw_request(
+        gateway.proxy_port,
+        "POST",
+        "/api/small/x",
+        [bearer(reader_key.secret), ("Content-Length", "1025")],
+        b"x" * 1025,
+    )
     raw_error(reply, 413, "body_too_large")
-    ok = await raw_request(gateway.proxy_port, "POST", "/api/small/x",
-                           [bearer(reader_key.secret), ("Content-Length", "1024")], b"x" * 1024)
+    ok = await raw_request(
+        gateway.proxy_port,
+        "POST",
+        "/api/small/x",
+        [bearer(reader_key.secret), ("Content-Length", "1024")],
+        b"x" * 1024,
+    )
     assert ok.status == 200
     assert ok.json()["body_size"] == 1024
 
@@ -400,9 +441,13 @@ async def _expect_continue(port: int, secret: str) -> tuple[int, list[int], byte
     """Send headers with Expect: 100-continue, wait for an answer before any body."""
     body = b"z" * 2000
     head = request_bytes(
-        "POST", "/api/any/upload",
-        [("Authorization", f"Bearer {secret}"), ("Content-Length", str(len(body))),
-         ("Expect", "100-continue")],
+        "POST",
+        "/api/any/upload",
+        [
+            ("Authorization", f"Bearer {secret}"),
+            ("Content-Length", str(len(body))),
+            ("Expect", "100-continue"),
+        ],
         port=port,
     )
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
@@ -452,16 +497,22 @@ async def test_expect_continue_good_key_gets_100_then_200(
 async def test_upstream_refused_is_502(
     gateway: GatewayProcess, http: aiohttp.ClientSession, reader_key: MadeKey
 ) -> None:
-    await get_error(http, gateway.url + "/dead/x", 502, "upstream_unavailable",
-                    headers=reader_key.auth)
+    await get_error(
+        http, gateway.url + "/dead/x", 502, "upstream_unavailable", headers=reader_key.auth
+    )
 
 
 async def test_upstream_slow_is_504(
     gateway: GatewayProcess, http: aiohttp.ClientSession, reader_key: MadeKey
 ) -> None:
     started = time.monotonic()
-    await get_error(http, gateway.url + "/_demo/slow?seconds=3", 504, "upstream_timeout",
-                    headers=reader_key.auth)
+    await get_error(
+        http,
+        gateway.url + "/_demo/slow?seconds=3",
+        504,
+        "upstream_timeout",
+        headers=reader_key.auth,
+    )
     elapsed = time.monotonic() - started
     assert 0.9 <= elapsed < 2.5, elapsed  # the route's upstream timeout is 1 s
     # Faster than the timeout is fine on the same route.
@@ -476,8 +527,9 @@ async def test_client_gone_during_slow_upstream_cancels_it(
     probe.slow_started.clear()
     probe.slow_cancelled.clear()
     _, writer = await asyncio.open_connection("127.0.0.1", gateway.proxy_port)
-    writer.write(request_bytes("GET", "/probe/slow", [bearer(reader_key.secret)],
-                               port=gateway.proxy_port))
+    writer.write(
+        request_bytes("GET", "/probe/slow", [bearer(reader_key.secret)], port=gateway.proxy_port)
+    )
     await writer.drain()
     assert await asyncio.to_thread(probe.slow_started.wait, 5), "upstream never called"
     await close_writer(writer)

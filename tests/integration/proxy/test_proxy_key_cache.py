@@ -14,14 +14,16 @@ import aiohttp
 from prometheus_client.parser import text_string_to_metric_families
 
 from gateway.keys.format import BASE62, base62_checksum
-from tests.integration.proxy.harness import ACTOR, LOCAL_TTL, KeyMaker, MadeKey
+from tests.integration.proxy.harness import LOCAL_TTL
 from tests.support.gateway_process import GatewayProcess
+from tests.support.keys import ACTOR, KeyMaker, MadeKey
 
 SLACK = 0.5  # scheduling and polling on a loaded 2-core machine
 
 
-async def _status(http: aiohttp.ClientSession, gateway: GatewayProcess, key: MadeKey,
-                  secret: str | None = None) -> tuple[int, str | None]:
+async def _status(
+    http: aiohttp.ClientSession, gateway: GatewayProcess, key: MadeKey, secret: str | None = None
+) -> tuple[int, str | None]:
     headers = {"Authorization": f"Bearer {secret or key.secret}"}
     async with http.get(gateway.url + "/api/read/poll", headers=headers) as reply:
         body = await reply.json()
@@ -50,7 +52,7 @@ async def test_near_misses_of_a_cached_key_are_refused(
     key = await keys.key(["read"])
     for _ in range(3):
         assert await _status(http, gateway, key) == (200, None)
-    body = key.secret[len("kg_live_"):]
+    body = key.secret[len("kg_live_") :]
     as_test = "kg_test_" + body[:-6] + base62_checksum("kg_test_" + body[:-6])
     near_misses = {
         "bad checksum": key.secret[:-1] + ("x" if key.secret[-1] != "x" else "y"),
@@ -70,7 +72,7 @@ async def test_revoked_while_cached_is_refused_within_the_local_ttl(
     key = await keys.key(["read"])
     for _ in range(5):  # warm every tier: local, Redis with its verifier
         assert (await _status(http, gateway, key))[0] == 200
-    await keys.cli("keys", "revoke", key.id)
+    await keys.cli_ok("keys", "revoke", key.id)
     elapsed, code = await _poll_until_refused(http, gateway, key, LOCAL_TTL + 3)
     print(f"revoked key refused {elapsed * 1000:.0f} ms after `keygate keys revoke` returned")
     assert code == "revoked_api_key"
@@ -124,7 +126,11 @@ def _wrong_secret() -> str:
 
 
 async def _flood(
-    gateway: GatewayProcess, key: MadeKey, valid: int, wrong: int, concurrency: int = 40,
+    gateway: GatewayProcess,
+    key: MadeKey,
+    valid: int,
+    wrong: int,
+    concurrency: int = 40,
     attacker: str | None = None,
 ) -> tuple[dict[int, int], dict[int, int]]:
     """Interleave `valid` and `wrong` requests for `key`'s id; count statuses of each.
@@ -144,8 +150,9 @@ async def _flood(
             is_valid = queue.get_nowait()
             secret = key.secret if is_valid else key.with_secret(_wrong_secret())
             session = http if is_valid else bad
-            async with session.get(gateway.url + "/api/read/flood",
-                                   headers={"Authorization": f"Bearer {secret}"}) as reply:
+            async with session.get(
+                gateway.url + "/api/read/flood", headers={"Authorization": f"Bearer {secret}"}
+            ) as reply:
                 await reply.read()
                 counts = valid_counts if is_valid else wrong_counts
                 counts[reply.status] = counts.get(reply.status, 0) + 1
@@ -154,8 +161,10 @@ async def _flood(
     bad_connector = aiohttp.TCPConnector(
         limit=concurrency, local_addr=(attacker, 0) if attacker else None
     )
-    async with aiohttp.ClientSession(connector=connector) as http, \
-            aiohttp.ClientSession(connector=bad_connector) as bad:
+    async with (
+        aiohttp.ClientSession(connector=connector) as http,
+        aiohttp.ClientSession(connector=bad_connector) as bad,
+    ):
         await asyncio.gather(*(worker(http, bad) for _ in range(concurrency)))
     return valid_counts, wrong_counts
 
@@ -191,8 +200,9 @@ async def test_wrong_secrets_racing_the_first_verify_do_not_unlearn_it(
         async def wrong() -> tuple[int, str | None]:
             return await _status(http, gateway, key, key.with_secret(_wrong_secret()))
 
-        results = await asyncio.gather(_status(http, gateway, key),
-                                       *(wrong() for _ in range(under_limit)))
+        results = await asyncio.gather(
+            _status(http, gateway, key), *(wrong() for _ in range(under_limit))
+        )
         assert results[0] == (200, None)
         assert set(results[1:]) == {(401, "invalid_api_key")}
         later_wrong = await asyncio.gather(*(wrong() for _ in range(under_limit)))
@@ -202,9 +212,7 @@ async def test_wrong_secrets_racing_the_first_verify_do_not_unlearn_it(
     assert not refused, f"{len(refused)} of 30 valid requests refused: {refused[0]}"
 
 
-async def test_wrong_secret_flood_before_first_use(
-    gateway: GatewayProcess, keys: KeyMaker
-) -> None:
+async def test_wrong_secret_flood_before_first_use(gateway: GatewayProcess, keys: KeyMaker) -> None:
     """A flood that starts before the key's first use (nothing cached anywhere).
 
     The attacker (127.0.0.2) exhausts its own wrong-secret budget for the key id and is
@@ -232,14 +240,16 @@ MAX_FAILURES = 20  # cache.max_failures_per_key's default: the harness does not 
 
 async def _verifications(gateway: GatewayProcess) -> float:
     """argon2 verifies run so far (keygate_key_verifications_total, valid + invalid)."""
-    async with aiohttp.ClientSession() as http, \
-            http.get(gateway.admin_url + "/metrics") as reply:
+    async with aiohttp.ClientSession() as http, http.get(gateway.admin_url + "/metrics") as reply:
         text = await reply.text()
     total = 0.0
     for family in text_string_to_metric_families(text):
         if family.name == "keygate_key_verifications":
-            total += sum(s.value for s in family.samples if s.name.endswith("_total")
-                         and s.labels.get("result") in ("valid", "invalid"))
+            total += sum(
+                s.value
+                for s in family.samples
+                if s.name.endswith("_total") and s.labels.get("result") in ("valid", "invalid")
+            )
     return total
 
 
@@ -265,8 +275,9 @@ async def test_two_hundred_concurrent_wrong_secrets_cost_at_most_the_limit_of_ve
 
         async def wrong() -> None:
             secret = key.with_secret(_wrong_secret())
-            async with http.get(gateway.url + "/api/read/flood",
-                                headers={"Authorization": f"Bearer {secret}"}) as reply:
+            async with http.get(
+                gateway.url + "/api/read/flood", headers={"Authorization": f"Bearer {secret}"}
+            ) as reply:
                 body = await reply.json()
                 if reply.status == 429:
                     assert int(reply.headers["Retry-After"]) >= 1
@@ -280,9 +291,10 @@ async def test_two_hundred_concurrent_wrong_secrets_cost_at_most_the_limit_of_ve
     assert codes == {(401, "invalid_api_key"): ran, (429, "too_many_attempts"): 200 - ran}
     # The owner, from the same address, after the window: not before (it is the same
     # client), so from another loopback address now.
-    async with aiohttp.ClientSession(
-        connector=aiohttp.TCPConnector(local_addr=("127.0.0.5", 0))
-    ) as owner, owner.get(gateway.url + "/api/read/x", headers=key.auth) as reply:
+    async with (
+        aiohttp.ClientSession(connector=aiohttp.TCPConnector(local_addr=("127.0.0.5", 0))) as owner,
+        owner.get(gateway.url + "/api/read/x", headers=key.auth) as reply,
+    ):
         assert reply.status == 200
 
 
@@ -300,8 +312,10 @@ async def test_clients_that_leave_mid_verify_are_still_counted(
             "127.0.0.1", gateway.proxy_port, local_addr=("127.0.0.3", 0)
         )
         secret = key.with_secret(_wrong_secret())
-        writer.write(f"GET /api/read/x HTTP/1.1\r\nHost: gw\r\n"
-                     f"Authorization: Bearer {secret}\r\n\r\n".encode())
+        writer.write(
+            f"GET /api/read/x HTTP/1.1\r\nHost: gw\r\n"
+            f"Authorization: Bearer {secret}\r\n\r\n".encode()
+        )
         await writer.drain()
         await asyncio.sleep(0.005)  # long enough to be read, too short to be answered
         writer.transport.abort()  # gone, without waiting for the answer
@@ -314,8 +328,9 @@ async def test_clients_that_leave_mid_verify_are_still_counted(
     ) as http:
         for _ in range(MAX_FAILURES + 5):
             secret = key.with_secret(_wrong_secret())
-            async with http.get(gateway.url + "/api/read/x",
-                                headers={"Authorization": f"Bearer {secret}"}) as reply:
+            async with http.get(
+                gateway.url + "/api/read/x", headers={"Authorization": f"Bearer {secret}"}
+            ) as reply:
                 statuses.append(reply.status)
     total = await _settled_verifications(gateway) - before
     print(f"verifies for clients that left: {by_leavers:g}; after them: {statuses}")
@@ -338,6 +353,8 @@ async def test_one_address_burst_never_reaches_the_per_id_cap(
     assert wrong.get(401, 0) == ran
     assert wrong.get(429, 0) + wrong.get(503, 0) == 600 - ran and wrong.get(429, 0) > 0
     # The owner's correct key, first used now from another address: verified, 200.
-    async with aiohttp.ClientSession() as http, \
-            http.get(gateway.url + "/api/read/x", headers=key.auth) as reply:
+    async with (
+        aiohttp.ClientSession() as http,
+        http.get(gateway.url + "/api/read/x", headers=key.auth) as reply,
+    ):
         assert reply.status == 200

@@ -8,13 +8,7 @@ import time
 
 import aiohttp
 
-from tests.integration.proxy.harness import (
-    KeyMaker,
-    Stack,
-    assert_no_key_in,
-    gateway_env,
-    raw_error,
-)
+from tests.integration.proxy.harness import Stack, raw_error
 from tests.integration.proxy.wire import (
     bearer,
     close_writer,
@@ -22,7 +16,10 @@ from tests.integration.proxy.wire import (
     read_response,
     request_bytes,
 )
+from tests.support.configs import gateway_env
+from tests.support.credentials import assert_no_key_in
 from tests.support.gateway_process import GatewayProcess, start_gateway
+from tests.support.keys import KeyMaker
 
 
 def access_lines(gateway: GatewayProcess) -> list[dict[str, object]]:
@@ -50,8 +47,12 @@ async def test_access_log_names_the_key_by_display_prefix_only(
     gateway: GatewayProcess, keys: KeyMaker
 ) -> None:
     key = await keys.key(["read"])
-    reply = await raw_request(gateway.proxy_port, "GET", f"/api/read/logged?api_key={key.secret}",
-                              [bearer(key.secret), ("X-Request-Id", "log-check-1")])
+    reply = await raw_request(
+        gateway.proxy_port,
+        "GET",
+        f"/api/read/logged?api_key={key.secret}",
+        [bearer(key.secret), ("X-Request-Id", "log-check-1")],
+    )
     assert reply.status == 200
     record = await _until_logged(gateway, "log-check-1")
     assert record["key"] == key.display_prefix
@@ -61,8 +62,12 @@ async def test_access_log_names_the_key_by_display_prefix_only(
     assert record["route"] == "read"
     assert record["path"] == "/api/read/logged"
     wrong = key.with_secret("Q" * 32)
-    refused = await raw_request(gateway.proxy_port, "GET", "/api/read/logged",
-                                [bearer(wrong), ("X-Request-Id", "log-check-2")])
+    refused = await raw_request(
+        gateway.proxy_port,
+        "GET",
+        "/api/read/logged",
+        [bearer(wrong), ("X-Request-Id", "log-check-2")],
+    )
     assert refused.status == 401
     record = await _until_logged(gateway, "log-check-2")
     assert record["outcome"] == "invalid_api_key"
@@ -76,7 +81,8 @@ async def test_requests_the_parser_refuses_never_log_the_key(
     k = key.secret.encode()
     broken = [
         b"GET /api/read/x?key=" + k + b" HTTP/1.1 extra\r\nHost: x\r\n\r\n",
-        b"GET /api/read/x HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " + k
+        b"GET /api/read/x HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer "
+        + k
         + b"\r\nBroken\r\n\r\n",
         b"GET /api/read/x HTTP/1.1\r\nHost: x\r\nX-API-Key: " + k + b"\x00\r\n\r\n",
         b"GET /" + k + b"\x7f HTTP/1.1\r\nHost: x\r\n\r\n",
@@ -96,8 +102,11 @@ async def test_requests_the_parser_refuses_never_log_the_key(
         # Refused by the HTTP parser, answered like every other refusal (§3) ...
         # (an over-long header line is 431 headers_too_large, the rest 400 invalid_request)
         too_large = b"X-Long" in data
-        error = raw_error(reply, 431 if too_large else 400,
-                          "headers_too_large" if too_large else "invalid_request")
+        error = raw_error(
+            reply,
+            431 if too_large else 400,
+            "headers_too_large" if too_large else "invalid_request",
+        )
         # ... and without echoing what was sent.
         assert k not in reply.body and key.secret not in error["message"]
         assert all(key.secret not in v for _, v in reply.headers)
@@ -106,12 +115,15 @@ async def test_requests_the_parser_refuses_never_log_the_key(
     assert gateway.healthy()
 
 
-async def test_workers_serve_and_exit_cleanly_on_sigterm(
-    stack: Stack, keys: KeyMaker
-) -> None:
+async def test_workers_serve_and_exit_cleanly_on_sigterm(stack: Stack, keys: KeyMaker) -> None:
     key = await keys.key(["read"])
-    gw = start_gateway(stack.config(), stack.log_dir, gateway_env(stack.stores),
-                       name="gateway-2-workers", workers=2)
+    gw = start_gateway(
+        stack.config(),
+        stack.log_dir,
+        gateway_env(stack.stores),
+        name="gateway-2-workers",
+        workers=2,
+    )
     try:
         connector = aiohttp.TCPConnector(force_close=True)  # new connections spread over workers
         async with aiohttp.ClientSession(connector=connector) as http:
@@ -159,12 +171,16 @@ async def test_single_worker_drains_in_flight_request_on_sigterm(
     stack: Stack, keys: KeyMaker
 ) -> None:
     key = await keys.key(["read"])
-    gw = start_gateway(stack.config(), stack.log_dir, gateway_env(stack.stores),
-                       name="gateway-drain")
+    gw = start_gateway(
+        stack.config(), stack.log_dir, gateway_env(stack.stores), name="gateway-drain"
+    )
     try:
         reader, writer = await asyncio.open_connection("127.0.0.1", gw.proxy_port)
-        writer.write(request_bytes("GET", "/_demo/slow?seconds=0.6", [bearer(key.secret)],
-                                   port=gw.proxy_port))
+        writer.write(
+            request_bytes(
+                "GET", "/_demo/slow?seconds=0.6", [bearer(key.secret)], port=gw.proxy_port
+            )
+        )
         await writer.drain()
         await asyncio.sleep(0.2)
         gw.process.proc.terminate()

@@ -13,30 +13,26 @@ import asyncio
 import json
 import time
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import Any, cast
 
 import aiohttp
 import pytest
 import redis.asyncio as aioredis
 
-from tests.integration.admin.harness import labels, moved, scrape
-from tests.integration.proxy.harness import (
-    ACTOR,
-    ISSUED,
-    KeyMaker,
-    Stack,
-    assert_error,
-    assert_no_key_in,
-    gateway_env,
-)
+from tests.integration.proxy.harness import Stack
 from tests.integration.proxy.test_proxy_process import _until_logged
 from tests.integration.proxy.wire import UPSTREAM_LIMITS
+from tests.support.configs import gateway_env
+from tests.support.credentials import ISSUED, assert_no_key_in
+from tests.support.errors import Reply, assert_error
 from tests.support.gateway_process import (
     GatewayProcess,
     closed_port,
     start_gateway,
     stopped_cleanly,
 )
+from tests.support.keys import ACTOR, KeyMaker
+from tests.support.metrics import labels, moved, scrape
 from tests.support.rate_limits import PER, Seen, get, in_one_window
 
 
@@ -45,14 +41,14 @@ def statuses(seen: list[Seen]) -> list[int]:
 
 
 def assert_rate_limited(seen: Seen, requests: int) -> dict[str, Any]:
-    error = assert_error(seen.status, seen.headers, seen.body, 429, "rate_limited")
+    reply = Reply(seen.status, seen.headers, json.dumps(seen.body))
+    error = assert_error(reply, 429, "rate_limited")
     reset = seen.headers["RateLimit-Reset"]
     assert seen.headers["Retry-After"] == reset and int(reset) >= 1
     assert (seen.limit, seen.remaining) == (str(requests), "0")
     seen.assert_reset_matches_the_clock()
     assert error["message"] == (
-        f"Rate limit exceeded: {requests} requests per {PER} seconds; "
-        f"retry after {reset} seconds."
+        f"Rate limit exceeded: {requests} requests per {PER} seconds; retry after {reset} seconds."
     )
     return error
 
@@ -102,8 +98,10 @@ async def test_refused_401_and_403_consume_no_budget(
         own = gateway.url + f"/api/limited-org/{key.org}/x"
         wrong_secret = key.with_secret("W" * 32)
         refused = [await get(http, own, wrong_secret) for _ in range(4)]
-        refused += [await get(http, gateway.url + "/api/limited-org/someone-else/x", key.secret)
-                    for _ in range(4)]
+        refused += [
+            await get(http, gateway.url + "/api/limited-org/someone-else/x", key.secret)
+            for _ in range(4)
+        ]
         return refused + [await get(http, own, key.secret) for _ in range(4)]
 
     seen = await in_one_window(scenario)
@@ -122,14 +120,31 @@ async def test_key_limit_from_the_cli_applies_across_routes(
     org = await keys.org("rl")
 
     async def scenario() -> list[Seen]:
-        out = await keys.cli("keys", "create", "--org", org, "--name", "limited",
-                             "--scope", "read", "--rate-limit", "4/1h", "--json")
+        out = await keys.cli_ok(
+            "keys",
+            "create",
+            "--org",
+            org,
+            "--name",
+            "limited",
+            "--scope",
+            "read",
+            "--rate-limit",
+            "4/1h",
+            "--json",
+        )
         created = json.loads(out)
         ISSUED.append(created["secret"])
         assert created["key"]["rate_limit"] == {"requests": 4, "per": "1h"}
         secret = created["secret"]
-        paths = ["/api/read/a", "/api/any/b", "/api/read/c", "/api/any/d", "/api/read/e",
-                 "/api/any/f"]
+        paths = [
+            "/api/read/a",
+            "/api/any/b",
+            "/api/read/c",
+            "/api/any/d",
+            "/api/read/e",
+            "/api/any/f",
+        ]
         return [await get(http, gateway.url + p, secret) for p in paths]
 
     seen = await in_one_window(scenario)
@@ -154,18 +169,23 @@ async def test_route_and_key_limits_both_count_and_the_tighter_is_shown(
 ) -> None:
     async def scenario() -> list[Seen]:
         org = await keys.org("rl")
-        created = await keys.service.create_key(ACTOR, org, "both", ["read"],
-                                                rate_limit="10/1h")
+        created = await keys.service.create_key(ACTOR, org, "both", ["read"], rate_limit="10/1h")
         ISSUED.append(created.secret)
-        limited = [await get(http, gateway.url + "/api/limited/x", created.secret)
-                   for _ in range(5)]
+        limited = [
+            await get(http, gateway.url + "/api/limited/x", created.secret) for _ in range(5)
+        ]
         return [*limited, await get(http, gateway.url + "/api/read/x", created.secret)]
 
     seen = await in_one_window(scenario)
     assert statuses(seen) == [200, 200, 200, 429, 429, 200]
     # On the route, its 3/1h has fewer left than the key's 10/1h.
     assert [(s.limit, s.remaining) for s in seen[:5]] == [
-        ("3", "2"), ("3", "1"), ("3", "0"), ("3", "0"), ("3", "0")]
+        ("3", "2"),
+        ("3", "1"),
+        ("3", "0"),
+        ("3", "0"),
+        ("3", "0"),
+    ]
     # The two refused requests did not use the key's own budget: 3 used before this one.
     assert (seen[5].limit, seen[5].remaining) == ("10", "6")
 
@@ -186,17 +206,22 @@ async def test_changing_a_key_limit_takes_effect_like_a_scope_change(
     async def scenario() -> list[Seen]:
         key = await keys.key(["read"])
         before = await get(http, url, key.secret)  # cached in every tier, without a limit
-        await keys.cli("keys", "update", key.id, "--rate-limit", "2/1h")
+        await keys.cli_ok("keys", "update", key.id, "--rate-limit", "2/1h")
         first = await until(key.secret, lambda s: s.limit is not None)
         rest = [await get(http, url, key.secret) for _ in range(2)]
-        await keys.cli("keys", "update", key.id, "--rate-limit", "none")
+        await keys.cli_ok("keys", "update", key.id, "--rate-limit", "none")
         after = await until(key.secret, lambda s: s.status == 200)
         return [before, first, *rest, after]
 
     seen = await in_one_window(scenario)
     assert statuses(seen) == [200, 200, 200, 429, 200]
     assert [(s.limit, s.remaining) for s in seen] == [
-        (None, None), ("2", "1"), ("2", "0"), ("2", "0"), (None, None)]
+        (None, None),
+        ("2", "1"),
+        ("2", "0"),
+        ("2", "0"),
+        (None, None),
+    ]
 
 
 # --- the upstream's own headers, the log, the metrics -------------------------------------
@@ -237,8 +262,9 @@ async def test_refusal_is_logged_and_counted_as_rate_limited(
         seen = []
         for i in range(5):
             request_id = f"rl-{key.id}-{i}"
-            async with http.get(gateway.url + "/api/limited/x",
-                                headers={**key.auth, "X-Request-Id": request_id}) as reply:
+            async with http.get(
+                gateway.url + "/api/limited/x", headers={**key.auth, "X-Request-Id": request_id}
+            ) as reply:
                 await reply.read()
                 seen.append(Seen(reply.status, reply.headers, None, time.time()))
                 if reply.status == 429:
@@ -249,8 +275,11 @@ async def test_refusal_is_logged_and_counted_as_rate_limited(
     assert statuses(seen) == [200, 200, 200, 429, 429]
     refused_id, display_prefix = refusals[-1]
     record = await _until_logged(gateway, refused_id)
-    assert (record["status"], record["outcome"], record["route"]) == (429, "rate_limited",
-                                                                      "limited")
+    assert (record["status"], record["outcome"], record["route"]) == (
+        429,
+        "rate_limited",
+        "limited",
+    )
     assert record["key"] == display_prefix
     after = await scrape(http, gateway.admin_url)
     changes = moved(before, after, "keygate_requests_total")
@@ -263,8 +292,9 @@ async def test_refusal_is_logged_and_counted_as_rate_limited(
 
 @pytest.fixture(scope="module")
 def second_gateway(stack: Stack) -> Iterator[GatewayProcess]:
-    gw = start_gateway(stack.config(), stack.log_dir, gateway_env(stack.stores),
-                       name="gateway-rl-2")
+    gw = start_gateway(
+        stack.config(), stack.log_dir, gateway_env(stack.stores), name="gateway-rl-2"
+    )
     with stopped_cleanly(gw):
         yield gw
     assert_no_key_in(gw.process.output(), "the second gateway's output")
@@ -280,7 +310,9 @@ def no_redis_gateway(stack: Stack) -> Iterator[GatewayProcess]:
 
 
 async def test_two_gateways_share_one_budget(
-    gateway: GatewayProcess, second_gateway: GatewayProcess, http: aiohttp.ClientSession,
+    gateway: GatewayProcess,
+    second_gateway: GatewayProcess,
+    http: aiohttp.ClientSession,
     keys: KeyMaker,
 ) -> None:
     async def scenario() -> list[Seen]:
@@ -294,8 +326,11 @@ async def test_two_gateways_share_one_budget(
 
 
 async def test_an_entry_written_by_a_build_before_rate_limits_does_not_lift_a_limit(
-    gateway: GatewayProcess, second_gateway: GatewayProcess, stack: Stack,
-    http: aiohttp.ClientSession, keys: KeyMaker,
+    gateway: GatewayProcess,
+    second_gateway: GatewayProcess,
+    stack: Stack,
+    http: aiohttp.ClientSession,
+    keys: KeyMaker,
 ) -> None:
     """Rolling deploy: an older gateway writes a key's entry without its limit, at the
     same version; gateways of this build read it as a miss and enforce the limit."""
@@ -304,8 +339,9 @@ async def test_an_entry_written_by_a_build_before_rate_limits_does_not_lift_a_li
 
     async def scenario() -> list[Seen]:
         org = await keys.org("rl")
-        created = await keys.service.create_key(ACTOR, org, "old-entry", ["read"],
-                                                rate_limit="3/1h")
+        created = await keys.service.create_key(
+            ACTOR, org, "old-entry", ["read"], rate_limit="3/1h"
+        )
         ISSUED.append(created.secret)
         entry = "keygate:key:" + created.key.id
         entries.append(entry)
@@ -313,12 +349,12 @@ async def test_an_entry_written_by_a_build_before_rate_limits_does_not_lift_a_li
         # gateway has never seen the key, so it will read both from Redis.
         first = await get(http, second_gateway.url + "/api/read/x", created.secret)
         for _ in range(100):
-            if any(f.startswith(b"b.") for f in await client.hkeys(entry)):
+            if any(cast(bytes, f).startswith(b"b.") for f in await client.hkeys(entry)):
                 break
             await asyncio.sleep(0.02)
         else:
             raise AssertionError("the verifier never reached Redis")
-        state = json.loads(await client.hget(entry, "s"))
+        state = json.loads(cast(bytes, await client.hget(entry, "s")))
         del state["rate_limit"]  # what the older build writes
         await client.hset(entry, "s", json.dumps(state))
         rest = [await get(http, gateway.url + "/api/read/x", created.secret) for _ in range(3)]
@@ -327,10 +363,14 @@ async def test_an_entry_written_by_a_build_before_rate_limits_does_not_lift_a_li
     try:
         seen = await in_one_window(scenario)
         assert statuses(seen) == [200, 200, 200, 429]
-        assert [(s.limit, s.remaining) for s in seen] == [("3", "2"), ("3", "1"), ("3", "0"),
-                                                          ("3", "0")]
+        assert [(s.limit, s.remaining) for s in seen] == [
+            ("3", "2"),
+            ("3", "1"),
+            ("3", "0"),
+            ("3", "0"),
+        ]
         # The gateway refilled the entry from Postgres, in this build's shape.
-        refilled = json.loads(await client.hget(entries[-1], "s"))
+        refilled = json.loads(cast(bytes, await client.hget(entries[-1], "s")))
         assert refilled["rate_limit"] == [3, 3600]
     finally:
         await client.aclose()
@@ -341,10 +381,12 @@ async def test_redis_down_still_serves_and_limits_per_process(
 ) -> None:
     async def scenario() -> list[Seen]:
         key = await keys.key(["read"])
-        limited = [await get(http, no_redis_gateway.url + "/api/limited/x", key.secret)
-                   for _ in range(5)]
-        plain = [await get(http, no_redis_gateway.url + "/api/read/x", key.secret)
-                 for _ in range(3)]
+        limited = [
+            await get(http, no_redis_gateway.url + "/api/limited/x", key.secret) for _ in range(5)
+        ]
+        plain = [
+            await get(http, no_redis_gateway.url + "/api/read/x", key.secret) for _ in range(3)
+        ]
         return limited + plain
 
     seen = await in_one_window(scenario)

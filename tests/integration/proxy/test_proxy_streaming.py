@@ -18,8 +18,8 @@ from typing import Any
 import aiohttp
 
 from gateway.demo_upstream import pattern_bytes
-from tests.integration.proxy.harness import KeyMaker
 from tests.support.gateway_process import GatewayProcess
+from tests.support.keys import KeyMaker
 
 SIZE = 200 * 1024 * 1024
 CHUNK = 1024 * 1024
@@ -49,15 +49,18 @@ async def _peak_rss_during(gateway: GatewayProcess, work: Awaitable[Any]) -> tup
     return result, baseline, peak
 
 
-async def _warm_up(gateway: GatewayProcess, http: aiohttp.ClientSession,
-                   auth: dict[str, str]) -> None:
+async def _warm_up(
+    gateway: GatewayProcess, http: aiohttp.ClientSession, auth: dict[str, str]
+) -> None:
     # The first transfers allocate buffers and pools that stay: measure after them.
     for _ in range(2):
-        async with http.post(gateway.url + "/api/any/warm", data=io.BytesIO(os.urandom(4 * CHUNK)),
-                             headers=auth) as reply:
+        async with http.post(
+            gateway.url + "/api/any/warm", data=io.BytesIO(os.urandom(4 * CHUNK)), headers=auth
+        ) as reply:
             assert reply.status == 200
-        async with http.get(gateway.url + f"/_demo/stream?bytes={4 * CHUNK}",
-                            headers=auth) as reply:
+        async with http.get(
+            gateway.url + f"/_demo/stream?bytes={4 * CHUNK}", headers=auth
+        ) as reply:
             await reply.read()
 
 
@@ -76,8 +79,9 @@ async def test_large_upload_is_streamed(
             yield chunk
 
     async def upload() -> dict[str, Any]:
-        async with http.post(gateway.url + "/api/any/upload", data=body(),
-                             headers=key.auth) as reply:
+        async with http.post(
+            gateway.url + "/api/any/upload", data=body(), headers=key.auth
+        ) as reply:
             assert reply.status == 200, await reply.text()
             report: dict[str, Any] = await reply.json()
             return report
@@ -102,8 +106,7 @@ async def test_large_download_is_streamed(
     async def download() -> tuple[int, str]:
         got = hashlib.sha256()
         size = 0
-        async with http.get(gateway.url + f"/_demo/stream?bytes={SIZE}",
-                            headers=key.auth) as reply:
+        async with http.get(gateway.url + f"/_demo/stream?bytes={SIZE}", headers=key.auth) as reply:
             assert reply.status == 200
             async for chunk in reply.content.iter_chunked(CHUNK):
                 got.update(chunk)
@@ -123,9 +126,7 @@ async def test_slow_reader_download_does_not_buffer(
     """A client that reads slowly must get backpressure, not a gateway holding the body."""
     key = await keys.key(["read"])
     size = 120 * 1024 * 1024
-    reader, writer = await asyncio.open_connection(
-        "127.0.0.1", gateway.proxy_port, limit=64 * 1024
-    )
+    reader, writer = await asyncio.open_connection("127.0.0.1", gateway.proxy_port, limit=64 * 1024)
     # A tiny receive buffer: the gateway can only run ahead by what it buffers itself.
     sock = writer.get_extra_info("socket")
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)
@@ -149,7 +150,8 @@ async def test_slow_reader_download_does_not_buffer(
 
 
 async def _gateway_still_answers(gateway: GatewayProcess, auth: dict[str, str]) -> None:
-    async with aiohttp.ClientSession() as http, \
-            http.get(gateway.url + "/api/read/ok", headers=auth) as reply:
+    async with (
+        aiohttp.ClientSession() as http,
+        http.get(gateway.url + "/api/read/ok", headers=auth) as reply,
+    ):
         assert reply.status == 200
-

@@ -9,8 +9,9 @@ import aiohttp
 import pytest
 from aiohttp import WSMsgType
 
-from tests.integration.proxy.harness import ACTOR, KeyMaker, Stack
+from tests.integration.proxy.harness import Stack
 from tests.support.gateway_process import GatewayProcess
+from tests.support.keys import ACTOR, KeyMaker
 
 
 def ws_url(gateway: GatewayProcess, path: str) -> str:
@@ -21,8 +22,9 @@ async def test_websocket_conversation(
     gateway: GatewayProcess, http: aiohttp.ClientSession, keys: KeyMaker
 ) -> None:
     key = await keys.key(["events"])
-    async with http.ws_connect(ws_url(gateway, "/ws/chat?room=1"), headers=key.auth,
-                               autoping=False, protocols=("chat",)) as ws:
+    async with http.ws_connect(
+        ws_url(gateway, "/ws/chat?room=1"), headers=key.auth, autoping=False, protocols=("chat",)
+    ) as ws:
         assert ws.protocol == "chat"  # the upstream's choice reaches the client
         await ws.send_str("hello")
         msg = await ws.receive(5)
@@ -64,12 +66,13 @@ async def test_client_close_code_reaches_the_upstream(
     assert probe.ws_close_codes[before:] == [4002]
 
 
-@pytest.mark.parametrize(
-    ("scopes", "status"), [(None, 401), (["read"], 403)]
-)
+@pytest.mark.parametrize(("scopes", "status"), [(None, 401), (["read"], 403)])
 async def test_upgrade_is_authenticated(
-    gateway: GatewayProcess, http: aiohttp.ClientSession, keys: KeyMaker,
-    scopes: list[str] | None, status: int,
+    gateway: GatewayProcess,
+    http: aiohttp.ClientSession,
+    keys: KeyMaker,
+    scopes: list[str] | None,
+    status: int,
 ) -> None:
     headers = (await keys.key(scopes)).auth if scopes else {}
     with pytest.raises(aiohttp.WSServerHandshakeError) as caught:
@@ -85,8 +88,9 @@ async def test_upgrade_with_bad_key_is_401(
 ) -> None:
     key = await keys.key(["events"])
     with pytest.raises(aiohttp.WSServerHandshakeError) as caught:
-        async with http.ws_connect(ws_url(gateway, "/ws/chat"),
-                                   headers={"Authorization": f"Bearer {key.secret[:-1]}x"}):
+        async with http.ws_connect(
+            ws_url(gateway, "/ws/chat"), headers={"Authorization": f"Bearer {key.secret[:-1]}x"}
+        ):
             pass
     assert caught.value.status == 401
 
@@ -96,8 +100,10 @@ async def test_revoking_the_key_closes_its_sessions_with_1008(
 ) -> None:
     key = await keys.key(["events"])
     bystander = await keys.key(["events"])
-    async with http.ws_connect(ws_url(gateway, "/ws/a"), headers=key.auth) as ws, \
-            http.ws_connect(ws_url(gateway, "/ws/b"), headers=bystander.auth) as other:
+    async with (
+        http.ws_connect(ws_url(gateway, "/ws/a"), headers=key.auth) as ws,
+        http.ws_connect(ws_url(gateway, "/ws/b"), headers=bystander.auth) as other,
+    ):
         await ws.send_str("x")
         assert (await ws.receive(5)).data == "x"
         revoked_at = time.monotonic()
@@ -118,8 +124,10 @@ async def test_losing_a_scope_the_route_needs_closes_its_sessions_with_1008(
 ) -> None:
     losing = await keys.key(["events", "read"])
     keeping = await keys.key(["events", "read"])
-    async with http.ws_connect(ws_url(gateway, "/ws/scope"), headers=losing.auth) as ws, \
-            http.ws_connect(ws_url(gateway, "/ws/scope2"), headers=keeping.auth) as other:
+    async with (
+        http.ws_connect(ws_url(gateway, "/ws/scope"), headers=losing.auth) as ws,
+        http.ws_connect(ws_url(gateway, "/ws/scope2"), headers=keeping.auth) as other,
+    ):
         await ws.send_str("x")
         assert (await ws.receive(5)).data == "x"
         # A change that keeps what the route needs leaves the session open…

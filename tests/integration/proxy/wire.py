@@ -110,8 +110,9 @@ async def raw_request(
     wait: float = 15.0,
 ) -> RawResponse:
     """Send one request on a fresh connection and read the final response."""
-    return await raw_exchange(port, request_bytes(method, target, headers, body, port=port),
-                              method=method, wait=wait)
+    return await raw_exchange(
+        port, request_bytes(method, target, headers, body, port=port), method=method, wait=wait
+    )
 
 
 async def raw_exchange(
@@ -146,7 +147,9 @@ def upstream_header(report: dict[str, Any], name: str) -> list[str]:
 
 
 UPSTREAM_LIMITS = {
-    "RateLimit-Limit": "999", "RateLimit-Remaining": "998", "RateLimit-Reset": "1",
+    "RateLimit-Limit": "999",
+    "RateLimit-Remaining": "998",
+    "RateLimit-Reset": "1",
     "X-Probe-End": "kept",
 }
 
