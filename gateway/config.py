@@ -704,6 +704,10 @@ def load_config(explicit: str | None = None, env: Mapping[str, str] | None = Non
     except OSError as exc:
         reason = exc.strerror or str(exc)
         raise ConfigError(str(path), [ConfigProblem("", None, f"cannot read: {reason}")]) from None
+    except UnicodeDecodeError as exc:
+        line = path.read_bytes()[: exc.start].count(b"\n") + 1
+        problem = ConfigProblem("", line, f"not UTF-8 text (byte {exc.start})")
+        raise ConfigError(str(path), [problem]) from None
     return parse_config(text, str(path), env)
 
 

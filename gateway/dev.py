@@ -25,8 +25,8 @@ from gateway.dev_state import (
     DATA_DIR,
     SECRET_FILE,
     DevState,
+    hold_run_lock,
     read_state,
-    running_state,
     write_state,
 )
 from gateway.embedded import EmbeddedPostgres, EmbeddedRedis, reuse_or_free_port
@@ -165,13 +165,13 @@ def run_dev(options: DevOptions) -> int:
     """Start the stores, record them in .keygate/dev.json, serve until Ctrl-C."""
     config_path = Path(options.config or DEV_CONFIG).resolve()
     DATA_DIR.mkdir(exist_ok=True)
-    running = running_state()
-    if running is not None:
-        raise DevError(
-            f"keygate dev is already running from this folder (pid {running.pid});"
-            " stop it with Ctrl-C first"
-        )
     previous = read_state()
+    lock = hold_run_lock()  # held until this function returns (or the process ends)
+    if lock is None:
+        pid = f" (pid {previous.pid})" if previous and previous.pid else ""
+        raise DevError(
+            f"keygate dev is already running from this folder{pid}; stop it with Ctrl-C first"
+        )
     postgres = EmbeddedPostgres(
         DATA_DIR / "postgres", port=reuse_or_free_port(previous.postgres_port if previous else None)
     )
@@ -207,4 +207,5 @@ def run_dev(options: DevOptions) -> int:
             redis.stop()
     finally:
         postgres.stop()
+        lock.close()
     return 0

@@ -128,6 +128,9 @@ async def run_worker(
         log.info("stop signal: /readyz 503, still accepting for %gs", config.server.drain_delay)
         await stops.drain_delay(config.server.drain_delay)
     log.info("shutting down: draining in-flight requests (up to %gs)", config.server.drain_timeout)
+    # WebSocket sessions never end by themselves: told to go away (1001), their clients
+    # reconnect elsewhere instead of holding the drain and then being cut (1006).
+    gw.sessions.going_away()
     await proxy_runner.cleanup()  # stops accepting, then waits for in-flight requests
     await admin_runner.cleanup()  # its cleanup_ctx closes the stores, after the flushes
 

@@ -37,13 +37,25 @@ class Readiness:
 
 
 async def store_state(check: Check) -> str:
-    """ "up" when `check` says so within PING_TIMEOUT, else "down"."""
-    try:
-        async with asyncio.timeout(PING_TIMEOUT):
-            up = await check()
-    except TimeoutError:
+    """ "up" when `check` says so within PING_TIMEOUT, else "down".
+
+    The check runs as its own task, cancelled but not awaited at the deadline: a ping
+    cancelled on a hung PostgreSQL connection is cleaned up by asyncpg (the connection's
+    release waits for the query's cancellation, up to the store timeout), which would
+    otherwise hold the probe's answer past PING_TIMEOUT."""
+    ping = asyncio.ensure_future(check())
+    done, _ = await asyncio.wait({ping}, timeout=PING_TIMEOUT)
+    if not done:
+        ping.cancel()
+        ping.add_done_callback(_retrieve)
         return "down"
-    return "up" if up else "down"
+    return "up" if ping.result() else "down"
+
+
+def _retrieve(task: asyncio.Future[bool]) -> None:
+    """A ping given up on: its outcome is not wanted, but must be retrieved."""
+    if not task.cancelled():
+        task.exception()
 
 
 def health_routes(readiness: Readiness, postgres: Check, redis: Check) -> list[web.RouteDef]:

@@ -34,7 +34,9 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
         "upstream, the scopes a key needs (or that it is public), or the refusal "
         "(status and code). Exit 1 when the request would be refused.",
     )
-    test.add_argument("method", metavar="METHOD", help="HTTP method, e.g. GET (upper-cased)")
+    test.add_argument(
+        "method", metavar="METHOD", help="HTTP method as sent, e.g. GET (case-sensitive)"
+    )
     test.add_argument(
         "path",
         metavar="PATH",
@@ -92,15 +94,18 @@ def test_route(args: argparse.Namespace, out: Output) -> int:
     from gateway.proxy.errors import BadPath, NoRoute
     from gateway.proxy.framing import check_target
     from gateway.proxy.handler import split_target
+    from gateway.proxy.listener import parse_request_line
     from gateway.proxy.paths import InvalidPath, normalise_path
     from gateway.proxy.routes import RouteTable
 
     config = command_config(args)
-    method = args.method.upper()
+    method = args.method
     table = RouteTable.compile(config.routes)
     try:
-        check_target(method, args.path)
-        raw_path, _query = split_target(args.path)
+        # As the proxy's parser reads the request line: `get` or `FOO` never reach a route.
+        method, target = parse_request_line(method, args.path, config.server)
+        check_target(method, target)
+        raw_path, _query = split_target(target)
         try:
             path = normalise_path(raw_path)
         except InvalidPath as exc:
@@ -119,9 +124,12 @@ def test_route(args: argparse.Namespace, out: Output) -> int:
                     "message": refusal.message,
                 }
             )
+        hint = (
+            f" (methods are case-sensitive: {method.upper()}?)" if method.upper() != method else ""
+        )
         out.err.write(
             f"keygate: error: the proxy refuses {method} with {refusal.status} "
-            f"{refusal.code}: {refusal.message}\n"
+            f"{refusal.code}: {refusal.message}{hint}\n"
         )
         return EXIT_USER_ERROR
     index = next(i for i, r in enumerate(config.routes) if r is match.route)

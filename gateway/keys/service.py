@@ -709,7 +709,8 @@ def _decode_key_cursor(cursor: str) -> tuple[datetime, str]:
 
 def _decode_audit_cursor(cursor: str) -> int:
     value = _decode_cursor(cursor).get("b")
-    if not isinstance(value, int):
+    # An audit entry id: a positive bigint (a forged one must not reach the query).
+    if not isinstance(value, int) or isinstance(value, bool) or not 0 < value < 2**63:
         raise InvalidInput("invalid cursor; pass next_cursor from the previous page", "cursor")
     return value
 

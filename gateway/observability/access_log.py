@@ -125,10 +125,12 @@ class AccessLog:
 
 
 def _text_value(value: str | int | float | None) -> str:
-    """A text-format value: `-` for none, quoted when it could run into the next field."""
+    """A text-format value: `-` for none, quoted when it could run into the next field or
+    holds anything but printable ASCII (escaped: no terminal escape sequence, no byte a
+    client sent that is not UTF-8, reaches the log)."""
     if value is None:
         return "-"
     text = str(value)
-    if not text or any(c.isspace() or c in '"=\\' for c in text):
+    if not text or not (text.isascii() and text.isprintable()) or any(c in ' "=\\' for c in text):
         return _q(text)
     return text

@@ -23,7 +23,9 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiohttp import web
-from aiohttp.http_exceptions import BadHttpMessage, LineTooLong
+from aiohttp.base_protocol import BaseProtocol
+from aiohttp.http import HttpRequestParser
+from aiohttp.http_exceptions import BadHttpMessage, HttpProcessingError, LineTooLong
 from aiohttp.web_protocol import RequestHandler
 
 from gateway.auth.errors import Refusal
@@ -47,6 +49,35 @@ def parser_refusal(status: int, exc: BaseException | None) -> Refusal:
     if isinstance(exc, BadHttpMessage) and "too many headers" in exc.message.lower():
         return HeadersTooLarge()
     return BadRequest()
+
+
+def parse_request_line(method: str, target: str, server: ServerConfig) -> tuple[str, str]:
+    """(method, raw target) as this listener's HTTP parser reads `METHOD TARGET HTTP/1.1`,
+    or the refusal the proxy answers that request line with (`keygate routes test`).
+
+    The parser is aiohttp's own, with the listener's limits: methods are case-sensitive
+    tokens it knows, targets are ASCII without spaces or controls, over-long lines are 431.
+    """
+    if any(c.isspace() or not c.isprintable() for c in method + target):
+        raise BadRequest()  # more than one request line's worth, never one target
+    loop = asyncio.new_event_loop()  # the parser's payload streams want one; none is run
+    try:
+        parser = HttpRequestParser(
+            BaseProtocol(loop),
+            loop,
+            2**16,
+            max_line_size=server.max_header_field,
+            max_field_size=server.max_header_field,
+            max_headers=server.max_header_count,
+        )
+        head = f"{method} {target} HTTP/1.1\r\nHost: keygate\r\n\r\n".encode()
+        messages, _upgraded, _tail = parser.feed_data(head)
+    except HttpProcessingError as exc:
+        raise parser_refusal(400, exc) from None
+    finally:
+        loop.close()
+    message = messages[0][0]
+    return message.method, message.path
 
 
 class _ProxyRequestHandler(RequestHandler):

@@ -17,7 +17,7 @@ from multidict import CIMultiDict
 from gateway.proxy.errors import UpstreamTimeout, UpstreamUnavailable
 from gateway.proxy.responses import SERVER_NAME
 from gateway.proxy.upstreams import Upstream
-from gateway.proxy.ws_sessions import POLICY_VIOLATION, RouteNeed, WebSocketSessions
+from gateway.proxy.ws_sessions import Ending, RouteNeed, WebSocketSessions
 
 # Set by aiohttp's ws_connect itself (Host included: from the upstream's URL).
 # Lower-case, compared with `name.lower()`: field names are case-insensitive.
@@ -88,7 +88,7 @@ async def relay_websocket(
     except BaseException:
         await up.close()
         raise
-    ended = sessions.add(key_id, down, need) if key_id is not None else None
+    ended = sessions.add(key_id, down, need)  # a public route's too: for `going_away`
     try:
         await _pump_both(down, up, ended)
     except BaseException:
@@ -97,8 +97,7 @@ async def relay_websocket(
             request.transport.abort()
         raise
     finally:
-        if key_id is not None:
-            sessions.remove(key_id, down)
+        sessions.remove(key_id, down)
         await up.close()
     return down
 
@@ -106,9 +105,10 @@ async def relay_websocket(
 async def _pump_both(
     down: web.WebSocketResponse,
     up: aiohttp.ClientWebSocketResponse,
-    ended: asyncio.Future[str] | None,
+    ended: asyncio.Future[Ending] | None,
 ) -> None:
-    """Relay until either side closes, or until `ended` says the key no longer may."""
+    """Relay until either side closes, or until `ended` says the session must end (its
+    key no longer may, or the worker is going away)."""
     to_up = asyncio.create_task(_pump(down, up))
     to_down = asyncio.create_task(_pump(up, down))
     pumps = {to_up, to_down}
@@ -124,12 +124,13 @@ async def _pump_both(
         with contextlib.suppress(asyncio.CancelledError, Exception):
             await task
     if ended is not None and ended in done and not pumps & done:
-        # Nobody else reads the sockets now: close() sends 1008 and waits for the
+        # Nobody else reads the sockets now: close() sends the code and waits for the
         # client's close frame (bounded by the response's timeout) before the
         # connection ends, so the client sees the code, not an abnormal closure.
-        reason = ended.result().encode()[:123]  # a control frame holds 125 bytes
-        await down.close(code=POLICY_VIOLATION, message=reason)
-        await up.close(code=POLICY_VIOLATION, message=reason)
+        ending = ended.result()
+        reason = ending.reason.encode()[:123]  # a control frame holds 125 bytes
+        await down.close(code=ending.code, message=reason)
+        await up.close(code=ending.code, message=reason)
         return
     for task in pumps & done:
         task.result()

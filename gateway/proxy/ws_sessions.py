@@ -4,6 +4,11 @@ A session was authorised once, at its upgrade; when its key changes (revoked, ex
 a scope or org the route needs is gone) it must end with 1008 (policy violation). So each
 session is registered with its route's requirement, and `enforce` re-authorises every
 session of a key against the key's new state.
+
+When the worker stops, `going_away` ends every session (public routes' too) with 1001
+(RFC 6455 §7.4.1, "going away"): left open, a session would hold the worker for the whole
+`server.drain_timeout` and then be cut without a close frame (1006), which clients treat
+as a failure rather than as a cue to reconnect elsewhere.
 """
 
 from __future__ import annotations
@@ -19,6 +24,16 @@ from gateway.auth.errors import Refusal
 from gateway.keys.state import KeyState
 
 POLICY_VIOLATION = 1008
+GOING_AWAY = 1001
+SHUTTING_DOWN = "the gateway is shutting down"
+
+
+@dataclass(frozen=True)
+class Ending:
+    """Why a session must end: the close code and reason its relay sends."""
+
+    code: int
+    reason: str
 
 
 @dataclass(frozen=True)
@@ -36,30 +51,46 @@ _NO_NEED = RouteNeed()
 @dataclass(frozen=True)
 class _Session:
     need: RouteNeed
-    # Resolved with the reason once the key no longer authorises the session. The relay
-    # that owns the socket closes it (1008): it alone reads from the socket, so it can
-    # wait for the client's close frame before the connection ends, as RFC 6455 §7.1.1
-    # asks. A close from here, beside the relay's reader, would race its teardown.
-    ended: asyncio.Future[str]
+    # Resolved once the session must end (its key no longer authorises it: 1008; the
+    # worker stops: 1001). The relay that owns the socket closes it: it alone reads from
+    # the socket, so it can wait for the client's close frame before the connection
+    # ends, as RFC 6455 §7.1.1 asks. A close from here, beside the relay's reader, would
+    # race its teardown.
+    ended: asyncio.Future[Ending]
 
 
 class WebSocketSessions:
     """The open client-side sockets of each key, for ending when the key no longer may."""
 
     def __init__(self) -> None:
-        self._by_key: dict[str, dict[web.WebSocketResponse, _Session]] = {}
+        # Sessions of public routes (no key) under None: only `going_away` ends them.
+        self._by_key: dict[str | None, dict[web.WebSocketResponse, _Session]] = {}
+        self._gone = False
 
     def add(
-        self, key_id: str, ws: web.WebSocketResponse, need: RouteNeed | None = None
-    ) -> asyncio.Future[str]:
+        self, key_id: str | None, ws: web.WebSocketResponse, need: RouteNeed | None = None
+    ) -> asyncio.Future[Ending]:
         """Register a session; without `need`, only revocation and expiry end it.
 
-        Returns the future its owner awaits: resolved with the reason to close it (1008)."""
-        ended: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+        Returns the future its owner awaits: resolved with how to close it. A session
+        opened once the worker is going away is told so at once."""
+        ended: asyncio.Future[Ending] = asyncio.get_running_loop().create_future()
+        if self._gone:
+            ended.set_result(Ending(GOING_AWAY, SHUTTING_DOWN))
         self._by_key.setdefault(key_id, {})[ws] = _Session(need or _NO_NEED, ended)
         return ended
 
-    def remove(self, key_id: str, ws: web.WebSocketResponse) -> None:
+    def going_away(self) -> int:
+        """The worker stops: end every session, now and opened from now on, with 1001;
+        returns how many were open."""
+        self._gone = True
+        sessions = [s for by_ws in self._by_key.values() for s in by_ws.values()]
+        for session in sessions:
+            if not session.ended.done():
+                session.ended.set_result(Ending(GOING_AWAY, SHUTTING_DOWN))
+        return len(sessions)
+
+    def remove(self, key_id: str | None, ws: web.WebSocketResponse) -> None:
         sockets = self._by_key.get(key_id)
         if sockets is not None:
             sockets.pop(ws, None)
@@ -67,7 +98,7 @@ class WebSocketSessions:
                 del self._by_key[key_id]
 
     def keys(self) -> list[str]:
-        return list(self._by_key)
+        return [key_id for key_id in self._by_key if key_id is not None]
 
     def __contains__(self, key_id: object) -> bool:
         return key_id in self._by_key
@@ -76,7 +107,7 @@ class WebSocketSessions:
         """End (1008) each session of `state`'s key that `state` no longer authorises;
         returns how many are ending (without waiting for their clients)."""
         sessions = list(self._by_key.get(state.id, {}).values())
-        ending: list[tuple[_Session, str]] = []
+        ending: list[tuple[_Session, str]] = []  # (session, refusal message)
         try:
             check_status(state, now)
         except Refusal as refusal:
@@ -92,7 +123,7 @@ class WebSocketSessions:
                     ending.append((session, refusal.message))
         for session, reason in ending:
             if not session.ended.done():
-                session.ended.set_result(reason)
+                session.ended.set_result(Ending(POLICY_VIOLATION, reason))
         return len(ending)
 
     def __len__(self) -> int:

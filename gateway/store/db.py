@@ -38,6 +38,10 @@ UNAVAILABLE = (
 
 def redact_url(url: str) -> str:
     """The URL with any password replaced by `***`, for messages and logs."""
+    if _password(url) is not None:
+        scheme, _, rest = url.partition("://")
+        userinfo, after = rest.rsplit("@", 1)
+        url = f"{scheme}://{userinfo.partition(':')[0]}:***@{after}"
     try:
         parts = urlsplit(url)
     except ValueError:
@@ -53,6 +57,27 @@ def redact_url(url: str) -> str:
         ]
         parts = parts._replace(query=urlencode(query, safe="*", quote_via=quote))
     return urlunsplit(parts)
+
+
+def invalid_url(what: str, url: str, exc: Exception) -> str:
+    """`invalid <what> URL <redacted>: <why>`. A parser's message may quote a piece of a
+    password (`invalid literal for int(): 'S3c'`), so with a password it is withheld."""
+    if _password(url) is None:
+        return f"invalid {what} URL {redact_url(url)}: {exc}"
+    return (
+        f"invalid {what} URL {redact_url(url)}: it does not parse (check the port, and "
+        "percent-encode any '#', '/', '?' or '@' in the password)"
+    )
+
+
+def _password(url: str) -> str | None:
+    """The password in `url`'s userinfo, read up to the last '@': an unencoded '#', '/'
+    or '?' in a password ends urlsplit's authority early and leaves the rest in view."""
+    _scheme, sep, rest = url.partition("://")
+    if not sep or "@" not in rest:
+        return None
+    _user, colon, password = rest.rsplit("@", 1)[0].partition(":")
+    return password if colon else None
 
 
 async def _init_connection(conn: Connection) -> None:
@@ -91,9 +116,7 @@ class Database:
                 except UNAVAILABLE as exc:
                     raise self.unavailable(exc) from None
                 except ValueError as exc:  # malformed DSN
-                    raise StoreUnavailable(
-                        f"invalid database URL {redact_url(self.url)}: {exc}"
-                    ) from None
+                    raise StoreUnavailable(invalid_url("database", self.url, exc)) from None
         return self._pool
 
     @contextlib.asynccontextmanager

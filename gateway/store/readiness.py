@@ -14,7 +14,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from gateway.keys.errors import StoreUnavailable
-from gateway.store.db import Database, redact_url
+from gateway.store.db import Database, invalid_url, redact_url
 from gateway.store.migrate import bundled_migrations, pending_migrations
 
 
@@ -64,7 +64,7 @@ async def _check_redis(url: str, wait: float) -> Check:
     try:
         client = aioredis.Redis.from_url(url, socket_timeout=wait, socket_connect_timeout=wait)
     except ValueError as exc:
-        return Check("redis", False, f"invalid URL {redact_url(url)}: {exc}")
+        return Check("redis", False, invalid_url("Redis", url, exc))
     try:
         await asyncio.wait_for(client.ping(), wait * 2)
     except (RedisError, OSError, TimeoutError) as exc:

@@ -20,27 +20,9 @@ from tests.support.clock import Clock
 from tests.support.configs import TEST_CONFIG
 from tests.support.db import Db
 from tests.support.keys import ACTOR
+from tests.support.spec import KEY_FIELDS
 
 PREFIXES = {"live": "kg_live_", "test": "kg_test_"}
-KEY_FIELDS = {
-    "id",
-    "display_prefix",
-    "org",
-    "name",
-    "scopes",
-    "env",
-    "status",
-    "created_at",
-    "created_by",
-    "expires_at",
-    "last_used_at",
-    "revoked_at",
-    "revoked_by",
-    "revoke_reason",
-    "metadata",
-    "rolled_from",
-    "rate_limit",
-}
 PRINCIPAL = f"cli:{getpass.getuser()}"
 
 

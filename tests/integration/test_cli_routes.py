@@ -83,7 +83,7 @@ def test_routes_list(config_file: Path, echo_upstream: UpstreamProcess) -> None:
 
 
 def test_routes_test_names_route_upstream_scopes_and_params(config_file: Path) -> None:
-    found = routes(config_file, "test", "post", "/api/v1/sessions/./42/../7?x=1", "--json")
+    found = routes(config_file, "test", "POST", "/api/v1/sessions/./42/../7?x=1", "--json")
     assert found.code == 0, found.err
     data = found.json()
     assert (data["method"], data["path"], data["matched"]) == ("POST", "/api/v1/sessions/7", True)
@@ -109,6 +109,22 @@ def test_routes_test_names_route_upstream_scopes_and_params(config_file: Path) -
     )
 
 
+def test_routes_test_reads_the_request_line_as_the_proxy_does(config_file: Path) -> None:
+    lower = routes(config_file, "test", "get", "/health")
+    assert (lower.code, lower.out) == (1, "")
+    assert lower.err == (
+        "keygate: error: the proxy refuses get with 400 invalid_request: "
+        "The request is not valid HTTP/1.1. (methods are case-sensitive: GET?)\n"
+    )
+    # A target that would be a second request line (or a header) is one bad request.
+    for target in ("/health\r\nX-Api-Key: x", "/health HTTP/1.0", "/health\x1b[2J"):
+        smuggled = routes(config_file, "test", "GET", target, "--json")
+        assert smuggled.code == 1 and "Traceback" not in smuggled.err
+        assert (smuggled.json()["status"], smuggled.json()["code"]) == (400, "invalid_request")
+    long = routes(config_file, "test", "GET", "/" + "x" * 9000, "--json").json()
+    assert (long["status"], long["code"]) == (431, "headers_too_large")
+
+
 # (method, target): what `routes test` says must be what the proxy does.
 REQUESTS = [
     ("GET", "/api/v1/sessions/42"),
@@ -124,6 +140,32 @@ REQUESTS = [
     ("GET", "/health#frag"),
     ("GET", "/nowhere"),
     ("GET", "http://example.test/health"),
+    # Request lines the HTTP parser refuses before any route is looked at.
+    ("get", "/health"),
+    ("Get", "/api/v1/sessions/42"),
+    ("FOO", "/health"),
+    ("GET", "*"),
+    ("PRI", "*"),
+    ("GET", "?x"),
+    ("GET", "http:/health"),
+    ("GET", "/h\u00e9alth"),
+    ("GET", "/health/" + "x" * 9000),
+    # ...and the ones it lets through to the proxy's own checks.
+    ("OPTIONS", "*"),
+    ("CONNECT", "/health"),
+    ("CONNECT", "example.test:443"),
+    ("HEAD", "/health"),
+    ("GET", "/h%65alth"),
+    ("GET", "/health%00"),
+    ("GET", "/health%"),
+    ("GET", "/health;x"),
+    ("GET", "/..;/health"),
+    ("GET", "/health/.."),
+    ("GET", "/api/v1/sessions/%2f1"),
+    ("GET", "/health?#"),
+    ("GET", "/" + "a/" * 3000),
+    ("GET", "HTTP://EXAMPLE.TEST/health"),
+    ("GET", "ftp://example.test/health"),
 ]
 
 

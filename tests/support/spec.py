@@ -1,4 +1,28 @@
-"""Names the SPEC fixes (§8), written once for every test that checks them."""
+"""Names the SPEC fixes (§6, §8), written once for every test that checks them."""
+
+# The fields of the `key` object the admin API and `keygate … --json` print (§6), with
+# `rate_limit` (§3 step 9).
+KEY_FIELDS = frozenset(
+    {
+        "id",
+        "display_prefix",
+        "org",
+        "name",
+        "scopes",
+        "env",
+        "status",
+        "created_at",
+        "created_by",
+        "expires_at",
+        "last_used_at",
+        "revoked_at",
+        "revoked_by",
+        "revoke_reason",
+        "metadata",
+        "rolled_from",
+        "rate_limit",
+    }
+)
 
 # Every metric family the gateway may expose, and nothing else named keygate_*.
 SPEC_METRICS = {

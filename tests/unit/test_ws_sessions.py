@@ -57,7 +57,7 @@ async def test_sessions_the_new_state_no_longer_authorises_are_closed_with_1008(
             await asyncio.wait([ended, reading], return_when=asyncio.FIRST_COMPLETED)
             if ended.done():
                 reading.cancel()
-                await ws.close(code=POLICY_VIOLATION, message=ended.result().encode())
+                await ws.close(code=POLICY_VIOLATION, message=ended.result().reason.encode())
         finally:
             sessions.remove("a1B2c3D4", ws)
         return ws

@@ -17,29 +17,10 @@ from tests.support.admin_client import AdminClient, unique_slug
 from tests.support.credentials import ISSUED, bearer
 from tests.support.errors import assert_error
 from tests.support.gateway_process import GatewayProcess
+from tests.support.spec import KEY_FIELDS
 
 RFC3339_UTC = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z")
 TRACEPARENT = "00-" + "ab" * 16 + "-" + "cd" * 8 + "-01"
-
-KEY_FIELDS = {
-    "id",
-    "display_prefix",
-    "org",
-    "name",
-    "scopes",
-    "env",
-    "status",
-    "created_at",
-    "created_by",
-    "expires_at",
-    "last_used_at",
-    "revoked_at",
-    "revoked_by",
-    "revoke_reason",
-    "metadata",
-    "rolled_from",
-    "rate_limit",
-}
 
 
 def when(value: str) -> datetime:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import secrets
+import statistics
 from collections import Counter
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
@@ -44,6 +45,12 @@ ROUNDS = 5  # B's first requests measured, each with a fresh key of its own
 # rounds for the milliseconds B's request spends outside the queue. First come first
 # served, B's count would be about QUEUE_PER_ORG + SLOTS + 1 = 35.
 BOUND = 4 * SLOTS
+# The bound holds for the typical (median) round. One round on a starved CI machine can
+# spend longer outside the queue (7, 6, 9 were seen with coverage and pytest on two cores),
+# so a single round is only held to half the first-come-first-served count: still a
+# failure for a queue that serves A's backlog before B.
+FCFS = QUEUE_PER_ORG + SLOTS + 1
+ROUND_CEILING = FCFS // 2
 TIMEOUT = aiohttp.ClientTimeout(total=60)
 
 
@@ -152,7 +159,8 @@ async def test_one_tenants_flood_delays_anothers_first_request_by_a_few_verifies
     milliseconds of a CPU-starved event loop, while the busy threads go on completing
     A's verifies: up to SLOTS per verify's worth of time. On a 2-core machine (also with
     two CPU hogs beside it) the counts were 3-7, i.e. 0-3 outside the queue, so two
-    rounds are allowed: BOUND = 4 x SLOTS. Served first come first served instead, B's
+    rounds are allowed: BOUND = 4 x SLOTS for the median round, and no single round
+    above half the first-come-first-served count. Served first come first served, B's
     verify waits behind every one of A's queued verifies: QUEUE_PER_ORG + SLOTS + 1
     (35; 34-36 measured), and behind every flooding org's (up to
     keys.max_queued_verifies, 256: seconds).
@@ -211,7 +219,7 @@ async def test_one_tenants_flood_delays_anothers_first_request_by_a_few_verifies
                 # and A's verifies kept completing: B did not just find the threads idle.
                 assert flood.during[503] > 0, flood.during
                 assert ran["invalid"] >= 1, ran
-                assert sum(ran.values()) <= BOUND, (counts, ran)
+                assert sum(ran.values()) <= ROUND_CEILING, (counts, ran)
         finally:
             flood.stop.set()
             results = await asyncio.wait_for(
@@ -222,6 +230,7 @@ async def test_one_tenants_flood_delays_anothers_first_request_by_a_few_verifies
         f"verifies per B request: {counts} (bound {BOUND}); flood answers "
         f"{dict(flood.statuses)}; verifies during the test: {dict(total)}"
     )
+    assert statistics.median(counts) <= BOUND, counts
     failed = [r for r in results if isinstance(r, BaseException)]
     assert not failed, failed
     assert fair_gateway.process.alive(), fair_gateway.process.tail()
