@@ -99,6 +99,31 @@ class AdminConfig:
 
 
 @dataclass(frozen=True)
+class OidcConfig:
+    """Single sign-on for the console (SPEC §10): an OpenID Connect provider."""
+
+    issuer: str  # discovery at {issuer}/.well-known/openid-configuration
+    client_id: str
+    client_secret: str | None = None  # KEYGATE_OIDC_CLIENT_SECRET overrides; None: public client
+    scopes: tuple[str, ...] = ("openid", "email", "profile")
+    label: str = "single sign-on"  # the button says "Sign in with <label>"
+
+
+@dataclass(frozen=True)
+class ConsoleConfig:
+    """The console at /console/ on the admin listener (SPEC §10)."""
+
+    enabled: bool = True
+    # The origin people reach the admin listener at (https://keygate.example.com): invite
+    # links and the OIDC redirect URI are built from it. None: http://<listen.admin>.
+    public_url: str | None = None
+    idle_timeout: float = 8 * 3600.0
+    absolute_timeout: float = 7 * 86400.0
+    invite_ttl: float = 86400.0
+    oidc: OidcConfig | None = None
+
+
+@dataclass(frozen=True)
 class UpstreamConfig:
     name: str
     url: str
@@ -139,6 +164,7 @@ class Config:
     server: ServerConfig = ServerConfig()
     log: LogConfig = LogConfig()
     admin: AdminConfig = AdminConfig()
+    console: ConsoleConfig = ConsoleConfig()
     upstreams: Mapping[str, UpstreamConfig] = field(default_factory=dict)
     routes: tuple[RouteConfig, ...] = ()
     scopes: ScopeCatalogue | None = None  # None: any well-formed scope may be granted
@@ -551,6 +577,50 @@ def _read_rate_limit(route: _Reader) -> RateLimit | None:
     return RateLimit(values["requests"], values["per"])
 
 
+def _read_console(c: _Reader, env: Mapping[str, str]) -> ConsoleConfig:
+    d = ConsoleConfig()
+    public_url = c.get("public_url", None, _url(("http", "https")))
+    if public_url is not None:
+        public_url = public_url.rstrip("/")
+        if public_url.count("/") > 2:
+            c.problem(("public_url",), "must be an origin only (https://host[:port]), no path")
+    console = ConsoleConfig(
+        enabled=c.get("enabled", d.enabled, _bool),
+        public_url=public_url,
+        idle_timeout=c.get("idle_timeout", d.idle_timeout, _positive_duration),
+        absolute_timeout=c.get("absolute_timeout", d.absolute_timeout, _positive_duration),
+        invite_ttl=c.get("invite_ttl", d.invite_ttl, _positive_duration),
+        oidc=_read_oidc(c.section("oidc"), env) if c.raw("oidc") is not None else None,
+    )
+    c.done()
+    if console.idle_timeout > console.absolute_timeout:
+        c.problem(("idle_timeout",), "must be at most absolute_timeout")
+    return console
+
+
+def _read_oidc(o: _Reader, env: Mapping[str, str]) -> OidcConfig | None:
+    issuer = o.get("issuer", "", _url(("http", "https")))
+    client_id = o.get("client_id", "", _str)
+    for name, value in (("issuer", issuer), ("client_id", client_id)):
+        if not value and name not in o.data:
+            o.problem((name,), "is required for single sign-on")
+    secret = env.get("KEYGATE_OIDC_CLIENT_SECRET") or o.get("client_secret", None, _str)
+    scopes = o.get("scopes", ("openid", "email", "profile"), _scope_list)
+    if "openid" not in scopes:
+        o.problem(("scopes",), "must include openid")
+    label = o.get("label", "single sign-on", _str)
+    o.done()
+    if not issuer or not client_id:
+        return None
+    return OidcConfig(issuer.rstrip("/"), client_id, secret, scopes, label)
+
+
+def _scope_list(value: Any) -> tuple[str, ...]:
+    if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
+        raise ValueError("must be a list of non-empty strings")
+    return tuple(value)
+
+
 def parse_config(text: str, source: str, env: Mapping[str, str]) -> Config:
     """Build a Config from YAML text and environment overrides; raise ConfigError."""
     try:
@@ -620,6 +690,7 @@ def parse_config(text: str, source: str, env: Mapping[str, str]) -> Config:
         allow_unauthenticated_loopback=ad.get("allow_unauthenticated_loopback", False, _bool)
     )
     ad.done()
+    console = _read_console(top.section("console"), env)
     up_reader = top.section("upstreams")
     upstreams = _read_upstreams(up_reader)
     top.raw("scopes")
@@ -660,6 +731,7 @@ def parse_config(text: str, source: str, env: Mapping[str, str]) -> Config:
         server=server,
         log=log,
         admin=admin,
+        console=console,
         upstreams=upstreams,
         routes=routes,
         scopes=catalogue,

@@ -98,7 +98,18 @@ class OwnStores:
         self.redis.start()
         client = redis.Redis.from_url(self.redis_url)
         try:
-            client.config_set("save", "3600 1")
+            # A restarted Redis answers while it still loads its snapshot, refusing every
+            # command but CONFIG GET ("LOADING" or "Only CONFIG GET is allowed during
+            # loading"): wait until it has loaded.
+            deadline = time.monotonic() + 30
+            while True:
+                try:
+                    client.config_set("save", "3600 1")
+                    break
+                except redis.exceptions.ResponseError as exc:  # BusyLoadingError is one too
+                    if "loading" not in str(exc).lower() or time.monotonic() > deadline:
+                        raise
+                    time.sleep(0.02)
         finally:
             client.close()
 
