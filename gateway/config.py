@@ -605,7 +605,7 @@ def _read_oidc(o: _Reader, env: Mapping[str, str]) -> OidcConfig | None:
         if not value and name not in o.data:
             o.problem((name,), "is required for single sign-on")
     secret = env.get("KEYGATE_OIDC_CLIENT_SECRET") or o.get("client_secret", None, _str)
-    scopes = o.get("scopes", ("openid", "email", "profile"), _scope_list)
+    scopes: tuple[str, ...] = o.get("scopes", ("openid", "email", "profile"), _scope_list)
     if "openid" not in scopes:
         o.problem(("scopes",), "must include openid")
     label = o.get("label", "single sign-on", _str)
