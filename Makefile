@@ -58,6 +58,8 @@ lock:
 	.venv-lock/bin/pip install --quiet pip-tools
 	.venv-lock/bin/pip-compile --quiet --generate-hashes --allow-unsafe --strip-extras \
 	    --extra dev --extra test --extra speed -o requirements.lock pyproject.toml
+	.venv-lock/bin/pip-compile --quiet --generate-hashes --allow-unsafe --strip-extras \
+	    --extra speed -o requirements-runtime.lock pyproject.toml
 
 clean:
 	rm -rf $(VENV) $(LOWEST_VENV) .venv-lock .keygate .pytest_cache .mypy_cache .ruff_cache .coverage .coverage.*

@@ -28,6 +28,7 @@ from gateway.keys.hashing import SecretHasher
 from gateway.keys.service import KeyService
 from gateway.observability import metrics
 from gateway.observability.access_log import AccessLog
+from gateway.people.service import PeopleService, public_origin
 from gateway.proxy.handler import ProxyHandler
 from gateway.proxy.listener import Handler, ProxyServer
 from gateway.proxy.rate_limiter import RateLimiter
@@ -68,6 +69,7 @@ class Gateway:
     handler: ProxyHandler
     # starting -> ready -> draining: what /readyz says (moved by gateway.server)
     readiness: Readiness = field(default_factory=Readiness)
+    secret: bytes = b""  # the server secret: the console's CSRF tokens derive from it
 
 
 def build_gateway(config: Config, secret: bytes) -> Gateway:
@@ -104,7 +106,9 @@ def build_gateway(config: Config, secret: bytes) -> Gateway:
         recorder.record,
         RateLimiter(RedisRateCounts(redis.client)),  # the key cache's client and timeouts
     )
-    return Gateway(config, db, hasher, lookup, recorder, sessions, upstreams, handler)
+    return Gateway(
+        config, db, hasher, lookup, recorder, sessions, upstreams, handler, secret=secret
+    )
 
 
 def lifetimes(gw: Gateway) -> list[Callable[[web.Application], AsyncIterator[None]]]:
@@ -214,8 +218,34 @@ def admin_app(gw: Gateway) -> web.Application:
             on_change=gw.lookup.key_changed,
             scope_catalogue=gw.config.scopes,
         )
-        auth = AdminAuth(gw.config.admin_token, mode == "loopback", gw.lookup, gw.config.keys)
-        app.add_subapp("/admin/v1", admin_api(service, auth, gw.handler.access_log))
+        # Passwords are argon2id on the same small pool as key secrets (SecretHasher).
+        people = PeopleService(gw.db, gw.hasher, gw.secret, gw.config.console)
+        auth = AdminAuth(
+            gw.config.admin_token,
+            mode == "loopback",
+            gw.lookup,
+            gw.config.keys,
+            people=people,
+            public_url=gw.config.console.public_url,
+        )
+        app.add_subapp(
+            "/admin/v1",
+            admin_api(
+                service,
+                auth,
+                gw.handler.access_log,
+                people=people,
+                invite_origin=public_origin(gw.config),
+            ),
+        )
+        if gw.config.console.enabled:
+            # Imported here: a gateway with the console off never loads its templates.
+            from gateway.console.app import console_app
+            from gateway.console.sso import install_sso
+
+            console = console_app(people, service, gw.config)
+            install_sso(console, gw.config, people, secret=gw.secret)  # no-op without oidc
+            app.add_subapp("/console", console)
 
     async def redis_ok() -> bool:
         return gw.lookup.redis is not None and await gw.lookup.redis.ping()

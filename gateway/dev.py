@@ -3,8 +3,9 @@
 Embedded PostgreSQL and Redis keep their data in `.keygate/` between runs, on the same
 ports when those are still free (recorded in `.keygate/dev.json`, which also lets the CLI
 find this run); a demo echo upstream answers on 127.0.0.1:9000; an org `demo` gets a key
-(printed once, when created); then `config/dev.yaml` is served until Ctrl-C, which stops
-everything started here.
+(printed once, when created) and an owner `dev@localhost`, who gets a fresh one-time
+sign-in link to the console on every run; then `config/dev.yaml` is served until Ctrl-C,
+which stops everything started here.
 """
 
 from __future__ import annotations
@@ -30,14 +31,17 @@ from gateway.dev_state import (
     write_state,
 )
 from gateway.embedded import EmbeddedPostgres, EmbeddedRedis, reuse_or_free_port
-from gateway.keys.errors import Conflict
+from gateway.keys.errors import Conflict, ServiceError
 from gateway.keys.models import Actor
 from gateway.keys.service import open_key_service
+from gateway.people.models import invite_url
+from gateway.people.service import open_people_service, public_origin
 from gateway.server import configure_logging, run_async, run_worker
 from gateway.store.migrate import migrate
 
 DEV_CONFIG = Path("config/dev.yaml")
 DEMO_UPSTREAM = "demo"  # the upstream in the dev config that the demo app plays
+DEV_OWNER = "dev@localhost"  # the developer, owner of org `demo` in the console
 
 
 class DevError(Exception):
@@ -76,7 +80,23 @@ async def _ensure_demo_key(config: Config) -> str | None:
         return created.secret
 
 
-def _print_welcome(config: Config, key: str | None) -> None:
+async def _sign_in_link(config: Config) -> str | None:
+    """A one-time link signing `dev@localhost` (owner of `demo`) in to the console; it
+    sets their password. None when the console is off."""
+    if not config.console.enabled:
+        return None
+    async with open_people_service(config) as people:
+        try:
+            invite = await people.invite(
+                Actor(principal="dev"), DEV_OWNER, "demo", "owner", name="Dev"
+            )
+        except ServiceError as exc:  # e.g. the developer made dev@localhost an admin
+            print(f"No console sign-in link for {DEV_OWNER}: {exc}", file=sys.stderr)
+            return None
+    return invite_url(public_origin(config), invite.token)
+
+
+def _print_welcome(config: Config, key: str | None, link: str | None = None) -> None:
     proxy = "http://" + config.listen.proxy
     admin = "http://" + config.listen.admin
     host, port = _demo_address(config)
@@ -105,6 +125,11 @@ def _print_welcome(config: Config, key: str | None) -> None:
         f"  # 403 insufficient_scope (the key lacks `manage`)\n"
         f"  curl -i -X POST {proxy}/api/v1/sessions -H 'X-API-Key: {key}'"
     )
+    if link is not None:
+        print(f"\nConsole: {admin}/console/ (Settings → API keys of org `demo`)")
+        print(f"Sign in as {DEV_OWNER} (owner of `demo`) with this one-time link:\n")
+        print(f"    {link}\n")
+        print("It sets your password and works once, for 24 h; each run prints a new one.")
     print("\nPress Ctrl-C to stop everything.\n", flush=True)
 
 
@@ -146,7 +171,9 @@ def _demo_address(config: Config) -> tuple[str, int]:
     return url.host or "127.0.0.1", url.port or 80
 
 
-async def _serve(config: Config, secret: str, key_printer: str | None) -> None:
+async def _serve(
+    config: Config, secret: str, key_printer: str | None, link: str | None = None
+) -> None:
     runner = web.AppRunner(demo_app(), access_log=None)
     await runner.setup()
     await web.TCPSite(runner, *_demo_address(config)).start()
@@ -155,7 +182,7 @@ async def _serve(config: Config, secret: str, key_printer: str | None) -> None:
             config,
             secret.encode(),
             shared_port=False,
-            on_ready=lambda: _print_welcome(config, key_printer),
+            on_ready=lambda: _print_welcome(config, key_printer, link),
         )
     finally:
         await runner.cleanup()
@@ -198,9 +225,10 @@ def run_dev(options: DevOptions) -> int:
             config = dataclasses.replace(config, dev=True)
             configure_logging(config)
             key = run_async(_ensure_demo_key(config))
+            link = run_async(_sign_in_link(config))
             write_state(dataclasses.replace(state, pid=os.getpid()))
             try:
-                run_async(_serve(config, secret, key))
+                run_async(_serve(config, secret, key, link))
             finally:
                 write_state(state)
         finally:

@@ -1,4 +1,4 @@
-"""The admin HTTP API under /admin/v1: thin handlers over the key service."""
+"""The admin HTTP API under /admin/v1: thin handlers over the key and people services."""
 
 from __future__ import annotations
 
@@ -9,8 +9,9 @@ from typing import Any
 from aiohttp import web
 
 from gateway.admin import requests as read
+from gateway.admin.members import INVITE_ORIGIN, PEOPLE, member_routes
 from gateway.admin.openapi import openapi_document
-from gateway.admin.principals import AdminAuth
+from gateway.admin.principals import AUTH, AdminAuth, request_actor
 from gateway.admin.telemetry import ERROR_CODE, REQUEST_ID, admin_telemetry
 from gateway.auth.errors import Refusal
 from gateway.keys.errors import InvalidInput, ServiceError
@@ -18,10 +19,11 @@ from gateway.keys.models import Actor, utcnow
 from gateway.keys.service import KEEP, KeyService
 from gateway.observability.access_log import AccessLog
 from gateway.observability.request_ids import request_id as make_request_id
+from gateway.people.service import PeopleService
 
 PREFIX = "/admin/v1"
 SERVICE = web.AppKey("service", KeyService)
-AUTH = web.AppKey("auth", AdminAuth)
+__all__ = ["AUTH", "PREFIX", "SERVICE", "admin_api", "error_response"]
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
@@ -75,7 +77,7 @@ async def _hide_banner(_: web.Request, response: web.StreamResponse) -> None:
 
 
 async def _actor(request: web.Request) -> Actor:
-    return await request.app[AUTH].actor(request, request[REQUEST_ID])
+    return await request_actor(request, request[REQUEST_ID])
 
 
 # A change that is durable but did not go as usual (a cache tier missed it) says so here,
@@ -142,6 +144,7 @@ async def list_keys(request: web.Request) -> web.Response:
         actor,
         request.match_info["org"],
         status=read.query_text(request, "status") or "all",
+        search=read.query_text(request, "q"),
         limit=read.query_limit(request),
         cursor=read.query_text(request, "cursor"),
     )
@@ -228,13 +231,24 @@ async def openapi(_: web.Request) -> web.Response:
 
 
 def admin_api(
-    service: KeyService, auth: AdminAuth, access_log: AccessLog | None = None
+    service: KeyService,
+    auth: AdminAuth,
+    access_log: AccessLog | None = None,
+    *,
+    people: PeopleService | None = None,
+    invite_origin: str = "",
 ) -> web.Application:
-    """The /admin/v1 sub-application; each request counted and logged to `access_log`."""
+    """The /admin/v1 sub-application; each request counted and logged to `access_log`.
+
+    `people` serves /me and the members endpoints (invite links start with
+    `invite_origin`); without it they answer 404."""
     telemetry = admin_telemetry(access_log or AccessLog(enabled=False), PREFIX)
     app = web.Application(middlewares=[telemetry, errors_middleware], client_max_size=read.MAX_BODY)
     app[SERVICE] = service
     app[AUTH] = auth
+    if people is not None:
+        app[PEOPLE] = people
+    app[INVITE_ORIGIN] = invite_origin
     app.on_response_prepare.append(_hide_banner)
     app.add_routes(
         [
@@ -248,6 +262,7 @@ def admin_api(
             web.post("/orgs/{org}/keys/{key_id}/revoke", revoke_key),
             web.post("/orgs/{org}/keys/{key_id}/roll", roll_key),
             web.get("/orgs/{org}/audit", list_audit, allow_head=False),
+            *member_routes(),
         ]
     )
     return app

@@ -67,8 +67,10 @@ def _errors(*statuses: int) -> dict[str, Any]:
     text = {
         400: "Invalid input (the field is named)",
         401: "Missing or invalid admin credential",
-        403: "Not allowed for this principal",
-        404: "Unknown org or key",
+        403: "Not allowed for this principal (forbidden, scope_not_held), or a change made "
+        "with the console's session cookie without its X-CSRF-Token or from another "
+        "origin (csrf_failed)",
+        404: "Unknown org, key or member",
         409: "Conflict with the current state",
         429: "An API-key principal whose id is being guessed at (too_many_attempts): "
         "retry after Retry-After",
@@ -205,10 +207,60 @@ _SCHEMAS: dict[str, Any] = {
             "client_ip": {"type": ["string", "null"]},
             "request_id": {"type": ["string", "null"]},
             "traceparent": {"type": ["string", "null"]},
+            "user_agent": {"type": ["string", "null"]},
             "details": {"type": "object"},
         },
     },
+    "Member": {
+        "type": "object",
+        "required": ["email", "name", "role", "last_sign_in_at"],
+        "properties": {
+            "email": {"type": "string"},
+            "name": {"type": "string"},
+            "role": {"enum": ["owner", "admin", "member"]},
+            "last_sign_in_at": _TIME,
+        },
+    },
+    "Invited": {
+        "type": "object",
+        "required": ["member", "invite_url", "expires_at"],
+        "properties": {
+            "member": _ref("Member"),
+            "invite_url": {
+                "type": "string",
+                "description": "The one-time sign-in link (console.invite_ttl, 24 h by "
+                "default): hand it to the person; it is not shown again.",
+            },
+            "expires_at": {"type": "string", "format": "date-time"},
+        },
+    },
+    "Me": {
+        "type": "object",
+        "required": ["principal", "orgs"],
+        "properties": {
+            "principal": {
+                "type": "string",
+                "description": "root, user:<email>, key:<display prefix>",
+            },
+            "orgs": {
+                "type": "array",
+                "description": "A person's orgs and role in each; empty for other principals.",
+                "items": {
+                    "type": "object",
+                    "required": ["slug", "role"],
+                    "properties": {
+                        "slug": _SLUG,
+                        "role": {"enum": ["owner", "admin", "member"]},
+                    },
+                },
+            },
+        },
+    },
 }
+
+_ROLE = {"enum": ["owner", "admin", "member"]}
+_EMAIL = {"type": "string", "format": "email", "minLength": 3, "maxLength": 254}
+_EMAIL_PARAM = {"name": "email", "in": "path", "required": True, "schema": _EMAIL}
 
 
 def _page(item: str) -> dict[str, Any]:
@@ -232,6 +284,13 @@ def openapi_document() -> dict[str, Any]:
             "description": "Manage organisations, API keys and the audit log. "
             "Bearer: the root token (KEYGATE_ADMIN_TOKEN) or an API key "
             "with keys:manage / keys:read, acting inside its own org. "
+            "Without a Bearer credential, the console's session cookie "
+            "(keygate_session): a person acts by their role in each org "
+            "(owner: members and keys; admin: keys; member: neither); an org "
+            "they have no role in is 404. A cookie-authenticated change (any "
+            "method but GET/HEAD) also needs the X-CSRF-Token header of the "
+            "session and an Origin header naming this origin, else 403 "
+            "csrf_failed. "
             "A key principal can never grant, keep or lift more than it "
             "holds itself: scopes it lacks (403 scope_not_held), an "
             "expiry later than its own, no rate limit or a looser one "
@@ -240,9 +299,12 @@ def openapi_document() -> dict[str, Any]:
             "Permission is checked before any lookup.",
         },
         "servers": [{"url": "/admin/v1"}],
-        "security": [{"bearer": []}],
+        "security": [{"bearer": []}, {"session": []}],
         "components": {
-            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+            "securitySchemes": {
+                "bearer": {"type": "http", "scheme": "bearer"},
+                "session": {"type": "apiKey", "in": "cookie", "name": "keygate_session"},
+            },
             "schemas": _SCHEMAS,
         },
         "paths": {
@@ -315,6 +377,13 @@ def openapi_document() -> dict[str, Any]:
                             "in": "query",
                             "schema": {"enum": ["active", "revoked", "expired", "all"]},
                         },
+                        {
+                            "name": "q",
+                            "in": "query",
+                            "description": "Search: part of the name (any case), or the start"
+                            " of the display prefix or id",
+                            "schema": {"type": "string", "maxLength": 200},
+                        },
                         _LIMIT,
                         _CURSOR,
                     ],
@@ -375,6 +444,72 @@ def openapi_document() -> dict[str, Any]:
                         "201": _changed(
                             _ref("KeyWithSecret"), "Rolled; the new secret is shown once"
                         ),
+                        **_errors(400, 401, 403, 404, 409, 503),
+                    },
+                },
+            },
+            "/me": {
+                "get": {
+                    "operationId": "getMe",
+                    "responses": {
+                        "200": _json(_ref("Me"), "The acting principal"),
+                        **_errors(401, 503),
+                    },
+                },
+            },
+            "/orgs/{org}/members": {
+                "parameters": [_ORG_PARAM],
+                "get": {
+                    "operationId": "listMembers",
+                    "description": "Root, or an owner or admin of the org.",
+                    "responses": {
+                        "200": _json(
+                            {
+                                "type": "object",
+                                "required": ["items"],
+                                "properties": {"items": {"type": "array", "items": _ref("Member")}},
+                            },
+                            "Members, by email",
+                        ),
+                        **_errors(401, 403, 404, 503),
+                    },
+                },
+                "post": {
+                    "operationId": "inviteMember",
+                    "description": "Root, or an owner of the org. Adds the person (a new "
+                    "user when the email is new) with the role and returns a one-time "
+                    "sign-in link. Inviting a member again with the same role makes a "
+                    "fresh link; with another role it is 409 (change the role instead).",
+                    "requestBody": _body(
+                        _input(
+                            {"email": _EMAIL, "role": _ROLE, "name": {"type": "string"}},
+                            required=["email", "role"],
+                        )
+                    ),
+                    "responses": {
+                        "201": _json(_ref("Invited"), "Invited; the link is shown once"),
+                        **_errors(400, 401, 403, 404, 409, 503),
+                    },
+                },
+            },
+            "/orgs/{org}/members/{email}": {
+                "parameters": [_ORG_PARAM, _EMAIL_PARAM],
+                "patch": {
+                    "operationId": "changeMemberRole",
+                    "description": "Root, or an owner of the org. The last owner cannot be "
+                    "demoted (409).",
+                    "requestBody": _body(_input({"role": _ROLE}, required=["role"])),
+                    "responses": {
+                        "200": _json(_ref("Member"), "The member with the new role"),
+                        **_errors(400, 401, 403, 404, 409, 503),
+                    },
+                },
+                "delete": {
+                    "operationId": "removeMember",
+                    "description": "Root, or an owner of the org. The last owner cannot be "
+                    "removed (409).",
+                    "responses": {
+                        "204": {"description": "Removed"},
                         **_errors(400, 401, 403, 404, 409, 503),
                     },
                 },

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Literal
 
 from gateway.keys.rate_limits import RateLimit
 
@@ -93,6 +94,7 @@ class AuditEntry:
     request_id: str | None
     traceparent: str | None
     details: dict[str, Any]
+    user_agent: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -107,6 +109,7 @@ class AuditEntry:
             "client_ip": self.client_ip,
             "request_id": self.request_id,
             "traceparent": self.traceparent,
+            "user_agent": self.user_agent,
             "details": self.details,
         }
 
@@ -115,9 +118,15 @@ class AuditEntry:
 class Actor:
     """Who performs an admin action and from where (recorded in the audit log).
 
-    An API-key principal (`org` set) also carries what its key holds — scopes, env,
-    expiry, rate limit — because it can never grant, keep or lift more than that
-    (gateway/keys/ceiling.py). Root and CLI principals leave them unset: no ceiling.
+    Three kinds, told apart by `kind`, never by one field alone:
+
+      root    the root token, the CLI (`cli:<os user>`) and `keygate dev`: no limits
+      key     an API key acting inside its own `org`, bounded by what its key holds —
+              scopes, env, expiry, rate limit (gateway/keys/ceiling.py)
+      person  someone signed in to the console (`user:<email>`) with `roles` per org
+
+    A person never has `org` set and a key never has `roles`, so no person can fall into
+    the root branch of a permission check, and no key into the person branch.
     """
 
     principal: str
@@ -129,11 +138,41 @@ class Actor:
     client_ip: str | None = None
     request_id: str | None = None
     traceparent: str | None = None
+    roles: Mapping[str, str] | None = None  # set for persons only: org slug -> role
+    user_agent: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.roles is not None and self.org is not None:
+            raise ValueError("an actor is a key (org) or a person (roles), never both")
+        if self.roles is not None and not self.principal.startswith("user:"):
+            raise ValueError("a person's principal is user:<email>")
+
+    @property
+    def kind(self) -> Literal["root", "key", "person"]:
+        if self.roles is not None:
+            return "person"
+        if self.org is not None:
+            return "key"
+        return "root"
 
     @property
     def is_key(self) -> bool:
         """An API key acting inside its org: bound by its own ceiling."""
-        return self.org is not None
+        return self.kind == "key"
+
+    @property
+    def is_person(self) -> bool:
+        """A person signed in to the console: acts by their role in each org."""
+        return self.kind == "person"
+
+    @property
+    def is_root(self) -> bool:
+        """The root token, the CLI or `keygate dev`: every org, no ceiling."""
+        return self.kind == "root"
+
+    def role_in(self, org: str) -> str | None:
+        """A person's role in `org` (None: not a member, or not a person)."""
+        return None if self.roles is None else self.roles.get(org)
 
 
 def rfc3339(value: datetime | None) -> str | None:

@@ -118,7 +118,7 @@ class KeyService:
     # --- orgs -----------------------------------------------------------------------
 
     async def create_org(self, actor: Actor, slug: str, name: str | None = None) -> Org:
-        if actor.org is not None:
+        if not actor.is_root:  # neither keys nor persons, whatever their role
             raise Forbidden("only the root admin can create organisations")
         if not isinstance(slug, str) or not SLUG.fullmatch(slug):
             raise InvalidInput(
@@ -139,11 +139,17 @@ class KeyService:
         return org
 
     async def list_orgs(self, actor: Actor) -> list[Org]:
-        """Every org for root; for a key with keys:read or keys:manage, its own org only."""
-        _check_permission(actor, write=False)
+        """Every org for root; for a key with keys:read or keys:manage, its own org only;
+        for a person, the orgs they have a role in."""
+        if not actor.is_person:
+            _check_permission(actor, write=False)
         async with self.db.connection() as conn:
             orgs = await queries.list_orgs(conn)
-        return [o for o in orgs if actor.org is None or o.slug == actor.org]
+        if actor.is_key:
+            return [o for o in orgs if o.slug == actor.org]
+        if actor.is_person:
+            return [o for o in orgs if actor.role_in(o.slug) is not None]
+        return orgs
 
     # --- keys -----------------------------------------------------------------------
 
@@ -210,20 +216,29 @@ class KeyService:
         org: str,
         *,
         status: str = "all",
+        search: str | None = None,
         limit: int = 50,
         cursor: str | None = None,
     ) -> Page:
+        """A page of `org`'s keys, newest first; `search` keeps those whose name contains
+        it (any case) or whose display prefix or id starts with it."""
         self._check_org_access(actor, org)
         if status not in ("all", "active", "expired", "revoked"):
             raise InvalidInput(
                 f"invalid status {status!r}: use active, revoked, expired or all", "status"
             )
+        if search is not None:
+            search = search.strip()
+            if len(search) > MAX_NAME or _has_nul(search):
+                raise InvalidInput(f"q must be at most {MAX_NAME} characters of text", "q")
         limit = _check_limit(limit)
         after = _decode_key_cursor(cursor) if cursor else None
         now = self.clock()
         async with self.db.connection() as conn:
             await self._require_org(conn, org)
-            items = await queries.list_keys(conn, org, status, now, limit + 1, after)
+            items = await queries.list_keys(
+                conn, org, status, now, limit + 1, after, search=search or None
+            )
         next_cursor = None
         if len(items) > limit:
             items = items[:limit]
@@ -232,7 +247,7 @@ class KeyService:
         return Page(items, next_cursor)
 
     async def get_key(self, actor: Actor, ref: str, *, org: str | None = None) -> ApiKey:
-        _check_permission(actor, write=False)
+        _check_permission(actor, write=False, org=org)
         async with self.db.connection() as conn:
             return await self._find_key(conn, actor, ref, org)
 
@@ -257,7 +272,7 @@ class KeyService:
         rate_limit: RateLimitInput | Literal[Keep.KEEP] = KEEP,
         org: str | None = None,
     ) -> UpdatedKey:
-        _check_permission(actor, write=True)
+        _check_permission(actor, write=True, org=org)
         if name is None and scopes is None and rate_limit is KEEP:
             raise InvalidInput("nothing to update: give a new name, scopes and/or rate limit")
         new_name = _check_name(name, "name") if name is not None else None
@@ -304,7 +319,7 @@ class KeyService:
     ) -> RevokedKey:
         """Revoke now. Idempotent: a revoked key is returned as it is, with no audit entry
         (its first reason, time and principal stay)."""
-        _check_permission(actor, write=True)
+        _check_permission(actor, write=True, org=org)
         if reason is not None:
             reason = _check_name(reason, "reason")
         now = self.clock()
@@ -334,7 +349,7 @@ class KeyService:
         Without an expiry the new key gets the old one's lifetime counted from now, cut at
         the acting key's own expiry; an explicit expiry beyond that is refused.
         """
-        _check_permission(actor, write=True)
+        _check_permission(actor, write=True, org=org)
         if grace < 0:
             raise InvalidInput("grace cannot be negative", "grace")
         if grace > MAX_LIFETIME:
@@ -437,8 +452,8 @@ class KeyService:
     # --- internals ------------------------------------------------------------------
 
     def _check_org_access(self, actor: Actor, org: str, *, write: bool = False) -> None:
-        _check_permission(actor, write=write)  # first: a refusal must not depend on the org
-        if actor.org is not None and actor.org != org:
+        _check_permission(actor, write=write, org=org)  # first: no lookup before the refusal
+        if actor.is_key and actor.org != org:
             # Another org's resources do not exist for this principal.
             raise NotFound(f"unknown org {org!r}", "org")
 
@@ -474,11 +489,14 @@ class KeyService:
         key = await queries.get_key(conn, key_id, for_update=for_update)
         hidden = key is not None and (
             (prefix is not None and key.prefix != prefix)
-            or (actor.org is not None and key.org != actor.org)
+            or (actor.is_key and key.org != actor.org)
+            or (actor.is_person and actor.role_in(key.org) is None)
             or (org is not None and key.org != org)
         )
         if key is None or hidden:
             raise NotFound(f"unknown key {ref!r}", "key_id")
+        if actor.is_person:  # by reference alone (no org given): the key's org decides
+            _check_person(actor, key.org)
         return key
 
     async def _insert_new_key(
@@ -553,6 +571,7 @@ class KeyService:
             request_id=actor.request_id,
             traceparent=actor.traceparent,
             details=details or {},
+            user_agent=actor.user_agent,
         )
 
     async def _changed(self, key: ApiKey) -> tuple[str, ...]:
@@ -575,17 +594,38 @@ MANAGE_SCOPE = "keys:manage"
 READ_SCOPE = "keys:read"
 
 
-def _check_permission(actor: Actor, *, write: bool) -> None:
-    """API-key principals need keys:manage to change keys, keys:read (or manage) to read.
+KEY_ROLES = ("owner", "admin")  # the roles that see and manage an org's keys (SPEC §10)
+
+
+def _check_permission(actor: Actor, *, write: bool, org: str | None = None) -> None:
+    """Root may do anything. API-key principals need keys:manage to change keys,
+    keys:read (or manage) to read. Persons need the owner or admin role in `org`.
 
     Every action calls this before it looks anything up, so the refusal is the same
-    whether or not the org or key exists.
+    whether or not the org or key exists. A person acting on a key by reference alone
+    (no org given) is checked against the key's org once it is found (`_find_key`).
     """
-    if actor.org is None:
+    if actor.is_person:
+        if org is not None:
+            _check_person(actor, org)
+        return
+    if actor.is_root:
         return
     needed = (MANAGE_SCOPE,) if write else (MANAGE_SCOPE, READ_SCOPE)
     if not any(grants(held, want) for held in actor.scopes for want in needed):
         raise Forbidden(f"the acting key needs the {' or '.join(needed)} scope")
+
+
+def _check_person(actor: Actor, org: str) -> None:
+    """A person's access to `org`'s keys and audit log: an org they are not in does not
+    exist for them (404, as another org's resources for a key); a `member` is refused."""
+    role = actor.role_in(org)
+    if role is None:
+        raise NotFound(f"unknown org {org!r}", "org")
+    if role not in KEY_ROLES:
+        raise Forbidden(
+            f"your role in org {org!r} is {role}; API keys and the audit log need owner or admin"
+        )
 
 
 def _check_name(value: object, field: str) -> str:

@@ -24,6 +24,7 @@ from collections.abc import Iterable
 from aiohttp import hdrs
 from multidict import CIMultiDict, CIMultiDictProxy, istr
 
+from gateway.console.cookies import SESSION_COOKIE, SSO_COOKIE
 from gateway.proxy.client_address import ClientAddress, forwarded_node
 
 # RFC 9110 §7.6.1 hop-by-hop fields, plus the de-facto ones proxies drop.
@@ -107,6 +108,23 @@ X_REAL_IP = istr("X-Real-IP")
 FORWARDED = istr("Forwarded")
 
 
+# Cookies do not keep to a port: a browser signed in to the console on the admin
+# listener's host sends its session cookie to the proxy listener of the same host too.
+# It is a Keygate credential, never the upstream's business.
+CONSOLE_COOKIE_MARK = "keygate_"
+_CONSOLE_COOKIES = frozenset((SESSION_COOKIE, SSO_COOKIE))
+
+
+def without_console_cookies(value: str) -> str:
+    """A Cookie header's value without the console's cookies (RFC 6265 `name=value; …`)."""
+    kept = [
+        pair
+        for pair in value.split(";")
+        if pair.strip() and pair.split("=", 1)[0].strip() not in _CONSOLE_COOKIES
+    ]
+    return ";".join(kept).strip()
+
+
 def upstream_request_headers(
     incoming: CIMultiDictProxy[str],
     *,
@@ -131,6 +149,11 @@ def upstream_request_headers(
             if folded in _RULED or folded in dropped or folded.startswith(KEYGATE_PREFIX):
                 continue  # an alias of a field with a rule: never passes in any case
         elif lower in dropped or lower.startswith(KEYGATE_PREFIX):
+            continue
+        elif lower == "cookie" and CONSOLE_COOKIE_MARK in value:
+            kept = without_console_cookies(value)
+            if kept:
+                out.add(name, kept)
             continue
         out.add(name, value)
     # Every name added below was dropped above, so add() (no search) is enough.

@@ -66,6 +66,7 @@ def _audit(row: asyncpg.Record) -> AuditEntry:
         request_id=row["request_id"],
         traceparent=row["traceparent"],
         details=row["details"],
+        user_agent=row["user_agent"],
     )
 
 
@@ -143,14 +144,26 @@ async def list_keys(
     now: datetime,
     limit: int,
     after: tuple[datetime, str] | None,
+    *,
+    search: str | None = None,
 ) -> list[ApiKey]:
-    """Keys of `org`, newest first, keyset-paginated after (created_at, id)."""
+    """Keys of `org`, newest first, keyset-paginated after (created_at, id); `search`:
+    name contains it (any case), or display prefix or id starts with it."""
     where = _STATUS_FILTERS[status]
     args: list[Any] = [org, now, limit]
     page = ""
     if after is not None:
-        page = " AND (created_at, id) < ($4, $5)"
+        page = f" AND (created_at, id) < (${len(args) + 1}, ${len(args) + 2})"
         args.extend(after)
+    if search is not None:
+        n = len(args) + 1
+        # LIKE patterns from user text: its own % _ and \ are matched literally.
+        literal = search.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+        page += (
+            f" AND (name ILIKE '%' || ${n} || '%' OR prefix || id LIKE ${n} || '%'"
+            f" OR id LIKE ${n} || '%')"
+        )
+        args.append(literal)
     rows = await conn.fetch(
         f"""SELECT {_KEY_COLUMNS} FROM api_keys, (SELECT $2::timestamptz AS now) AS p
             WHERE org = $1 AND ({where}){page}
@@ -242,11 +255,12 @@ async def insert_audit(
     request_id: str | None,
     traceparent: str | None,
     details: dict[str, Any],
+    user_agent: str | None = None,
 ) -> None:
     await conn.execute(
         """INSERT INTO audit_log (at, org, key_id, action, principal, old_scopes, new_scopes,
-               client_ip, request_id, traceparent, details)
-           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)""",
+               client_ip, request_id, traceparent, details, user_agent)
+           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)""",
         at,
         org,
         key_id,
@@ -258,6 +272,7 @@ async def insert_audit(
         request_id,
         traceparent,
         details,
+        user_agent,
     )
 
 

@@ -68,7 +68,10 @@ def reset(stores: Stores) -> None:
     async def truncate() -> None:
         conn = await asyncpg.connect(stores.database_url)
         try:
-            await conn.execute("TRUNCATE orgs, api_keys, audit_log RESTART IDENTITY CASCADE")
+            await conn.execute(
+                "TRUNCATE orgs, api_keys, audit_log, users, sessions, invites, sign_in_attempts"
+                " RESTART IDENTITY CASCADE"
+            )
         finally:
             await conn.close()
 

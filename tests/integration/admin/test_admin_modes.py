@@ -87,6 +87,48 @@ async def test_loopback_opt_in_allows_anonymous_root(
 
 
 @pytest.mark.parametrize(
+    ("headers", "status"),
+    [
+        ({"Origin": "https://evil.example"}, 403),
+        ({"Origin": "null"}, 403),  # sandboxed frames, data: URLs
+        ({"Sec-Fetch-Site": "cross-site"}, 403),
+        ({"Sec-Fetch-Site": "same-site"}, 403),  # another port of this host
+        ({"Origin": "http://127.0.0.1:1"}, 403),
+        ({}, 201),  # curl, scripts: no browser headers
+        ({"Sec-Fetch-Site": "none"}, 201),  # typed into the address bar
+        ({"Origin": "SELF", "Sec-Fetch-Site": "same-origin"}, 201),  # its own pages
+    ],
+)
+async def test_loopback_anonymous_root_refuses_a_browsers_cross_site_change(
+    loopback_gateway: GatewayProcess,
+    http: aiohttp.ClientSession,
+    headers: dict[str, str],
+    status: int,
+) -> None:
+    """Anonymous root is ambient authority, like a cookie: any web page the developer's
+    browser shows could post to the loopback admin port. Such a post (a form with a JSON
+    text/plain body needs no preflight) is refused before anything is created."""
+    slug = unique_slug("xsite")
+    if headers.get("Origin") == "SELF":
+        headers = {**headers, "Origin": loopback_gateway.admin_url}
+    async with http.post(
+        loopback_gateway.admin_url + "/admin/v1/orgs",
+        data=f'{{"slug": "{slug}"}}',
+        headers={"Content-Type": "text/plain", **headers},
+    ) as reply:
+        body = await reply.text()
+        assert reply.status == status, body
+    if status == 403:
+        assert '"csrf_failed"' in body
+        listed = await AdminClient(http, loopback_gateway.admin_url, None).call("GET", "/orgs")
+        assert slug not in listed.text
+    async with http.get(
+        loopback_gateway.admin_url + "/admin/v1/orgs", headers={"Origin": "https://evil.example"}
+    ) as reply:
+        assert reply.status == 200  # reads are not changes (and CORS keeps them unreadable)
+
+
+@pytest.mark.parametrize(
     ("token", "flag", "admin", "mode"),
     [
         ("tok", False, "0.0.0.0:8081", "token"),

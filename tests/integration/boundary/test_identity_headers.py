@@ -223,3 +223,28 @@ def test_trusted_proxies_name_the_client(
 def test_an_untrusted_peer_is_the_client_whatever_it_claims(untrusting: Recorded) -> None:
     rid, seen = send(untrusting, [("X-Forwarded-For", "203.0.113.5")])
     assert_gateway_identity(untrusting, seen, rid, "127.0.0.1", "127.0.0.1")
+
+
+@pytest.mark.parametrize(
+    ("cookies", "forwarded"),
+    [
+        (["theme=dark; keygate_session=S3cr3t-session; lang=en"], ["theme=dark; lang=en"]),
+        (["keygate_session=S3cr3t-session"], []),
+        (["keygate_sso=S3cr3t-sso;keygate_session=S3cr3t-session"], []),
+        (["a=1", "keygate_session=S3cr3t-session"], ["a=1"]),  # one Cookie line each
+        (
+            ["keygate_sessionx=kept; b=keygate_session"],
+            ["keygate_sessionx=kept; b=keygate_session"],
+        ),
+    ],
+)
+def test_the_consoles_cookies_never_reach_the_upstream(
+    untrusting: Recorded, cookies: list[str], forwarded: list[str]
+) -> None:
+    """Cookies keep to a host, not a port: a browser signed in to the console on the admin
+    listener sends its session cookie to the proxy listener of the same host. That is a
+    Keygate credential (SPEC §10), dropped like Authorization; the upstream's own cookies
+    pass unchanged."""
+    _, seen = send(untrusting, [("Cookie", c) for c in cookies])
+    assert [v for _, v in by_canonical(seen).get("cookie", [])] == forwarded
+    assert not [line for line in seen.head.lines if b"S3cr3t" in line]

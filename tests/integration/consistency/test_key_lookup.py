@@ -93,10 +93,14 @@ class World:
         )
         before = await self.subscribers()
         await self.stack.enter_async_context(contextlib.asynccontextmanager(lookup.lifetime)())
-        for _ in range(500):  # until its listener is subscribed
-            if await self.subscribers() > before:
+        # Until its listener is subscribed and has re-synced: only then does it trust
+        # Redis entries (before, a lookup reads PostgreSQL; SPEC §5).
+        for _ in range(500):
+            if await self.subscribers() > before and lookup.redis_trusted:
                 break
             await asyncio.sleep(0.01)
+        else:
+            raise AssertionError("the lookup never subscribed and re-synced")
         self.lookups.append(lookup)
         return lookup
 
