@@ -21,7 +21,7 @@ from gateway.auth.credentials import read_credential
 from gateway.auth.errors import Refusal
 from gateway.auth.key_lookup import KeyLookup
 from gateway.config import KeysConfig
-from gateway.console.cookies import SESSION_COOKIE
+from gateway.console.cookies import SESSION_COOKIE, loopback
 from gateway.keys.models import Actor
 from gateway.observability.request_ids import valid_traceparent
 from gateway.people.credentials import same_token
@@ -85,7 +85,12 @@ class AdminAuth:
                 return await self._person(request, session_id, root)
             if self.allow_anonymous_root:
                 # Ambient authority too (any page the browser on this machine shows can
-                # send to a loopback port): a browser's cross-site change is refused.
+                # send to a loopback port): a browser's cross-site change is refused, and
+                # so is every request naming another host (DNS rebinding: a page of
+                # evil.example whose name now resolves to 127.0.0.1 is "same-origin" with
+                # itself, but its requests say `Host: evil.example`).
+                if not loopback(request):
+                    raise AdminUnauthorized()
                 if request.method not in SAFE_METHODS and self._cross_site(request):
                     raise CsrfFailed()
                 request[PRINCIPAL] = root.principal

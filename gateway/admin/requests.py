@@ -37,6 +37,11 @@ async def json_body(
     if not isinstance(body, dict):
         raise InvalidInput("the body must be a JSON object")
     for name, value in body.items():
+        if not _text_only(name) or not _text_only(value):
+            # JSON's \ud800 escapes make strings no UTF-8 can hold: nothing downstream
+            # (PostgreSQL, the logs) could store or print them.
+            field = name if _text_only(name) else None
+            raise InvalidInput("the body holds a lone UTF-16 surrogate (\\ud800-\\udfff)", field)
         if name not in allowed:
             known = ", ".join(sorted(allowed))
             raise InvalidInput(f"unknown field {name!r} (known fields: {known})", name)
@@ -48,6 +53,21 @@ async def json_body(
         if not isinstance(value, expected):
             raise InvalidInput(f"{name} must be {_type_name(expected)}", name)
     return body
+
+
+def _text_only(value: Any) -> bool:
+    """Every string in `value` (keys and items too) can be encoded as UTF-8."""
+    if isinstance(value, str):
+        try:
+            value.encode()
+        except UnicodeEncodeError:
+            return False
+        return True
+    if isinstance(value, dict):
+        return all(_text_only(k) and _text_only(v) for k, v in value.items())
+    if isinstance(value, list):
+        return all(_text_only(v) for v in value)
+    return True
 
 
 def _tuple(t: type | tuple[type, ...]) -> tuple[type, ...]:

@@ -19,8 +19,6 @@ from gateway.console.session import PEOPLE, PUBLIC_URL, session_middleware
 from gateway.keys.service import KeyService
 from gateway.people.service import PeopleService
 
-MAX_FORM = 64 * 1024  # sign-in and invite forms are a few hundred bytes
-
 
 def console_app(
     people: PeopleService,
@@ -30,7 +28,9 @@ def console_app(
 ) -> web.Application:
     """The /console sub-app; `oidc_routes` (`/sso/start`, `/sso/callback`) when single
     sign-on is configured."""
-    app = web.Application(middlewares=[error_pages, session_middleware], client_max_size=MAX_FORM)
+    # No client_max_size here: a sub-app's is not used (the main app reads the body);
+    # the console's forms are bounded where they are read (gateway/console/forms.py).
+    app = web.Application(middlewares=[error_pages, session_middleware])
     app[PEOPLE] = people
     app[KEYS] = keys
     app[CONFIG] = config

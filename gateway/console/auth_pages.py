@@ -14,6 +14,7 @@ from urllib.parse import quote
 from aiohttp import web
 
 from gateway.console.cookies import clear_session_cookie, secure_cookies, set_session_cookie
+from gateway.console.forms import read_form
 from gateway.console.render import CONFIG, org_choices, render
 from gateway.console.security import csrf_ok, same_origin
 from gateway.console.session import PEOPLE, optional_viewer, viewer
@@ -46,7 +47,7 @@ async def sign_in_page(request: web.Request) -> web.StreamResponse:
 
 
 async def sign_in(request: web.Request) -> web.StreamResponse:
-    form = await request.post()
+    form = await read_form(request)
     next_path = safe_next(_text(form.get("next")))
     email = _text(form.get("email"))
     if not same_origin(request, _public_url(request)):
@@ -84,7 +85,7 @@ async def sign_in(request: web.Request) -> web.StreamResponse:
 
 async def sign_out(request: web.Request) -> web.StreamResponse:
     who = viewer(request)
-    form = await request.post()
+    form = await read_form(request)
     if not same_origin(request, _public_url(request)) or not csrf_ok(
         form.get("csrf_token"), who.csrf_token
     ):
@@ -111,7 +112,7 @@ async def accept_invite(request: web.Request) -> web.StreamResponse:
     member = await people.pending_invite(token)
     if member is None:
         return await _invite_gone(request)
-    form = await request.post()
+    form = await read_form(request)
     name = _text(form.get("name")).strip()
     password = _text(form.get("password"))
     confirm = _text(form.get("confirm"))
@@ -120,6 +121,7 @@ async def accept_invite(request: web.Request) -> web.StreamResponse:
         errors["password"] = TOO_SHORT
     elif password != confirm:
         errors["confirm"] = "The two passwords are not the same."
+    status, retry_after = 400, None
     if not errors:
         try:
             signed_in = await people.accept_invite(
@@ -129,6 +131,9 @@ async def accept_invite(request: web.Request) -> web.StreamResponse:
                 client_ip=request.remote,
                 user_agent=request.headers.get("User-Agent"),
             )
+        except SignInThrottled as exc:
+            errors["password"] = exc.message
+            status, retry_after = 429, exc.retry_after
         except InvalidInput as exc:
             if exc.field == "token":
                 return await _invite_gone(request)
@@ -141,7 +146,10 @@ async def accept_invite(request: web.Request) -> web.StreamResponse:
         "errors": errors,
         "title": "Join " + member.org,
     }
-    return await render(request, "invite.html", context, status=400)
+    reply = await render(request, "invite.html", context, status=status)
+    if retry_after is not None:
+        reply.headers["Retry-After"] = str(retry_after)
+    return reply
 
 
 def _signed_in(request: web.Request, signed_in: SignedIn, next_path: str) -> web.StreamResponse:

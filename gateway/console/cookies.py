@@ -16,13 +16,20 @@ SSO_COOKIE_MAX_AGE = 600  # an unfinished sign-in at the provider is abandoned a
 def loopback(request: web.BaseRequest) -> bool:
     """The request reached us on a loopback address (dev): Secure cookies would not stick
     over plain http there."""
-    host = request.host.rsplit(":", 1)[0].strip("[]") if request.host else ""
+    host = host_name(request.host or "")
     if host == "localhost":
         return True
     try:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
+
+
+def host_name(host: str) -> str:
+    """The name in a Host header, without its port: `[::1]:8081` -> `::1`."""
+    if host.startswith("["):
+        return host[1:].split("]", 1)[0]
+    return host.rsplit(":", 1)[0] if host.count(":") == 1 else host
 
 
 def secure_cookies(request: web.BaseRequest, public_url: str | None) -> bool:

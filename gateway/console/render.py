@@ -126,7 +126,10 @@ async def error_pages(request: web.Request, handler: Handler) -> web.StreamRespo
     except web.HTTPException:
         raise  # redirects
     except Exception:
-        log.exception("console page %s failed", request.path)
+        # The route's template, not the path: an invite link's path is its secret.
+        resource = request.match_info.route.resource
+        where = resource.canonical if resource is not None else "(no route)"
+        log.exception("console page %s %s failed", request.method, where)
         return web.Response(
             status=500,
             text="Something went wrong on our side. Try again in a moment.",

@@ -8,6 +8,7 @@ import hashlib
 import hmac
 import re
 import secrets
+import unicodedata
 
 from gateway.keys.errors import InvalidInput
 
@@ -21,11 +22,20 @@ _EMAIL = re.compile(r"[^@\s\x00-\x1f\x7f]+@[^@\s\x00-\x1f\x7f]+")
 _TOKEN = re.compile(r"[A-Za-z0-9_-]{43}")
 
 
+# Unicode categories no address needs and that only serve to make look-alikes: controls,
+# format characters (zero-width space and joiners, bidi overrides), separators, surrogates,
+# private use and unassigned code points. `ada\u200b@example.com` must not be a second Ada.
+_INVISIBLE = frozenset(("Cc", "Cf", "Cs", "Co", "Cn", "Zs", "Zl", "Zp"))
+
+
 def normalise_email(value: object, field: str = "email") -> str:
-    """The address as stored: trimmed and lower-cased; InvalidInput names `field`."""
-    if not isinstance(value, str) or not _EMAIL.fullmatch(value.strip()):
+    """The address as stored: trimmed, NFC-composed and lower-cased (so `ä` typed composed
+    or decomposed is one person); InvalidInput names `field`."""
+    if not isinstance(value, str) or len(value) > 4 * MAX_EMAIL:
         raise InvalidInput(f"{field} must be an email address such as ana@example.com", field)
-    email = value.strip().lower()
+    email = unicodedata.normalize("NFC", unicodedata.normalize("NFC", value.strip()).lower())
+    if not _EMAIL.fullmatch(email) or any(unicodedata.category(c) in _INVISIBLE for c in email):
+        raise InvalidInput(f"{field} must be an email address such as ana@example.com", field)
     if len(email) > MAX_EMAIL:
         raise InvalidInput(f"{field} is longer than {MAX_EMAIL} characters", field)
     return email
@@ -47,6 +57,8 @@ def check_password(password: object) -> str:
         raise InvalidInput(f"the password must be at most {MAX_PASSWORD} characters", "password")
     if "\x00" in password:
         raise InvalidInput("the password cannot contain the NUL character", "password")
+    if any(0xD800 <= ord(c) <= 0xDFFF for c in password):  # a lone surrogate: not text
+        raise InvalidInput("the password must be valid Unicode text", "password")
     return password
 
 
@@ -79,8 +91,15 @@ def same_token(a: str, b: str) -> bool:
 
 
 def email_bucket(email: str) -> str:
-    """The throttling bucket of a typed email (hashed: the table holds no addresses)."""
-    return "email:" + hashlib.sha256(email.strip().lower().encode()).hexdigest()
+    """The throttling bucket of a typed email (hashed: the table holds no addresses).
+
+    Every spelling that signs in to one account shares one bucket: the bucket is made from
+    the same normal form the account is looked up by (case, surrounding whitespace, NFC),
+    so padding or re-casing the address cannot buy fresh attempts. What cannot be an
+    address gets a bucket of its own, bounded in size."""
+    address = lookup_email(email)
+    key = address if address is not None else "typed:" + email[: 4 * MAX_EMAIL]
+    return "email:" + hashlib.sha256(key.encode("utf-8", "surrogatepass")).hexdigest()
 
 
 def ip_bucket(client_ip: str | None) -> str:

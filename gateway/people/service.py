@@ -136,20 +136,39 @@ class PeopleService:
         clean_name = _check_name(name) if name is not None else None
         if not credentials.well_formed_token(token):
             raise InvalidInput(INVITE_GONE, "token")
-        new_hash = await self.hasher.hash_async(password)
-        now = self.clock()
         token_hash = credentials.digest(token)
+        # Cheap checks first: no argon2 work for a link that cannot be used.
+        async with self.db.connection() as conn:
+            seen = await q.get_invite(conn, token_hash)
+        if seen is None or not self._usable(seen):
+            raise InvalidInput(INVITE_GONE, "token")
+        sets_password = await self._sets_password(seen)
+        if not sets_password and seen.user.password_hash is not None:
+            # The link confirms an account that has a password with that password: a
+            # password guess like any sign-in, counted and throttled the same way (the
+            # owner who made the link must not get unlimited guesses at it).
+            await self._count_attempt(
+                credentials.email_bucket(seen.user.user.email),
+                credentials.ip_bucket(client_ip),
+                self.clock(),
+            )
+        new_hash = await self.hasher.hash_async(password) if sets_password else None
+        now = self.clock()
         async with self.db.transaction() as conn:
             invite = await q.get_invite(conn, token_hash, for_update=True)
             if invite is None or not self._usable(invite):
                 raise InvalidInput(INVITE_GONE, "token")
             stored = invite.user
-            from_root = not invite.created_by.startswith("user:")
             roles = await q.roles_of(conn, stored.id)
             if invite.org not in roles:  # removed from the org since the link was made
                 raise InvalidInput(INVITE_GONE, "token")
-            alone = set(roles) <= {invite.org}
-            if from_root or (stored.password_hash is None and alone):
+            if _link_sets_password(invite, roles) != sets_password:
+                # The account changed between the two reads (a password set elsewhere).
+                raise InvalidInput(
+                    "your account changed while the invite was being accepted; open the link again",
+                    "password",
+                )
+            if new_hash is not None:
                 await q.set_password(conn, stored.id, new_hash)
                 # A new password ends every other session of the person.
                 await q.revoke_user_sessions(conn, stored.id, now)
@@ -160,6 +179,7 @@ class PeopleService:
                         " the invite",
                         "password",
                     )
+                await q.forget_attempts(conn, credentials.email_bucket(stored.user.email))
             else:
                 raise InvalidInput(
                     "this account already belongs to other organisations and signs in with"
@@ -170,6 +190,11 @@ class PeopleService:
             if clean_name:
                 await q.set_name(conn, stored.id, clean_name)
             return await self._start_session(conn, stored, now, client_ip, user_agent)
+
+    async def _sets_password(self, invite: q.StoredInvite) -> bool:
+        async with self.db.connection() as conn:
+            roles = await q.roles_of(conn, invite.user.id)
+        return _link_sets_password(invite, roles)
 
     def _usable(self, invite: q.StoredInvite) -> bool:
         return (
@@ -188,8 +213,37 @@ class PeopleService:
         or SignInThrottled when the email or the address made too many attempts."""
         typed = email if isinstance(email, str) else ""
         now = self.clock()
-        email_bucket = credentials.email_bucket(typed[: credentials.MAX_EMAIL + 1])
+        email_bucket = credentials.email_bucket(typed)
         ip_bucket = credentials.ip_bucket(client_ip)
+        await self._count_attempt(email_bucket, ip_bucket, now)
+        address = credentials.lookup_email(typed)
+        stored = None
+        if address is not None:
+            async with self.db.connection() as conn:
+                stored = await q.get_user(conn, address)
+        encoded = stored.password_hash if stored is not None else None
+        # Unknown emails, accounts without a password and passwords no account can have
+        # (too long: never truncated, or a longer one would match) cost one argon2 verify.
+        candidate = password if isinstance(password, str) else ""
+        possible = _possible_password(candidate)
+        dummy = await self._dummy()  # made before any timing: the first attempt is no slower
+        matches = await self.hasher.verify_async(
+            encoded if encoded is not None and possible else dummy,
+            candidate if possible else "",
+        )
+        if not (matches and possible) or stored is None or encoded is None or stored.user.disabled:
+            raise SignInFailed()
+        rehashed = await self.hasher.rehash_async(encoded, candidate)
+        async with self.db.transaction() as conn:
+            await q.forget_attempts(conn, email_bucket)
+            await q.take_back_attempt(conn, ip_bucket)
+            if rehashed is not None:
+                await q.replace_password_hash(conn, stored.id, encoded, rehashed)
+            return await self._start_session(conn, stored, self.clock(), client_ip, user_agent)
+
+    async def _count_attempt(self, email_bucket: str, ip_bucket: str, now: datetime) -> None:
+        """Count one password attempt on the email and the client address, before the
+        password is checked; SignInThrottled when either is over its limit."""
         policy = self.throttle
         async with self.db.transaction() as conn:
             by_email = await q.count_attempt(conn, email_bucket, now, policy.window)
@@ -201,26 +255,6 @@ class PeopleService:
         ]
         if over:
             raise SignInThrottled(max(over))
-        address = credentials.lookup_email(typed)
-        stored = None
-        if address is not None:
-            async with self.db.connection() as conn:
-                stored = await q.get_user(conn, address)
-        encoded = stored.password_hash if stored is not None else None
-        # Unknown emails and accounts without a password cost one argon2 verify too.
-        candidate = password if isinstance(password, str) else ""
-        matches = await self.hasher.verify_async(
-            encoded or await self._dummy(), candidate[: credentials.MAX_PASSWORD]
-        )
-        if not matches or stored is None or encoded is None or stored.user.disabled:
-            raise SignInFailed()
-        rehashed = await self.hasher.rehash_async(encoded, candidate)
-        async with self.db.transaction() as conn:
-            await q.forget_attempts(conn, email_bucket)
-            await q.take_back_attempt(conn, ip_bucket)
-            if rehashed is not None:
-                await q.replace_password_hash(conn, stored.id, encoded, rehashed)
-            return await self._start_session(conn, stored, self.clock(), client_ip, user_agent)
 
     async def sign_in_sso(
         self, email: str, name: str | None, *, client_ip: str | None, user_agent: str | None
@@ -444,6 +478,24 @@ class PeopleService:
 # --- rules --------------------------------------------------------------------------------
 
 
+def _link_sets_password(invite: q.StoredInvite, roles: dict[str, str]) -> bool:
+    """Whether accepting `invite` sets the password (else it confirms the one the person
+    has). Root's links always set it; an owner's only for a person with no password who
+    belongs to no other org (README: an owner cannot take over access to another org)."""
+    from_root = not invite.created_by.startswith("user:")
+    alone = set(roles) <= {invite.org}
+    return from_root or (invite.user.password_hash is None and alone)
+
+
+def _possible_password(value: str) -> bool:
+    """Whether some account could have `value` as its password (check_password's rules)."""
+    try:
+        credentials.check_password(value)
+    except InvalidInput:
+        return False
+    return True
+
+
 def _require_root(actor: Actor, what: str) -> None:
     if not actor.is_root:
         raise Forbidden(f"only the root admin (keygate CLI or root token) can {what}")
@@ -481,9 +533,22 @@ def _check_name(value: object) -> str:
     value = value.strip()
     if len(value) > MAX_NAME:
         raise InvalidInput(f"name is longer than {MAX_NAME} characters", "name")
-    if any(ord(c) < 32 or ord(c) == 127 for c in value):
-        raise InvalidInput("name cannot contain control characters", "name")
+    if any(_unprintable(c) for c in value):
+        raise InvalidInput("name cannot contain control or invisible formatting characters", "name")
     return value
+
+
+def _unprintable(c: str) -> bool:
+    """Control characters, lone surrogates (not text: the database refuses them) and the
+    bidirectional overrides that make a name display as something else."""
+    code = ord(c)
+    return (
+        code < 32
+        or 127 <= code < 160
+        or 0xD800 <= code <= 0xDFFF
+        or 0x202A <= code <= 0x202E
+        or 0x2066 <= code <= 0x2069
+    )
 
 
 def _user_agent(value: str | None) -> str | None:

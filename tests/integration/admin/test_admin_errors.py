@@ -70,6 +70,35 @@ async def test_malformed_json_is_400(root: AdminClient) -> None:
     assert (await root.call("GET", f"/orgs/{org}/keys/{key['id']}")).ok()["status"] == "active"
 
 
+@pytest.mark.parametrize(
+    ("path", "raw", "field"),
+    [
+        ("/keys", '{"name": "a\\ud800b", "scopes": ["read"]}', "name"),
+        ("/keys", '{"name": "n", "scopes": ["read\\udfff"]}', "scopes"),
+        ("/keys", '{"name": "n", "scopes": ["read"], "metadata": {"k": "\\ud83d"}}', "metadata"),
+        ("/keys", '{"name": "n", "scopes": ["read"], "metadata": {"\\udc00": 1}}', "metadata"),
+        ("/members", '{"email": "a\\ud800@example.com", "role": "member"}', "email"),
+        ("/keys", '{"\\ud800": 1}', None),
+    ],
+)
+async def test_lone_surrogates_are_400_and_store_nothing(
+    root: AdminClient, path: str, raw: str, field: str | None
+) -> None:
+    """JSON lets a string hold half a UTF-16 pair (`\\ud800`); no UTF-8 store or log line
+    can. Refused at the parser for every body, naming the field, never a 500."""
+    org = await root.create_org("surrogate")
+    error = assert_error(
+        await root.call("POST", f"/orgs/{org}{path}", raw=raw), 400, "invalid_request", field=field
+    )
+    assert "surrogate" in error["message"]
+    assert (await root.call("GET", f"/orgs/{org}/keys")).ok()["items"] == []
+    # A real pair (an emoji, escaped) is text like any other.
+    made = await root.call(
+        "POST", f"/orgs/{org}/keys", raw='{"name": "rocket \\ud83d\\ude80", "scopes": ["read"]}'
+    )
+    assert made.ok(201)["key"]["name"] == "rocket \U0001f680"
+
+
 @pytest.mark.parametrize(("body", "field"), CREATE_KEY_400)
 async def test_create_key_invalid_input_names_the_field(
     root: AdminClient, body: Any, field: str | None
