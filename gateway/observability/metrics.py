@@ -143,8 +143,8 @@ secret_mismatch = Gauge(
 
 # The per-request metrics, tallied and flushed in batches (see tallies.py).
 REQUESTS = CounterTally(requests_total)
-REQUEST_DURATION = HistogramTally(request_duration, LATENCY_BUCKETS)
-UPSTREAM_DURATION = HistogramTally(upstream_duration, LATENCY_BUCKETS)
+REQUEST_DURATION = HistogramTally(request_duration)
+UPSTREAM_DURATION = HistogramTally(upstream_duration)
 KEY_CACHE = CounterTally(key_cache_requests)
 LOCAL_HIT = ("local", "hit")
 _TALLIES = (REQUESTS, REQUEST_DURATION, UPSTREAM_DURATION, KEY_CACHE)

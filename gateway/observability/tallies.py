@@ -4,19 +4,18 @@ Every proxied request moves three metrics (requests, request duration, upstream 
 and a cached-key request a fourth (the local cache hit). Through prometheus_client each
 is several Python calls and a lock, and with several workers a write to a shared memory
 map: together 5 % of a request's instructions with one worker, 9 % with several
-(`tests/perf/count_instructions.py`). Here a request costs a dict update and a bisect;
-`metrics.flush_tallies()` adds the tallies to the same metrics once per second (the `metrics-flush`
-task) and before every exposition, so the scraped worker's own figures are always
-current and another worker's requests appear within a second.
+(`tests/perf/count_instructions.py`). Here a request costs a dict update (a counter) or a
+list append (a duration); `metrics.flush_tallies()` hands the tallies to the same metrics
+once per second (the `metrics-flush` task) and before every exposition, so the scraped
+worker's own figures are always current and another worker's requests appear within a
+second. Counters are added in one call per label set; durations are observed one by one
+through the public `observe()` at flush (prometheus_client has no batch call), so only
+their lock and shared-memory writes move off the request, not their count.
 
 Only the event-loop thread records and flushes; no locks needed.
 """
 
 from __future__ import annotations
-
-import bisect
-import math
-from dataclasses import dataclass
 
 from prometheus_client import Counter, Histogram
 
@@ -38,48 +37,28 @@ class CounterTally:
             self.counter.labels(*labels).inc(count)
 
 
-@dataclass(slots=True)
-class _Bucketed:
-    counts: list[int]  # per bucket, the last one for +Inf
-    total: float = 0.0
-
-
 class HistogramTally:
-    """Observations per label value, bucketed as `histogram` buckets them."""
+    """Observations per label value, handed to `histogram` by `flush`.
 
-    def __init__(self, histogram: Histogram, buckets: tuple[float, ...]) -> None:
+    prometheus_client has no public call that adds many observations at once (and a
+    custom collector is not aggregated across workers in multiprocess mode), so the values
+    themselves are kept: a request costs a list append, and `flush` observes each value
+    through the public `observe()`, exactly as a direct call would have.
+    """
+
+    def __init__(self, histogram: Histogram) -> None:
         self.histogram = histogram
-        self.bounds = tuple(b for b in buckets if not math.isinf(b))  # +Inf is implicit
-        self.pending: dict[str, _Bucketed] = {}
+        self.pending: dict[str, list[float]] = {}
 
     def observe(self, label: str, value: float) -> None:
-        tally = self.pending.get(label)
-        if tally is None:
-            tally = self.pending[label] = _Bucketed([0] * (len(self.bounds) + 1))
-        # prometheus_client counts a value in the first bucket whose bound is >= it.
-        tally.counts[bisect.bisect_left(self.bounds, value)] += 1
-        tally.total += value
+        values = self.pending.get(label)
+        if values is None:
+            values = self.pending[label] = []
+        values.append(value)
 
     def flush(self) -> None:
         pending, self.pending = self.pending, {}
-        for label, tally in pending.items():
-            add_observations(self.histogram.labels(label), tally.counts, tally.total)
-
-
-def add_observations(child: Histogram, counts: list[int], total: float) -> None:
-    """What `observe()` of every tallied value would have done to a histogram child.
-
-    prometheus_client has no call to add many observations at once, so this adds to the
-    child's bucket and sum values directly (`_buckets`, `_sum`, kept by every release
-    since 0.1). This is the package's only use of a prometheus_client internal, kept here
-    alone: a custom collector would be public API but is not aggregated across workers in
-    multiprocess mode. tests/unit/test_tallies.py checks the shape it relies on and that
-    the exposition equals that of observe(), so an incompatible release fails the suite.
-    """
-    buckets = child._buckets
-    if len(buckets) != len(counts):
-        raise ValueError(f"histogram has {len(buckets)} buckets, tally has {len(counts)}")
-    for value, count in zip(buckets, counts, strict=True):
-        if count:
-            value.inc(count)
-    child._sum.inc(total)
+        for label, values in pending.items():
+            observe = self.histogram.labels(label).observe
+            for value in values:
+                observe(value)
