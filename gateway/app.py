@@ -22,6 +22,7 @@ from gateway.admin.principals import AdminAuth
 from gateway.auth import secret_watch
 from gateway.auth.key_lookup import KeyLookup
 from gateway.auth.last_used import LastUsedRecorder
+from gateway.auth.user_tokens import UserTokens
 from gateway.config import Config, RouteConfig
 from gateway.keys.format import redact_keys
 from gateway.keys.hashing import SecretHasher
@@ -40,6 +41,7 @@ from gateway.store.key_cache import RedisKeyCache
 from gateway.store.rate_counts import RedisRateCounts
 from gateway.store.secret_check import SecretCheck
 from gateway.supervisor import Supervisor
+from gateway.tokens.service import TokenService, issuer_names, redis_publisher
 
 log = logging.getLogger("keygate")
 
@@ -70,6 +72,7 @@ class Gateway:
     # starting -> ready -> draining: what /readyz says (moved by gateway.server)
     readiness: Readiness = field(default_factory=Readiness)
     secret: bytes = b""  # the server secret: the console's CSRF tokens derive from it
+    tokens: UserTokens | None = None  # user tokens (SPEC §11), when issuers are configured
 
 
 def build_gateway(config: Config, secret: bytes) -> Gateway:
@@ -89,6 +92,16 @@ def build_gateway(config: Config, secret: bytes) -> Gateway:
         sessions=sessions,
     )
     recorder = LastUsedRecorder(db, config.last_used.flush_interval, config.last_used.max_pending)
+    tokens = None
+    if config.user_tokens:
+        tokens = UserTokens(
+            config.user_tokens,
+            db=db,
+            server_secret=secret,
+            redis=redis.client,
+            sessions=sessions,
+            max_entries=config.cache.max_entries,
+        )
     upstreams = open_upstreams(config.upstreams)
     routes: RouteTable[RouteConfig] = RouteTable.compile(config.routes)
     handler = ProxyHandler(
@@ -105,9 +118,19 @@ def build_gateway(config: Config, secret: bytes) -> Gateway:
         ),
         recorder.record,
         RateLimiter(RedisRateCounts(redis.client)),  # the key cache's client and timeouts
+        tokens,
     )
     return Gateway(
-        config, db, hasher, lookup, recorder, sessions, upstreams, handler, secret=secret
+        config,
+        db,
+        hasher,
+        lookup,
+        recorder,
+        sessions,
+        upstreams,
+        handler,
+        secret=secret,
+        tokens=tokens,
     )
 
 
@@ -159,6 +182,8 @@ def lifetimes(gw: Gateway) -> list[Callable[[web.Application], AsyncIterator[Non
                     type(exc).__name__,
                 )
 
+    if gw.tokens is not None:
+        return [stores, gw.lookup.lifetime, gw.tokens.lifetime, upstreams, flushes]
     return [stores, gw.lookup.lifetime, upstreams, flushes]
 
 
@@ -236,6 +261,11 @@ def admin_app(gw: Gateway) -> web.Application:
                 gw.handler.access_log,
                 people=people,
                 invite_origin=public_origin(gw.config),
+                tokens=TokenService(
+                    gw.db,
+                    issuer_names(gw.config),
+                    publish=redis_publisher(gw.lookup.redis.client) if gw.lookup.redis else None,
+                ),
             ),
         )
         if gw.config.console.enabled:

@@ -13,6 +13,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
+from urllib.parse import urlsplit
 
 from gateway.keys.rate_limits import RateLimit, RateLimitError, check_requests, check_window
 from gateway.keys.scopes import ScopeCatalogue, ScopeError, UnknownScope, validate_scope
@@ -123,6 +124,37 @@ class ConsoleConfig:
     oidc: OidcConfig | None = None
 
 
+# Signature algorithms a user token may use: public-key ones only. `none` proves nothing,
+# and HS* would need a shared secret per issuer (Keygate does not support HS* issuers:
+# with a JWKS of public keys an HS* token is the RS/HS confusion attack).
+TOKEN_ALGORITHMS = (
+    "RS256",
+    "RS384",
+    "RS512",
+    "PS256",
+    "PS384",
+    "PS512",
+    "ES256",
+    "ES384",
+    "ES512",
+    "EdDSA",
+)
+
+
+@dataclass(frozen=True)
+class UserTokenIssuer:
+    """An identity provider whose JWT access tokens the proxy accepts (SPEC §11)."""
+
+    issuer: str  # exactly the tokens' `iss`
+    audience: str  # must be in the tokens' `aud` (a string or an array)
+    jwks_url: str | None = None  # None: `jwks_uri` from {issuer}/.well-known/openid-configuration
+    algorithms: tuple[str, ...] = ("RS256", "ES256")
+    org_claim: str = "org"
+    scopes_claim: str = "scope"
+    leeway: float = 30.0
+    line: int | None = None
+
+
 @dataclass(frozen=True)
 class UpstreamConfig:
     name: str
@@ -168,6 +200,7 @@ class Config:
     upstreams: Mapping[str, UpstreamConfig] = field(default_factory=dict)
     routes: tuple[RouteConfig, ...] = ()
     scopes: ScopeCatalogue | None = None  # None: any well-formed scope may be granted
+    user_tokens: tuple[UserTokenIssuer, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -615,6 +648,114 @@ def _read_oidc(o: _Reader, env: Mapping[str, str]) -> OidcConfig | None:
     return OidcConfig(issuer.rstrip("/"), client_id, secret, scopes, label)
 
 
+_LOOPBACK_NAMES = frozenset(("localhost",))
+MAX_LEEWAY = 600.0  # ten minutes of clock skew is already generous
+
+
+def is_loopback_url(url: str) -> bool:
+    """Whether the URL's host is a loopback address (or `localhost`)."""
+    host = urlsplit(url).hostname or ""
+    if host in _LOOPBACK_NAMES:
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _token_url(value: Any) -> str:
+    """An issuer or JWKS URL: https, or http on a loopback host only."""
+    text = _str(value)
+    parts = urlsplit(text)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"{text!r} is not an http(s) URL")
+    if parts.scheme != "https" and not is_loopback_url(text):
+        raise ValueError("must be https (plain http only on a loopback host such as 127.0.0.1)")
+    if parts.fragment or "#" in text:
+        raise ValueError("must not contain a fragment (#)")
+    return text
+
+
+def _algorithms(value: Any) -> tuple[str, ...]:
+    if not isinstance(value, list) or not value:
+        raise ValueError("must be a non-empty list such as [RS256, ES256]")
+    out: list[str] = []
+    for item in value:
+        if not isinstance(item, str):
+            raise ValueError(f"{item!r} is not an algorithm name")
+        if item.lower() == "none":
+            raise ValueError("'none' is never accepted: an unsigned token proves nothing")
+        if item.upper().startswith("HS"):
+            raise ValueError(
+                f"{item} is not supported: HS* tokens need a shared secret, and against a "
+                "JWKS of public keys they are the RS/HS confusion attack; use RS*, PS*, ES* "
+                "or EdDSA"
+            )
+        if item not in TOKEN_ALGORITHMS:
+            raise ValueError(f"{item!r} is not one of: {', '.join(TOKEN_ALGORITHMS)}")
+        if item not in out:
+            out.append(item)
+    return tuple(out)
+
+
+def _claim_name(value: Any) -> str:
+    text = _str(value)
+    if len(text) > 100 or not text.isprintable():
+        raise ValueError("must be a claim name (printable, at most 100 characters)")
+    return text
+
+
+def _leeway(value: Any) -> float:
+    seconds = _duration(value)
+    if seconds > MAX_LEEWAY:
+        raise ValueError("must be at most 10m")
+    return seconds
+
+
+def _read_user_tokens(
+    doc: YamlDocument, problems: list[ConfigProblem]
+) -> tuple[UserTokenIssuer, ...]:
+    """`user_tokens:` — a list of trusted issuers (SPEC §11); every problem with its line."""
+    raw = doc.data.get("user_tokens") if isinstance(doc.data, dict) else None
+    if raw is None:
+        return ()
+    if not isinstance(raw, list):
+        problems.append(
+            ConfigProblem("user_tokens", doc.line_of(("user_tokens",)), "must be a list of issuers")
+        )
+        return ()
+    out: list[UserTokenIssuer] = []
+    seen: dict[str, int] = {}
+    for i, item in enumerate(raw):
+        r = _Reader(doc, problems, ("user_tokens", i), item)
+        d = UserTokenIssuer("", "")
+        issuer = r.get("issuer", "", _token_url)
+        audience = r.get("audience", "", _str)
+        for name, value in (("issuer", issuer), ("audience", audience)):
+            if not value and name not in r.data:
+                r.problem((name,), "is required")
+        entry = UserTokenIssuer(
+            issuer=issuer,
+            audience=audience,
+            jwks_url=r.get("jwks_url", None, _token_url),
+            algorithms=r.get("algorithms", d.algorithms, _algorithms),
+            org_claim=r.get("org_claim", d.org_claim, _claim_name),
+            scopes_claim=r.get("scopes_claim", d.scopes_claim, _claim_name),
+            leeway=r.get("leeway", d.leeway, _leeway),
+            line=doc.line_of(("user_tokens", i)),
+        )
+        r.done()
+        if issuer in seen:
+            r.problem(
+                ("issuer",), f"{issuer!r} is already configured (user_tokens[{seen[issuer]}])"
+            )
+        elif issuer:
+            seen[issuer] = i
+        if issuer and audience:
+            out.append(entry)
+    return tuple(out)
+
+
 def _scope_list(value: Any) -> tuple[str, ...]:
     if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
         raise ValueError("must be a list of non-empty strings")
@@ -697,6 +838,8 @@ def parse_config(text: str, source: str, env: Mapping[str, str]) -> Config:
     catalogue = _read_catalogue(doc, problems, source)
     top.raw("routes")
     routes = _read_routes(doc, problems, upstreams, catalogue)
+    top.raw("user_tokens")
+    user_tokens = _read_user_tokens(doc, problems)
     top.done()
 
     database_url = _override(
@@ -735,6 +878,7 @@ def parse_config(text: str, source: str, env: Mapping[str, str]) -> Config:
         upstreams=upstreams,
         routes=routes,
         scopes=catalogue,
+        user_tokens=user_tokens,
     )
 
 

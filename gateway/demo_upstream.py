@@ -7,6 +7,8 @@
   GET  /_demo/redirect       302 to /elsewhere (the gateway must not follow it)
   GET  /_demo/gzip           a gzip-encoded body with Content-Encoding: gzip
   GET  /_demo/ws (upgrade)   WebSocket echo; text "close:<code>" makes it close with <code>
+  GET  /_demo/issuer/jwks.json  the demo issuer's public keys (only when `demo_app` is
+                            given them: `keygate dev` does, see gateway.demo_issuer)
 Any path with `Upgrade: websocket` is a WebSocket echo.
 """
 
@@ -16,8 +18,12 @@ import argparse
 import asyncio
 import gzip
 import hashlib
+from collections.abc import Mapping
+from typing import Any
 
 from aiohttp import WSMsgType, web
+
+from gateway.demo_issuer import JWKS_PATH
 
 ECHO_BODY_LIMIT = 64 * 1024
 
@@ -97,8 +103,16 @@ async def _ws_echo(request: web.Request) -> web.WebSocketResponse:
     return ws
 
 
-def demo_app() -> web.Application:
+def demo_app(jwks: Mapping[str, Any] | None = None) -> web.Application:
+    """The echo upstream; with `jwks`, also the demo issuer's key set at JWKS_PATH."""
     app = web.Application(client_max_size=0)
+    if jwks is not None:
+        document = dict(jwks)
+
+        async def _jwks(_: web.Request) -> web.Response:
+            return web.json_response(document, headers={"Cache-Control": "max-age=300"})
+
+        app.router.add_get(JWKS_PATH, _jwks)
     app.router.add_get("/_demo/slow", _slow)
     app.router.add_get("/_demo/stream", _stream)
     app.router.add_get("/_demo/redirect", _redirect)

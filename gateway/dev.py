@@ -6,6 +6,11 @@ find this run); a demo echo upstream answers on 127.0.0.1:9000; an org `demo` ge
 (printed once, when created) and an owner `dev@localhost`, who gets a fresh one-time
 sign-in link to the console on every run; then `config/dev.yaml` is served until Ctrl-C,
 which stops everything started here.
+
+The demo upstream also plays an identity provider (gateway.demo_issuer): it serves the
+JWKS of a key pair kept in `.keygate/`, the dev config trusts that issuer under
+`user_tokens:`, and every run prints a fresh user token for org `demo` beside the key, so
+a dashboard's token and a script's key can be tried on the same route with no network.
 """
 
 from __future__ import annotations
@@ -20,7 +25,9 @@ from pathlib import Path
 from aiohttp import web
 from yarl import URL
 
-from gateway.config import Config, UpstreamConfig, load_config
+from gateway.config import Config, UpstreamConfig, UserTokenIssuer, is_loopback_url, load_config
+from gateway.demo_issuer import ISSUER_PATH, JWKS_PATH, KEY_FILE, DemoIssuer, jwks
+from gateway.demo_issuer import load_or_create_key as load_or_create_issuer_key
 from gateway.demo_upstream import demo_app
 from gateway.dev_state import (
     DATA_DIR,
@@ -42,10 +49,24 @@ from gateway.store.migrate import migrate
 DEV_CONFIG = Path("config/dev.yaml")
 DEMO_UPSTREAM = "demo"  # the upstream in the dev config that the demo app plays
 DEV_OWNER = "dev@localhost"  # the developer, owner of org `demo` in the console
+DEMO_SUBJECT = "dashboard-user"  # the person the demo user token speaks for
+DEMO_SCOPES = ("read", "events")  # the demo key's scopes, so both reach the same routes
+TOKEN_LIFETIME = 3600.0
 
 
 class DevError(Exception):
     """`keygate dev` cannot start; the message says why and what to do."""
+
+
+@dataclass(frozen=True)
+class Welcome:
+    """What the banner shows: the demo key (None after the first run), the console link,
+    the demo user token and the issuer that signed it (None without a demo issuer)."""
+
+    key: str | None = None
+    link: str | None = None
+    token: str | None = None
+    issuer: str | None = None
 
 
 @dataclass(frozen=True)
@@ -96,7 +117,8 @@ async def _sign_in_link(config: Config) -> str | None:
     return invite_url(public_origin(config), invite.token)
 
 
-def _print_welcome(config: Config, key: str | None, link: str | None = None) -> None:
+def _print_welcome(config: Config, welcome: Welcome) -> None:
+    key, link, token = welcome.key, welcome.link, welcome.token
     proxy = "http://" + config.listen.proxy
     admin = "http://" + config.listen.admin
     host, port = _demo_address(config)
@@ -115,11 +137,23 @@ def _print_welcome(config: Config, key: str | None, link: str | None = None) -> 
     else:
         print("Demo key for org `demo` (scopes: read events). It is shown only this once:\n")
         print(f"    {key}\n")
+    if token is not None:
+        print(
+            f"Demo user token for org `demo` (subject {DEMO_SUBJECT}, scopes: "
+            f"{' '.join(DEMO_SCOPES)}), signed by the demo issuer {welcome.issuer};\n"
+            "valid for 1 h, a fresh one on every run:\n"
+        )
+        print(f"    {token}\n")
     print("Try:")
     print(
-        f"  # 200, echoed by the demo upstream\n"
+        f"  # 200, echoed by the demo upstream (X-Keygate-Credential: key): a script's API key\n"
         f"  curl -i {proxy}/api/v1/sessions/42 -H 'Authorization: Bearer {key}'"
     )
+    if token is not None:
+        print(
+            f"  # 200 on the same route (X-Keygate-Credential: user): a dashboard's user token\n"
+            f"  curl -i {proxy}/api/v1/sessions/42 -H 'Authorization: Bearer {token}'"
+        )
     print(f"  # 401 missing_api_key\n  curl -i {proxy}/api/v1/sessions/42")
     print(
         f"  # 403 insufficient_scope (the key lacks `manage`)\n"
@@ -157,7 +191,41 @@ def _with_ports(config: Config, options: DevOptions) -> Config:
         upstreams[DEMO_UPSTREAM] = UpstreamConfig(
             **{**dataclasses.asdict(demo), "url": str(URL(demo.url).with_port(options.demo_port))}
         )
-    return dataclasses.replace(config, listen=listen, upstreams=upstreams)
+    config = dataclasses.replace(config, listen=listen, upstreams=upstreams)
+    return dataclasses.replace(config, user_tokens=_demo_issuer_moved(config))
+
+
+def _is_demo_issuer(issuer: UserTokenIssuer) -> bool:
+    """The demo issuer of the dev config: a loopback issuer URL at ISSUER_PATH."""
+    return is_loopback_url(issuer.issuer) and URL(issuer.issuer).path.rstrip("/") == ISSUER_PATH
+
+
+def _demo_issuer_moved(config: Config) -> tuple[UserTokenIssuer, ...]:
+    """`user_tokens` with the demo issuer at the demo upstream's address: the issuer and
+    its JWKS follow --demo-port (or an edited upstream URL), as the upstream does."""
+    host, port = _demo_address(config)
+    origin = f"http://{host}:{port}"
+    return tuple(
+        dataclasses.replace(i, issuer=origin + ISSUER_PATH, jwks_url=origin + JWKS_PATH)
+        if _is_demo_issuer(i)
+        else i
+        for i in config.user_tokens
+    )
+
+
+def _demo_issuer(config: Config) -> DemoIssuer | None:
+    """The signer of demo user tokens, when the config trusts the demo issuer; its key
+    pair is made on the first run and kept in .keygate/."""
+    entry = next((i for i in config.user_tokens if _is_demo_issuer(i)), None)
+    if entry is None:
+        return None
+    return DemoIssuer(
+        load_or_create_issuer_key(DATA_DIR / KEY_FILE),
+        entry.issuer,
+        entry.audience,
+        org_claim=entry.org_claim,
+        scopes_claim=entry.scopes_claim,
+    )
 
 
 def _on_port(address: str, port: int) -> str:
@@ -172,9 +240,10 @@ def _demo_address(config: Config) -> tuple[str, int]:
 
 
 async def _serve(
-    config: Config, secret: str, key_printer: str | None, link: str | None = None
+    config: Config, secret: str, welcome: Welcome, issuer: DemoIssuer | None = None
 ) -> None:
-    runner = web.AppRunner(demo_app(), access_log=None)
+    app = demo_app(jwks(issuer.key) if issuer is not None else None)
+    runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     await web.TCPSite(runner, *_demo_address(config)).start()
     try:
@@ -182,7 +251,7 @@ async def _serve(
             config,
             secret.encode(),
             shared_port=False,
-            on_ready=lambda: _print_welcome(config, key_printer, link),
+            on_ready=lambda: _print_welcome(config, welcome),
         )
     finally:
         await runner.cleanup()
@@ -226,9 +295,16 @@ def run_dev(options: DevOptions) -> int:
             configure_logging(config)
             key = run_async(_ensure_demo_key(config))
             link = run_async(_sign_in_link(config))
+            issuer = _demo_issuer(config)
+            token = None
+            if issuer is not None:
+                token = issuer.token(
+                    subject=DEMO_SUBJECT, org="demo", scopes=DEMO_SCOPES, lifetime=TOKEN_LIFETIME
+                )
+            welcome = Welcome(key, link, token, issuer.issuer if issuer else None)
             write_state(dataclasses.replace(state, pid=os.getpid()))
             try:
-                run_async(_serve(config, secret, key, link))
+                run_async(_serve(config, secret, welcome, issuer))
             finally:
                 write_state(state)
         finally:

@@ -20,9 +20,11 @@ from gateway.keys.service import KEEP, KeyService
 from gateway.observability.access_log import AccessLog
 from gateway.observability.request_ids import request_id as make_request_id
 from gateway.people.service import PeopleService
+from gateway.tokens.service import TokenService
 
 PREFIX = "/admin/v1"
 SERVICE = web.AppKey("service", KeyService)
+TOKENS = web.AppKey("tokens", TokenService)
 __all__ = ["AUTH", "PREFIX", "SERVICE", "admin_api", "error_response"]
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -226,6 +228,17 @@ async def list_audit(request: web.Request) -> web.Response:
     return _json({"items": [e.to_json() for e in page.items], "next_cursor": page.next_cursor})
 
 
+async def revoke_user_tokens(request: web.Request) -> web.Response:
+    actor = await _actor(request)
+    body = await read.json_body(request, {"subject": str, "issuer": str})
+    if "subject" not in body:
+        raise InvalidInput("subject is required", "subject")
+    revoked = await request.app[TOKENS].revoke(
+        actor, request.match_info["org"], body["subject"], body.get("issuer")
+    )
+    return _json(revoked.to_json(), warnings=revoked.warnings)
+
+
 async def openapi(_: web.Request) -> web.Response:
     return _json(openapi_document())
 
@@ -237,14 +250,21 @@ def admin_api(
     *,
     people: PeopleService | None = None,
     invite_origin: str = "",
+    tokens: TokenService | None = None,
 ) -> web.Application:
     """The /admin/v1 sub-application; each request counted and logged to `access_log`.
 
     `people` serves /me and the members endpoints (invite links start with
-    `invite_origin`); without it they answer 404."""
+    `invite_origin`); without it they answer 404. `tokens` revokes user tokens (without
+    it: on the key service's database, no issuer may be named and nothing is published
+    on Redis — gateways still hear it through PostgreSQL)."""
     telemetry = admin_telemetry(access_log or AccessLog(enabled=False), PREFIX)
     app = web.Application(middlewares=[telemetry, errors_middleware], client_max_size=read.MAX_BODY)
     app[SERVICE] = service
+    if tokens is None and service is not None:
+        tokens = TokenService(service.db, ())
+    if tokens is not None:
+        app[TOKENS] = tokens
     app[AUTH] = auth
     if people is not None:
         app[PEOPLE] = people
@@ -262,6 +282,7 @@ def admin_api(
             web.post("/orgs/{org}/keys/{key_id}/revoke", revoke_key),
             web.post("/orgs/{org}/keys/{key_id}/roll", roll_key),
             web.get("/orgs/{org}/audit", list_audit, allow_head=False),
+            web.post("/orgs/{org}/user-tokens/revoke", revoke_user_tokens),
             *member_routes(),
         ]
     )

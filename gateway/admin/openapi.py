@@ -211,6 +211,26 @@ _SCHEMAS: dict[str, Any] = {
             "details": {"type": "object"},
         },
     },
+    "UserTokenRevocation": {
+        "type": "object",
+        "required": ["org", "subject", "issuer", "revoked_before", "revoked_by"],
+        "properties": {
+            "org": {"type": "string"},
+            "subject": {"type": "string"},
+            "issuer": {
+                "type": ["string", "null"],
+                "description": "null: the subject's tokens of every configured issuer",
+            },
+            "revoked_before": {
+                "type": "string",
+                "format": "date-time",
+                "description": "Tokens issued (iat) until this time are refused with 401 "
+                "revoked_token on every gateway within 1 s; a token without iat is refused "
+                "too.",
+            },
+            "revoked_by": {"type": "string"},
+        },
+    },
     "Member": {
         "type": "object",
         "required": ["email", "name", "role", "last_sign_in_at"],
@@ -445,6 +465,31 @@ def openapi_document() -> dict[str, Any]:
                             _ref("KeyWithSecret"), "Rolled; the new secret is shown once"
                         ),
                         **_errors(400, 401, 403, 404, 409, 503),
+                    },
+                },
+            },
+            "/orgs/{org}/user-tokens/revoke": {
+                "parameters": [_ORG_PARAM],
+                "post": {
+                    "operationId": "revokeUserTokens",
+                    "description": "Refuse the user tokens (SPEC §11) of `subject` for this "
+                    "org issued until now, from `issuer` (one of the gateway's configured "
+                    "`user_tokens` issuers) or, without it, from every issuer. Root, an "
+                    "owner or admin of the org, or an API key with keys:manage in its own "
+                    "org. Audited in the org as `user_token.revoke`; revoking again moves "
+                    "the time forward.",
+                    "requestBody": _body(
+                        _input(
+                            {
+                                "subject": {"type": "string", "minLength": 1, "maxLength": 255},
+                                "issuer": {"type": "string", "minLength": 1},
+                            },
+                            required=["subject"],
+                        )
+                    ),
+                    "responses": {
+                        "200": _changed(_ref("UserTokenRevocation"), "Revoked"),
+                        **_errors(400, 401, 403, 404, 503),
                     },
                 },
             },

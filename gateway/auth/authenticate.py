@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Mapping
+from typing import Protocol
 
 from multidict import istr
 
@@ -35,24 +36,42 @@ def check_status(state: KeyState, now: float) -> None:
         raise ExpiredKey().about(state)
 
 
+class Holder(Protocol):
+    """What authorisation reads of a caller: a key's state or a verified user token."""
+
+    @property
+    def org(self) -> str: ...
+
+    @property
+    def scopes(self) -> tuple[str, ...]: ...
+
+
 def authorise(
-    state: KeyState, *, scopes: tuple[str, ...], org_param: str | None, params: Mapping[str, str]
+    state: Holder,
+    *,
+    scopes: tuple[str, ...],
+    org_param: str | None,
+    params: Mapping[str, str],
+    holder: str = "API key",
 ) -> None:
-    """May this key use this route: its scopes, and the org named in the path."""
+    """May this key (or user token: `holder` "token") use this route: its scopes (with
+    wildcards), and the org named in the path."""
     held = state.scopes
     for wanted in scopes:
         # A scope held as such is the common case; wildcards go through the full rules.
         if wanted not in held and missing_scopes(held, (wanted,)):
-            raise InsufficientScope(scopes)
+            raise InsufficientScope(scopes, holder)
     if org_param is not None and params.get(org_param) != state.org:
-        raise WrongOrg()
+        raise WrongOrg(f"The {holder} does not belong to the organisation named in the path.")
 
 
 Headers = tuple[tuple[str, str], ...]
 
-_ORG = istr("X-Keygate-Org")
+CREDENTIAL = istr("X-Keygate-Credential")
+SUBJECT = istr("X-Keygate-Subject")
+ORG = istr("X-Keygate-Org")
+SCOPES = istr("X-Keygate-Scopes")
 _KEY_ID = istr("X-Keygate-Key-Id")
-_SCOPES = istr("X-Keygate-Scopes")
 _ENV = istr("X-Keygate-Env")
 
 
@@ -60,8 +79,9 @@ _ENV = istr("X-Keygate-Env")
 def identity_headers(state: KeyState) -> Headers:
     """The identity sent upstream, as header pairs; cached per key state (immutable)."""
     return (
-        (_ORG, state.org),
+        (CREDENTIAL, "key"),
+        (ORG, state.org),
         (_KEY_ID, state.display_prefix),
-        (_SCOPES, " ".join(state.scopes)),
+        (SCOPES, " ".join(state.scopes)),
         (_ENV, state.env),
     )

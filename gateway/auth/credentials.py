@@ -18,6 +18,14 @@ def read_credential(headers: CIMultiDictProxy[str]) -> str | None:
     repeated header, or both headers with different keys, is ambiguous: 400.
     Authorization with another scheme (Basic, …) is not ours and is ignored.
     """
+    return read_presented(headers)[0]
+
+
+def read_presented(headers: CIMultiDictProxy[str]) -> tuple[str | None, bool]:
+    """The presented credential, and whether it came in `Authorization: Bearer` alone
+    (only there can it be a user token: `X-API-Key` only ever carries keys).
+
+    Same rules as `read_credential`."""
     bearer = None
     auth_values = headers.getall(AUTHORIZATION, ())
     if len(auth_values) > 1:
@@ -34,4 +42,6 @@ def read_credential(headers: CIMultiDictProxy[str]) -> str | None:
         raise InvalidRequest(
             "Authorization and X-API-Key carry different keys; send one API key only."
         )
-    return bearer if bearer is not None else header_key
+    if bearer is not None:
+        return bearer, header_key is None
+    return header_key, False

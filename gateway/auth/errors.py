@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Self
 
 if TYPE_CHECKING:
+    from gateway.auth.token_claims import UserIdentity
     from gateway.keys.state import KeyState
 
 REALM = 'Bearer realm="keygate"'
@@ -23,6 +24,9 @@ class Refusal(Exception):
     # throttled): the access log names its display prefix and org, so operators see who
     # keeps using a leaked key. Known from the stored state, never from the secret.
     key: KeyState | None = None
+    # Likewise the verified user token a refusal is about (revoked, lacking a scope): the
+    # access log names its subject.
+    user: UserIdentity | None = None
 
     def __init__(self, message: str | None = None) -> None:
         super().__init__(message or self.message)
@@ -35,6 +39,11 @@ class Refusal(Exception):
     def about(self, key: KeyState) -> Self:
         """This refusal, naming the known key it refuses (see `key`)."""
         self.key = key
+        return self
+
+    def about_user(self, user: UserIdentity) -> Self:
+        """This refusal, naming the user token it refuses (see `user`)."""
+        self.user = user
         return self
 
 
@@ -77,13 +86,31 @@ class RevokedKey(_InvalidToken):
     message = "The API key has been revoked."
 
 
+class InvalidToken(_InvalidToken):
+    """A user token (SPEC §11) that is not acceptable; the message says which check
+    failed, from a fixed set of sentences (never anything taken from the token)."""
+
+    code = "invalid_token"
+    message = "The token is invalid."
+
+
+class ExpiredToken(_InvalidToken):
+    code = "expired_token"
+    message = "The token has expired."
+
+
+class RevokedToken(_InvalidToken):
+    code = "revoked_token"
+    message = "The token has been revoked."
+
+
 class InsufficientScope(Refusal):
     status = 403
     code = "insufficient_scope"
     message = "The API key lacks a scope this route requires."
 
-    def __init__(self, required: tuple[str, ...]) -> None:
-        super().__init__(f"The API key lacks a scope this route requires: {' '.join(required)}.")
+    def __init__(self, required: tuple[str, ...], holder: str = "API key") -> None:
+        super().__init__(f"The {holder} lacks a scope this route requires: {' '.join(required)}.")
         self.required = required
 
     def headers(self) -> dict[str, str]:

@@ -1,7 +1,7 @@
 """The `keygate` command: argument parsing and output; every rule lives in the service.
 
 One module per command group (orgs, keys, verify, audit, routes, check_config,
-processes, users); each registers its parsers with a `run(args, out) -> exit code` default.
+processes, users, tokens); each registers its parsers with a `run(args, out) -> exit code` default.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from typing import TextIO
 from gateway.config import ConfigError
 from gateway.keys.errors import ServiceError
 
-from . import audit, check_config, keys, orgs, processes, routes, users
+from . import audit, check_config, keys, orgs, processes, routes, tokens, users
 from .args import common_options
 from .output import EXIT_OK, EXIT_USAGE, EXIT_USER_ERROR, Output, UserError
 
@@ -59,6 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
     audit.register(sub, common)
     routes.register(sub, common)
     users.register(sub, common)
+    tokens.register(sub, common)
     return parser
 
 

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import hmac
-import json
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -32,10 +31,12 @@ from authlib.oauth2.rfc6749.parameters import (  # type: ignore[import-untyped]
 )
 from authlib.oauth2.rfc7636 import create_s256_code_challenge  # type: ignore[import-untyped]
 from joserfc import jws, jwt
-from joserfc.errors import ExpiredTokenError, InvalidKeyIdError, JoseError
-from joserfc.jwk import Key, KeySet
+from joserfc.errors import ExpiredTokenError, JoseError
 from joserfc.jwt import JWTClaimsRegistry
 
+# The JWKS cache and the bounded JSON fetch are shared with the proxy's user tokens.
+from gateway.auth.jwks import JwksCache as JwksCache
+from gateway.auth.jwks import ProviderError, fetch_json
 from gateway.config import OidcConfig
 
 # Signatures by a provider's published public keys only: `none` proves nothing, and an HS*
@@ -45,16 +46,9 @@ PUBLIC_KEY_ALGORITHMS = frozenset(
 )
 LEEWAY = 60  # seconds of clock skew accepted on exp/iat/nbf
 DISCOVERY_TTL = 3600.0
-MAX_RESPONSE_BYTES = 512 * 1024  # discovery, JWKS, token and userinfo answers are small
+# A sign-in that cannot complete; `reason` is shown to the person, in words.
+SsoFailed = ProviderError
 DEFAULT_TIMEOUT = aiohttp.ClientTimeout(total=10, connect=5, sock_read=8)
-
-
-class SsoFailed(Exception):
-    """A sign-in that cannot complete; `reason` is shown to the person, in words."""
-
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason)
-        self.reason = reason
 
 
 @dataclass(frozen=True)
@@ -89,100 +83,6 @@ class Identity:
     subject: str
     email: str  # verified by the provider, lower-cased
     name: str
-
-
-async def fetch_json(
-    session: aiohttp.ClientSession,
-    method: str,
-    url: str,
-    what: str,
-    *,
-    headers: Mapping[str, str] | None = None,
-    data: str | None = None,
-    ok_statuses: tuple[int, ...] = (200,),
-) -> tuple[int, dict[str, Any]]:
-    """One bounded request whose answer must be a JSON object; network errors, timeouts,
-    oversize or malformed answers become `SsoFailed` naming `what` was being fetched."""
-    try:
-        async with session.request(method, url, headers=headers, data=data) as resp:
-            body = await resp.content.read(MAX_RESPONSE_BYTES + 1)
-            status = resp.status
-    except TimeoutError:
-        raise SsoFailed(f"the identity provider did not answer in time ({what})") from None
-    except aiohttp.ClientError:
-        raise SsoFailed(f"the identity provider could not be reached ({what})") from None
-    if len(body) > MAX_RESPONSE_BYTES:
-        raise SsoFailed(f"the identity provider's answer was too large ({what})")
-    try:
-        document = json.loads(body)
-    except ValueError:
-        document = None
-    if status not in ok_statuses:
-        raise SsoFailed(f"the identity provider answered HTTP {status} ({what})")
-    if not isinstance(document, dict):
-        raise SsoFailed(f"the identity provider's answer was not a JSON object ({what})")
-    return status, document
-
-
-class JwksCache:
-    """A provider's signing keys, fetched on first use and again when a token names a key id
-    not in the cached set (a key rotation), at most once per `min_refetch_interval`."""
-
-    def __init__(
-        self,
-        session: aiohttp.ClientSession,
-        jwks_uri: str,
-        *,
-        min_refetch_interval: float = 0.0,
-        clock: Callable[[], float] = time.monotonic,
-    ) -> None:
-        self.jwks_uri = jwks_uri
-        self._session = session
-        self._min_refetch = min_refetch_interval
-        self._clock = clock
-        self._keys: KeySet | None = None
-        self._fetched_at = float("-inf")
-        self._last_miss_refetch = float("-inf")
-        self._lock = asyncio.Lock()
-
-    async def key(self, kid: str | None, alg: str) -> Key:
-        """The verification key for a token header's `kid` and `alg`."""
-        if self._keys is None:
-            await self._refresh(None)
-        try:
-            return self._pick(kid, alg)
-        except SsoFailed:
-            # Rate-limited from the last refetch a miss caused, not from the first load: a
-            # rotation right after start-up must still be picked up.
-            if self._clock() - self._last_miss_refetch < self._min_refetch:
-                raise
-        self._last_miss_refetch = self._clock()
-        await self._refresh(self._fetched_at)
-        return self._pick(kid, alg)
-
-    def _pick(self, kid: str | None, alg: str) -> Key:
-        assert self._keys is not None
-        try:
-            key = self._keys.get_by_kid(kid, {"alg": alg})
-        except InvalidKeyIdError:
-            raise SsoFailed(
-                "the ID token was signed with a key the provider does not publish"
-            ) from None
-        if key.get("use") not in (None, "sig"):
-            raise SsoFailed("the ID token was signed with a key not meant for signatures")
-        return key
-
-    async def _refresh(self, seen: float | None) -> None:
-        async with self._lock:
-            if self._keys is not None and self._fetched_at != seen:
-                return  # another caller refreshed while this one waited
-            _, document = await fetch_json(self._session, "GET", self.jwks_uri, "signing keys")
-            try:
-                keys = KeySet.import_key_set(document)  # type: ignore[arg-type]
-            except (JoseError, KeyError, TypeError, ValueError):
-                raise SsoFailed("the identity provider published no usable signing keys") from None
-            self._keys = keys
-            self._fetched_at = self._clock()
 
 
 class OidcClient:

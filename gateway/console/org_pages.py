@@ -2,7 +2,8 @@
 
 The audit log is for owners and admins (the key service's rule); the members list for
 owners and admins too, and only owners see the invite, role and remove controls (the
-people service refuses anyone else through the API as well).
+people service refuses anyone else through the API as well). Owners and admins can also
+revoke a person's user tokens there, when user-token issuers are configured.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from typing import Any
 from aiohttp import web
 
 from gateway.console.key_pages import require_key_role
-from gateway.console.render import KEYS, render
+from gateway.console.render import CONFIG, KEYS, render
 from gateway.console.session import PEOPLE, viewer
 from gateway.console.views import ACTION_LABELS, ACTIONS
 from gateway.people.models import ROLES
@@ -68,5 +69,8 @@ async def members(request: web.Request) -> web.Response:
         "roles": ROLES,
         "is_owner": role == "owner",
         "me": who.email,
+        # Owners and admins may revoke a person's user tokens (SPEC §11) when issuers
+        # are trusted; the admin API decides again.
+        "issuers": [i.issuer for i in request.app[CONFIG].user_tokens],
     }
     return await render(request, "members.html", context)

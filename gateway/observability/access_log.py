@@ -1,5 +1,6 @@
 """One line per request (proxy and admin API), JSON or text, to stdout. Never a key: its
-display prefix, also when a known key is refused (revoked, expired, wrong secret).
+display prefix, also when a known key is refused (revoked, expired, wrong secret). A user
+token (SPEC §11) is named by its subject (`"key": null, "org", "subject"`), never the token.
 
 Lines are gathered in memory and written together every `flush_interval` seconds (by the
 gateway's `access-log-flush` task), on shutdown, and whenever MAX_PENDING lines wait: one
@@ -75,10 +76,16 @@ class AccessLog:
         if agent is not None:
             agent = self.redact(agent[:256])  # bounded, and never a key pasted into it
         duration_ms = round(duration * 1000, 3)
+        user = getattr(exchange, "user", None)  # a user token's identity (proxy only)
         if self.fmt == "json":
             # Formatted directly (a quarter of the time of a dict through json's encoder);
             # every string goes through json's own escaping, so any value stays one field.
-            who = f'{_q(key.display_prefix)},"org":{_q(key.org)}' if key else 'null,"org":null'
+            if key:
+                who = f'{_q(key.display_prefix)},"org":{_q(key.org)}'
+            elif user:
+                who = f'null,"org":{_q(user.org)},"subject":{_q(user.subject)}'
+            else:
+                who = 'null,"org":null'
             line = (
                 f'{{"time":"{when}","request_id":{_q(exchange.request_id)},'
                 f'"method":{_q(exchange.method)},"path":{_q(path)},"route":{_q(exchange.route)},'
@@ -91,7 +98,8 @@ class AccessLog:
                 f"time={when} request_id={exchange.request_id} method={exchange.method} "
                 f"path={path} route={exchange.route} status={status} outcome={outcome} "
                 f"duration_ms={duration_ms} key={key.display_prefix if key else '-'} "
-                f"org={key.org if key else '-'} client={client or '-'} "
+                f"org={key.org if key else user.org if user else '-'} "
+                f"{f'subject={_text_value(user.subject)} ' if user else ''}client={client or '-'} "
                 f"user_agent={_q(agent) if agent is not None else '-'}\n"
             )
         pending = self._pending

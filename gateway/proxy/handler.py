@@ -1,8 +1,10 @@
 """The proxy's request pipeline, top to bottom.
 
 check the message (target, header size, framing) -> normalise path -> match route ->
-check a WebSocket handshake -> authenticate (credential, parse, resolve, status, scopes,
-org) -> record last use -> rate limit (only when the route or key has one) -> check the
+check a WebSocket handshake -> read the credential -> authenticate it: an API key (parse,
+resolve, status) or, when it is a JWS in `Authorization: Bearer` and issuers are
+configured, a user token (gateway.auth.user_tokens) -> authorise (scopes, org) -> record
+last use (keys) -> rate limit (only when the route or key has one) -> check the
 declared body size -> 100 Continue -> forward or relay. Each step raises one Refusal;
 `handle` turns it into the response and records the outcome once. Anything else that
 escapes is an internal error: logged with its traceback (never its message, which may
@@ -20,8 +22,11 @@ from urllib.parse import urlsplit
 from aiohttp import HttpVersion11, web
 
 from gateway.auth.authenticate import Headers, authorise, identity_headers
-from gateway.auth.errors import Refusal
+from gateway.auth.credentials import read_presented
+from gateway.auth.errors import MissingKey, Refusal
 from gateway.auth.key_lookup import KeyLookup
+from gateway.auth.token_claims import UserIdentity, token_shape
+from gateway.auth.user_tokens import UserTokens
 from gateway.config import Config, RouteConfig
 from gateway.keys.state import KeyState
 from gateway.observability import metrics
@@ -64,6 +69,7 @@ class Exchange:
     path: str = "-"
     route: str = "none"
     key: KeyState | None = None
+    user: UserIdentity | None = None  # the caller when it presented a user token
     client: str | None = None  # the client address (after server.trusted_proxies)
     user_agent: str | None = None
 
@@ -92,6 +98,7 @@ class ProxyHandler:
         access_log: AccessLog,
         record_use: Callable[[str], None],
         limiter: RateLimiter,
+        tokens: UserTokens | None = None,
     ) -> None:
         self.keys = config.keys
         self.routes = routes
@@ -102,6 +109,8 @@ class ProxyHandler:
         self.record_use = record_use
         self.limiter = limiter
         self.server = config.server
+        # None unless `user_tokens:` names an issuer: then every credential is a key.
+        self.tokens = tokens if tokens else None
 
     async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
         started = time.perf_counter()
@@ -118,6 +127,8 @@ class ProxyHandler:
             outcome = refusal.code
             if exchange.key is None:
                 exchange.key = refusal.key  # a known key refused: the log names its prefix
+            if exchange.user is None:
+                exchange.user = refusal.user  # a known token refused: the log names its subject
             response = refusal_response(refusal, exchange.request_id)
             if getattr(refusal, "close_connection", False):
                 response.force_close()  # what follows on the connection is not trusted
@@ -161,13 +172,29 @@ class ProxyHandler:
         )
         exchange.client = client.ip
         if not route.public:
-            exchange.key = key = await self.lookup.identify(request.headers, client.ip)
-            authorise(key, scopes=route.scopes, org_param=route.org_param, params=match.params)
-            identity = identity_headers(key)
-            self.record_use(key.id)
-            # Unlimited routes and keys stop at this test: no counting, no allocation.
-            if route.rate_limit is not None or key.rate_limit is not None:
-                limits = await self.limiter.admit(route, key)
+            presented, bearer = read_presented(request.headers)
+            if presented is None:
+                raise MissingKey()
+            if bearer and self.tokens is not None and token_shape(presented) is not None:
+                exchange.user = user = await self.tokens.identify(presented)
+                authorise(
+                    user,
+                    scopes=route.scopes,
+                    org_param=route.org_param,
+                    params=match.params,
+                    holder="token",
+                )
+                identity = user.headers
+                if route.rate_limit is not None:  # per subject; tokens carry no own limit
+                    limits = await self.limiter.admit(route, user)
+            else:
+                exchange.key = key = await self.lookup.identify(presented, client.ip)
+                authorise(key, scopes=route.scopes, org_param=route.org_param, params=match.params)
+                identity = identity_headers(key)
+                self.record_use(key.id)
+                # Unlimited routes and keys stop at this test: no counting, no allocation.
+                if route.rate_limit is not None or key.rate_limit is not None:
+                    limits = await self.limiter.admit(route, key)
         upstream = self.upstreams[route.upstream]
         headers = upstream_request_headers(
             request.headers,
@@ -189,6 +216,7 @@ class ProxyHandler:
                 exchange.key.id if exchange.key else None,
                 route.max_message,
                 RouteNeed(route.scopes, route.org_param, match.params),
+                exchange.user,
             )
         check_declared_size(body, route.max_body)
         if _expects_continue(request, body):

@@ -13,10 +13,10 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Sequence
+from typing import Protocol
 
 from gateway.config import RouteConfig
 from gateway.keys.rate_limits import RateLimit
-from gateway.keys.state import KeyState
 from gateway.observability import metrics
 from gateway.proxy.errors import RateLimited
 from gateway.proxy.rate_windows import Window, seconds_to_reset, tightest, window_start
@@ -65,6 +65,17 @@ class LocalCounts:
             del self._counts[name], self._ends[name]
 
 
+class Counted(Protocol):
+    """Whom a request is counted for: a key's state, or a user token's subject (its id
+    names the subject, so every token of one person shares one budget)."""
+
+    @property
+    def id(self) -> str: ...
+
+    @property
+    def rate_limit(self) -> RateLimit | None: ...
+
+
 class RateLimiter:
     """Counts requests against a route's and a key's limits; raises RateLimited."""
 
@@ -77,7 +88,7 @@ class RateLimiter:
         self._retry_at = 0.0  # monotonic time before which Redis is not asked
         self._outage = False
 
-    async def admit(self, route: RouteConfig, key: KeyState) -> tuple[tuple[str, str], ...]:
+    async def admit(self, route: RouteConfig, key: Counted) -> tuple[tuple[str, str], ...]:
         """The RateLimit-* headers for an allowed request; raise RateLimited otherwise.
 
         Called only when the route or the key has a limit.

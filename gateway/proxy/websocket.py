@@ -14,6 +14,7 @@ import aiohttp
 from aiohttp import WSMsgType, web
 from multidict import CIMultiDict
 
+from gateway.auth.token_claims import UserIdentity
 from gateway.proxy.errors import UpstreamTimeout, UpstreamUnavailable
 from gateway.proxy.responses import SERVER_NAME
 from gateway.proxy.upstreams import Upstream
@@ -44,6 +45,7 @@ async def relay_websocket(
     key_id: str | None,
     max_message: int,
     need: RouteNeed | None = None,
+    user: UserIdentity | None = None,
 ) -> web.WebSocketResponse:
     """Connect upstream first (so its failure is a clean 502/504), then accept the client.
 
@@ -51,7 +53,8 @@ async def relay_websocket(
     `max_message` bytes close the session with 1009 on either side; permessage-deflate is
     neither offered upstream nor accepted from the client, so a message's size on the wire
     is its size in memory. `need` (what the route requires of the key) is registered with
-    the session, so a key that loses a scope or org the route needs is closed with 1008.
+    the session, so a key that loses a scope or org the route needs is closed with 1008;
+    a user token's session (`user`) ends when the token expires or is revoked.
     """
     protocols = [
         p.strip()
@@ -88,7 +91,7 @@ async def relay_websocket(
     except BaseException:
         await up.close()
         raise
-    ended = sessions.add(key_id, down, need)  # a public route's too: for `going_away`
+    ended = sessions.add(key_id, down, need, user)  # a public route's too: for `going_away`
     try:
         await _pump_both(down, up, ended)
     except BaseException:

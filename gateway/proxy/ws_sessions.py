@@ -14,13 +14,14 @@ as a failure rather than as a cue to reconnect elsewhere.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 from aiohttp import web
 
 from gateway.auth.authenticate import authorise, check_status
 from gateway.auth.errors import Refusal
+from gateway.auth.token_claims import UserIdentity
 from gateway.keys.state import KeyState
 
 POLICY_VIOLATION = 1008
@@ -65,32 +66,60 @@ class WebSocketSessions:
     def __init__(self) -> None:
         # Sessions of public routes (no key) under None: only `going_away` ends them.
         self._by_key: dict[str | None, dict[web.WebSocketResponse, _Session]] = {}
+        # Sessions opened with a user token (SPEC §11), with its identity: ended when the
+        # token expires or its subject's tokens are revoked (gateway.auth.user_tokens).
+        self._users: dict[web.WebSocketResponse, tuple[UserIdentity, _Session]] = {}
         self._gone = False
 
     def add(
-        self, key_id: str | None, ws: web.WebSocketResponse, need: RouteNeed | None = None
+        self,
+        key_id: str | None,
+        ws: web.WebSocketResponse,
+        need: RouteNeed | None = None,
+        user: UserIdentity | None = None,
     ) -> asyncio.Future[Ending]:
-        """Register a session; without `need`, only revocation and expiry end it.
+        """Register a session (a key's, a user token's: `user`, or a public route's);
+        without `need`, only revocation and expiry end it.
 
         Returns the future its owner awaits: resolved with how to close it. A session
         opened once the worker is going away is told so at once."""
         ended: asyncio.Future[Ending] = asyncio.get_running_loop().create_future()
         if self._gone:
             ended.set_result(Ending(GOING_AWAY, SHUTTING_DOWN))
-        self._by_key.setdefault(key_id, {})[ws] = _Session(need or _NO_NEED, ended)
+        session = _Session(need or _NO_NEED, ended)
+        if user is not None:
+            self._users[ws] = (user, session)
+        else:
+            self._by_key.setdefault(key_id, {})[ws] = session
         return ended
+
+    def end_users(self, why: Callable[[UserIdentity], str | None]) -> int:
+        """End (1008) each user-token session for which `why` gives a reason; returns
+        how many are ending."""
+        ending = 0
+        for identity, session in list(self._users.values()):
+            if session.ended.done():
+                continue
+            reason = why(identity)
+            if reason is not None:
+                session.ended.set_result(Ending(POLICY_VIOLATION, reason))
+                ending += 1
+        return ending
 
     def going_away(self) -> int:
         """The worker stops: end every session, now and opened from now on, with 1001;
         returns how many were open."""
         self._gone = True
         sessions = [s for by_ws in self._by_key.values() for s in by_ws.values()]
+        sessions += [session for _, session in self._users.values()]
         for session in sessions:
             if not session.ended.done():
                 session.ended.set_result(Ending(GOING_AWAY, SHUTTING_DOWN))
         return len(sessions)
 
     def remove(self, key_id: str | None, ws: web.WebSocketResponse) -> None:
+        if self._users.pop(ws, None) is not None:
+            return
         sockets = self._by_key.get(key_id)
         if sockets is not None:
             sockets.pop(ws, None)
@@ -127,4 +156,4 @@ class WebSocketSessions:
         return len(ending)
 
     def __len__(self) -> int:
-        return sum(len(s) for s in self._by_key.values())
+        return sum(len(s) for s in self._by_key.values()) + len(self._users)

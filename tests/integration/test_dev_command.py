@@ -1,9 +1,12 @@
 """`keygate dev` from a fresh folder: embedded stores, demo upstream, a printed demo key
-that works, and Ctrl-C stopping everything it started. On the next run: the same store
-ports, and the printed `keygate keys create …` hint works as printed from that folder."""
+that works, a printed demo user token that works on the same route (the demo upstream
+serving the demo issuer's JWKS), and Ctrl-C stopping everything it started. On the next
+run: the same store ports, the printed `keygate keys create …` hint works as printed from
+that folder, and a fresh token from the same issuer key, at the moved demo port."""
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import re
@@ -21,6 +24,7 @@ import yaml
 from gateway.embedded import free_port
 
 KEY = re.compile(r"kg_live_[0-9A-Za-z]{46}")
+TOKEN = re.compile(r"eyJ[\w-]+\.[\w-]+\.[\w-]+")
 
 
 def _status(url: str, headers: dict[str, str] | None = None, method: str = "GET") -> int:
@@ -30,6 +34,30 @@ def _status(url: str, headers: dict[str, str] | None = None, method: str = "GET"
             return int(response.status)
     except urllib.error.HTTPError as exc:
         return int(exc.code)
+
+
+def _seen_upstream(url: str, credential: str) -> dict[str, str]:
+    """GET through the gateway with `credential` as a bearer: the X-Keygate-* headers the
+    demo upstream received (it echoes them), after a 200."""
+    request = urllib.request.Request(url, headers={"Authorization": f"Bearer {credential}"})
+    with urllib.request.urlopen(request, timeout=5) as response:
+        assert response.status == 200
+        echoed = json.loads(response.read())
+    return {k: v for k, v in echoed["headers"] if k.lower().startswith("x-keygate-")}
+
+
+def _jwt_part(token: str, index: int) -> dict[str, object]:
+    part = token.split(".")[index]
+    decoded: dict[str, object] = json.loads(base64.urlsafe_b64decode(part + "=" * (-len(part) % 4)))
+    return decoded
+
+
+def _printed_token(text: str) -> str:
+    """The demo user token of the last banner in `text`, checked against its curl line."""
+    banner = text.rsplit("Keygate dev is up.", 1)[1]
+    tokens = TOKEN.findall(banner)
+    assert len(tokens) == 2 and tokens[0] == tokens[1], banner  # shown, then in a curl line
+    return str(tokens[0])
 
 
 def _wait_for(output: Path, pattern: str, proc: subprocess.Popen[bytes], timeout: float) -> str:
@@ -95,6 +123,34 @@ def test_dev_serves_a_working_demo_key_and_stops_cleanly(tmp_path: Path) -> None
         assert _status(f"{base}/api/v1/sessions/42") == 401
         assert _status(f"{base}/api/v1/sessions", auth, method="POST") == 403
         assert "curl" in text
+        # A dashboard's user token and a script's key on the same route: both reach the
+        # upstream, which is told which kind of credential it was.
+        token = _printed_token(text)
+        claims = _jwt_part(token, 1)
+        assert claims["iss"] == f"http://127.0.0.1:{upstream}/_demo/issuer"
+        assert (claims["sub"], claims["org"], claims["scope"]) == (
+            "dashboard-user",
+            "demo",
+            "read events",
+        )
+        assert 3500 <= int(claims["exp"]) - int(claims["iat"]) <= 3600  # type: ignore[call-overload]
+        route = f"{base}/api/v1/sessions/42"
+        by_key = _seen_upstream(route, key.group())
+        by_token = _seen_upstream(route, token)
+        assert by_key["X-Keygate-Credential"] == "key" and by_key["X-Keygate-Org"] == "demo"
+        assert by_token == {
+            "X-Keygate-Credential": "user",
+            "X-Keygate-Subject": "dashboard-user",
+            "X-Keygate-Org": "demo",
+            "X-Keygate-Scopes": "read events",
+        }
+        assert f"curl -i {route} -H 'Authorization: Bearer {token}'" in text
+        assert (
+            _status(f"{base}/api/v1/sessions", {"Authorization": f"Bearer {token}"}, "POST") == 403
+        )
+        issuer_key = tmp_path / ".keygate" / "demo-issuer.jwk"
+        assert issuer_key.stat().st_mode & 0o777 == 0o600
+        kid = _jwt_part(token, 0)["kid"]
         first = _state(tmp_path)
         assert first["pid"] == proc.pid
         # The CLI, run from this folder with no --config or KEYGATE_*, finds this run.
@@ -116,14 +172,25 @@ def test_dev_serves_a_working_demo_key_and_stops_cleanly(tmp_path: Path) -> None
     )
     assert stopped.returncode == 1 and "demo" not in stopped.stdout
 
-    # Second run, proxy moved by --proxy-port: data kept, the key is not shown again and
-    # still works, the stores are back on their ports, and the printed hint works as
-    # printed, from this folder, in a shell without KEYGATE_* settings.
-    moved = free_port()
-    proc = _start_dev(tmp_path, config, log, "--proxy-port", str(moved))
+    # Second run, proxy and demo upstream moved by --proxy-port and --demo-port: data kept,
+    # the key is not shown again and still works, a fresh user token (same issuer key pair,
+    # issuer URL at the new demo port) works too, the stores are back on their ports, and
+    # the printed hint works as printed, from this folder, in a shell without KEYGATE_*.
+    moved, demo_moved = free_port(), free_port()
+    second_log = tmp_path / "dev-2.log"  # its own file: the whole banner, once
+    proc = _start_dev(
+        tmp_path, config, second_log, "--proxy-port", str(moved), "--demo-port", str(demo_moved)
+    )
     try:
-        text = _wait_for(log, "cannot be shown again", proc, 60)
+        text = _wait_for(second_log, "Press Ctrl-C", proc, 60)
+        assert "cannot be shown again" in text
         assert _status(f"http://127.0.0.1:{moved}/api/v1/sessions/1", auth) == 200
+        fresh_token = _printed_token(text)
+        assert fresh_token != token
+        assert _jwt_part(fresh_token, 0)["kid"] == kid
+        assert _jwt_part(fresh_token, 1)["iss"] == f"http://127.0.0.1:{demo_moved}/_demo/issuer"
+        seen = _seen_upstream(f"http://127.0.0.1:{moved}/api/v1/sessions/1", fresh_token)
+        assert seen["X-Keygate-Credential"] == "user"
         second = _state(tmp_path)
         assert (second["postgres_port"], second["redis_port"]) == (
             first["postgres_port"],

@@ -11,15 +11,25 @@
 //   OIDC_ID_TOKEN_CLAIMS  "1": put email/name in the ID token itself (as Google does);
 //                         otherwise they come only from the userinfo endpoint (the default
 //                         of the spec's "conform" mode)
+//   OIDC_JWKS_FILE        a JSON file {"keys": [private JWKs with kid and alg]} to sign
+//                         with (the first key of each alg signs); default: a fresh RS256
+//                         and ES256 key. Restarting with another file rotates the keys.
+//   OIDC_RESOURCE_AUDIENCE user tokens (Keygate SPEC §11): JWT access tokens with this
+//                         aud, for resource indicators https://api.keygate.test/<ALG>/<TTL>
+//                         (ALG RS256 or ES256, TTL in seconds), from the client
+//                         credentials grant of the OIDC_SERVICE_CLIENTS
+//   OIDC_SERVICE_CLIENTS  "id:secret:org,…": clients whose access tokens carry sub = id
+//                         and the claim org = org
 //
 // Sign-in uses the library's development interactions: a login page with any login name
 // (one of the accounts below) and any password. Consent is skipped: the clients are
 // first-party. Prints "ready <issuer>" on stdout once it listens.
 
 import { generateKeyPairSync, randomBytes } from 'node:crypto';
+import { readFileSync } from 'node:fs';
 import { createServer } from 'node:http';
 
-import Provider from 'oidc-provider';
+import Provider, { errors } from 'oidc-provider';
 
 const ACCOUNTS = {
   'ada@example.com': { email: 'ada@example.com', email_verified: true, name: 'Ada Lovelace' },
@@ -61,13 +71,64 @@ if (process.env.OIDC_PUBLIC_CLIENT_ID) {
   });
 }
 
-// A fresh RS256 signing key for every run: nothing secret is committed.
-const { privateKey } = generateKeyPairSync('rsa', { modulusLength: 2048 });
-const signingKey = { ...privateKey.export({ format: 'jwk' }), alg: 'RS256', use: 'sig', kid: `k-${randomBytes(6).toString('hex')}` };
+// Fresh signing keys for every run unless a file gives them: nothing secret is committed.
+function freshKeys() {
+  const rsa = generateKeyPairSync('rsa', { modulusLength: 2048 }).privateKey;
+  const ec = generateKeyPairSync('ec', { namedCurve: 'P-256' }).privateKey;
+  return [
+    { ...rsa.export({ format: 'jwk' }), alg: 'RS256', use: 'sig', kid: `k-${randomBytes(6).toString('hex')}` },
+    { ...ec.export({ format: 'jwk' }), alg: 'ES256', use: 'sig', kid: `k-${randomBytes(6).toString('hex')}` },
+  ];
+}
+const signingKeys = process.env.OIDC_JWKS_FILE
+  ? JSON.parse(readFileSync(process.env.OIDC_JWKS_FILE, 'utf8')).keys
+  : freshKeys();
+
+// User tokens: service clients (client credentials) get JWT access tokens for Keygate.
+const audience = process.env.OIDC_RESOURCE_AUDIENCE;
+const serviceOrgs = {};
+for (const entry of (process.env.OIDC_SERVICE_CLIENTS || '').split(',').filter(Boolean)) {
+  const [clientId, clientSecret, org] = entry.split(':');
+  serviceOrgs[clientId] = org;
+  clients.push({
+    client_id: clientId,
+    client_secret: clientSecret,
+    redirect_uris: [],
+    grant_types: ['client_credentials'],
+    response_types: [],
+    token_endpoint_auth_method: 'client_secret_basic',
+    scope: 'read manage events',
+  });
+}
+const userTokenFeatures = audience ? {
+  clientCredentials: { enabled: true },
+  resourceIndicators: {
+    enabled: true,
+    defaultResource: () => undefined,
+    useGrantedResource: () => true,
+    getResourceServerInfo(ctx, resource) {
+      const match = /^https:\/\/api\.keygate\.test\/(RS256|ES256)\/(\d+)$/.exec(resource);
+      if (!match) throw new errors.InvalidTarget();
+      return {
+        scope: 'read manage events',
+        audience,
+        accessTokenFormat: 'jwt',
+        accessTokenTTL: Number(match[2]),
+        jwt: { sign: { alg: match[1] } },
+      };
+    },
+  },
+} : {};
 
 const provider = new Provider(issuer, {
   clients,
-  jwks: { keys: [signingKey] },
+  jwks: { keys: signingKeys },
+  features: userTokenFeatures,
+  ...(audience ? { scopes: ['openid', 'offline_access', 'read', 'manage', 'events'] } : {}),
+  async extraTokenClaims(ctx, token) {
+    const org = serviceOrgs[token.clientId];
+    return org ? { org } : undefined;
+  },
   cookies: { keys: [randomBytes(32).toString('hex')] },
   pkce: { required: () => true },
   claims: {

@@ -5,12 +5,15 @@
 
 Starts, all on 127.0.0.1 and all stopped at the end:
   embedded PostgreSQL + Redis in a temp dir (migrated; one org and one key created
-  through KeyService), a fixed-response upstream (tests/perf/fixed_upstream.py), and in
-  turn each system under test: the upstream itself, the plain proxy
-  (tests/perf/plain_proxy.py) and `python -m gateway serve`, with 1 and 2 workers.
-Each is warmed up (key cache filled on every worker, then a short wrk run), then driven
-by wrk twice: throughput at --connections, latency at --latency-connections. The table
-gives requests/s, p50, p99 and the CPU time the proxy processes spent per request.
+  through KeyService), a local user-token issuer (an ES256 key pair whose JWKS this
+  script serves from a thread; one token signed for the org, SPEC §11), a fixed-response
+  upstream (tests/perf/fixed_upstream.py), and in turn each system under test: the
+  upstream itself, the plain proxy (tests/perf/plain_proxy.py) and `python -m gateway
+  serve`, with 1 and 2 workers, called with the cached API key and with the cached user
+  token (same config, same route; the two alternate in order from round to round).
+Each is warmed up (key or token cache filled on every worker, then a short wrk run), then
+driven by wrk twice: throughput at --connections, latency at --latency-connections. The
+table gives requests/s, p50, p99 and the CPU time the proxy processes spent per request.
 
 --profile DIR additionally records Keygate (1 worker) under load with py-spy and prints
 the functions where the time goes (needs py-spy: `.venv/bin/pip install py-spy`).
@@ -23,6 +26,8 @@ import argparse
 import asyncio
 import collections
 import contextlib
+import http.server
+import json
 import os
 import re
 import shutil
@@ -31,6 +36,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import timeit
 import urllib.error
@@ -43,6 +49,7 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
 sys.path.insert(0, str(ROOT))
 
+from gateway.demo_issuer import DemoIssuer, generate_key, jwks  # noqa: E402
 from gateway.embedded import EmbeddedPostgres, EmbeddedRedis, free_port  # noqa: E402
 
 PYTHON = sys.executable
@@ -202,6 +209,54 @@ async def create_key(database_url: str, redis_url: str) -> str:
         hasher.close()
 
 
+class LocalIssuer:
+    """A user-token issuer on 127.0.0.1: an ES256 key pair made here, its JWKS served by
+    a thread of this process (the gateway fetches it at start-up), tokens signed for the
+    benchmark org. No network, no provider process."""
+
+    AUDIENCE = "keygate-bench"
+
+    def __init__(self) -> None:
+        key = generate_key()
+        body = json.dumps(jwks(key)).encode()
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self) -> None:  # the http.server API names it so
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *_args: object) -> None:
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        origin = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.issuer = origin + "/bench-issuer"
+        self.jwks_url = origin + "/bench-issuer/jwks.json"
+        self.signer = DemoIssuer(key, self.issuer, self.AUDIENCE)
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def token(self, org: str = "bench", scopes: tuple[str, ...] = ("read",)) -> str:
+        """A token valid for a day: it stays cached (until its exp) for the whole run."""
+        return self.signer.token(subject="bench-user", org=org, scopes=scopes, lifetime=86400)
+
+    def config(self) -> str:
+        """The `user_tokens:` section trusting this issuer."""
+        return (
+            f"user_tokens:\n"
+            f"  - {{issuer: {self.issuer!r}, audience: {self.AUDIENCE}, "
+            f"jwks_url: {self.jwks_url!r}, algorithms: [ES256]}}\n"
+        )
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
 def keygate_config(
     path: Path,
     proxy_port: int,
@@ -210,7 +265,10 @@ def keygate_config(
     access_log: bool,
     pg_url: str,
     redis_url: str,
+    user_tokens: str = "",
 ) -> None:
+    """A Keygate config like the example's routes; `user_tokens` (a `user_tokens:`
+    section, LocalIssuer.config) adds trusted issuers."""
     path.write_text(f"""\
 listen: {{proxy: "127.0.0.1:{proxy_port}", admin: "127.0.0.1:{admin_port}"}}
 database_url: {pg_url}
@@ -227,7 +285,7 @@ routes:
   - {{path: "/api/v1/orgs/{{org}}/**", upstream: api, scopes: [read], org_param: org}}
   - {{path: "/api/v1/items/**", methods: [GET], upstream: api, scopes: [read], name: items}}
   - {{path: "/health", upstream: api, public: true, name: health}}
-""")
+{user_tokens}""")
 
 
 # ---------------------------------------------------------------------------- wrk
@@ -289,7 +347,7 @@ def run_wrk(
 @dataclass
 class Scenario:
     label: str
-    kind: str  # direct | plain | keygate
+    kind: str  # direct | plain | keygate (API key) | keygate-token (user token) | keygate-other
     workers: int
     access_log: bool = False
     root: Path = ROOT  # the source tree whose `gateway` package runs (--compare-root)
@@ -307,6 +365,16 @@ class Env:
     key: str
     lua: Path
     args: argparse.Namespace
+    token: str = ""  # a user token from `issuer`, for the keygate-token targets
+    token_lua: Path | None = None
+    issuer: LocalIssuer | None = None
+
+    def credential(self, kind: str) -> tuple[str, Path]:
+        """The bearer credential and wrk script for a target kind."""
+        if kind == "keygate-token":
+            assert self.token_lua is not None
+            return self.token, self.token_lua
+        return self.key, self.lua
 
 
 @dataclass
@@ -373,7 +441,12 @@ def start_target(
         return proc, port
     admin = free_port()
     cfg = env.tmp / f"keygate-{sc.workers}-{int(sc.access_log)}-{abs(hash(sc.root))}.yaml"
-    keygate_config(cfg, port, admin, env.upstream_port, sc.access_log, env.pg_url, env.redis_url)
+    # The key and token targets run the same config (issuer trusted in both); another
+    # tree (--compare-root) may not know `user_tokens:`.
+    tokens = env.issuer.config() if env.issuer is not None and sc.root == ROOT else ""
+    keygate_config(
+        cfg, port, admin, env.upstream_port, sc.access_log, env.pg_url, env.redis_url, tokens
+    )
     proc = env.procs.start(
         [PYTHON, "-m", "gateway", "serve", "--config", str(cfg), "--workers", str(sc.workers)],
         env={
@@ -392,13 +465,17 @@ def start_target(
     return proc, port
 
 
-def warm(env: Env, port: int, workers: int, wrk_cpus: str | None = None) -> None:
-    """Fill the key cache of every worker: fresh connections land on random workers."""
+def warm(
+    env: Env, port: int, workers: int, wrk_cpus: str | None = None, kind: str = "keygate"
+) -> None:
+    """Fill the key (or token) cache of every worker: fresh connections land on random
+    workers."""
+    credential, lua = env.credential(kind)
     url = f"http://127.0.0.1:{port}{BENCH_PATH}"
-    headers = {"Authorization": f"Bearer {env.key}"}
+    headers = {"Authorization": f"Bearer {credential}"}
     for _ in range(20 * workers):
         get_ok(url, headers)
-    run_wrk(url, env.lua, env.args.connections, env.args.warmup, env.args.threads, wrk_cpus)
+    run_wrk(url, lua, env.args.connections, env.args.warmup, env.args.threads, wrk_cpus)
 
 
 def measure(env: Env, sc: Scenario) -> None:
@@ -407,7 +484,8 @@ def measure(env: Env, sc: Scenario) -> None:
     proc = None
     try:
         proc, port = start_target(env, sc, where.target)
-        warm(env, port, sc.workers, where.wrk)
+        warm(env, port, sc.workers, where.wrk, sc.kind)
+        _, lua = env.credential(sc.kind)
         url = f"http://127.0.0.1:{port}{BENCH_PATH}"
         measured = proc.pid if proc is not None else upstream.pid
         for conns, into in (
@@ -415,7 +493,7 @@ def measure(env: Env, sc: Scenario) -> None:
             (env.args.latency_connections, sc.latency),
         ):
             cpu0, t0 = cpu_seconds(measured), time.monotonic()
-            result = run_wrk(url, env.lua, conns, env.args.duration, env.args.threads, where.wrk)
+            result = run_wrk(url, lua, conns, env.args.duration, env.args.threads, where.wrk)
             cpu = cpu_seconds(measured) - cpu0
             requests = result.rps * (time.monotonic() - t0)
             result.cpu_us_per_req = cpu / requests * 1e6 if requests else None
@@ -426,7 +504,7 @@ def measure(env: Env, sc: Scenario) -> None:
                     flush=True,
                 )
         print(
-            f"  {sc.label:<34} {sc.throughput[-1].rps:>9.0f} req/s   "
+            f"  {sc.label:<44} {sc.throughput[-1].rps:>9.0f} req/s   "
             f"p50@c{env.args.latency_connections} {sc.latency[-1].p50_ms:.3f} ms",
             flush=True,
         )
@@ -445,8 +523,9 @@ def profile(env: Env, out_dir: Path, native: bool, kind: str = "keygate") -> Non
     proc, port = start_target(env, sc, where.target)
     assert proc is not None
     rate = 250
+    _, lua = env.credential(kind)
     try:
-        warm(env, port, 1, where.wrk)
+        warm(env, port, 1, where.wrk, kind)
         raw = out_dir / f"{kind}-1w.collapsed"
         svg = out_dir / f"{kind}-1w.svg"
         duration = max(5, int(env.args.duration))
@@ -471,7 +550,7 @@ def profile(env: Env, out_dir: Path, native: bool, kind: str = "keygate") -> Non
             time.sleep(0.5)
             # wrk runs for the whole sampling window so every sample is under load.
             result = run_wrk(
-                url, env.lua, env.args.connections, duration + 2, env.args.threads, where.wrk
+                url, lua, env.args.connections, duration + 2, env.args.threads, where.wrk
             )
             spy.wait(duration + 30)
             env.procs.running.remove(spy)
@@ -629,7 +708,7 @@ def report(scenarios: list[Scenario], args: argparse.Namespace) -> None:
         f"median of {args.repeat} run(s); GET {BENCH_PATH}"
     )
     head = (
-        f"| {'target':<34} | {'req/s @c' + str(c):>10} | {'p50 ms':>7} | {'p99 ms':>7} | "
+        f"| {'target':<44} | {'req/s @c' + str(c):>10} | {'p50 ms':>7} | {'p99 ms':>7} | "
         f"{'CPU us/req':>10} | {'req/s @c' + str(lc):>9} | {'p50 ms':>7} | {'p99 ms':>7} |"
     )
     print(head)
@@ -638,7 +717,7 @@ def report(scenarios: list[Scenario], args: argparse.Namespace) -> None:
         t, lt = sc.throughput, sc.latency
         cpu = _med([r.cpu_us_per_req for r in t if r.cpu_us_per_req is not None] or [0])
         print(
-            f"| {sc.label:<34} | {_med([r.rps for r in t]):>10.0f} | "
+            f"| {sc.label:<44} | {_med([r.rps for r in t]):>10.0f} | "
             f"{_med([r.p50_ms for r in t]):>7.2f} | {_med([r.p99_ms for r in t]):>7.2f} | "
             f"{cpu:>10.0f} | {_med([r.rps for r in lt]):>9.0f} | "
             f"{_med([r.p50_ms for r in lt]):>7.3f} | {_med([r.p99_ms for r in lt]):>7.3f} |"
@@ -660,9 +739,41 @@ def report(scenarios: list[Scenario], args: argparse.Namespace) -> None:
         cpu_p = _med([r.cpu_us_per_req or 0 for r in plain.throughput])
         verdict = "OK" if ratio >= 0.85 and added < 1.0 else "BELOW TARGET"
         print(
-            f"  {sc.label:<38}: "
+            f"  {sc.label:<44}: "
             f"req/s ratio {ratio:.2f}, added p50 @c{lc} {added * 1000:+.0f} us, "
             f"CPU/req {cpu_k / cpu_p if cpu_p else 0:.2f}x plain  [{verdict}]"
+        )
+    report_tokens(by, lc)
+
+
+def report_tokens(by: dict[tuple[str, int, bool], Scenario], lc: int) -> None:
+    """Cached user token vs cached API key: same config, route and rounds (issue 13's
+    target: the same requests/s within 5 %). Paired: each round's token run is divided by
+    the same round's key run, which ran right before or after it."""
+    pairs = [
+        (sc, by[("keygate", workers, log)])
+        for (kind, workers, log), sc in by.items()
+        if kind == "keygate-token" and ("keygate", workers, log) in by
+    ]
+    if not pairs:
+        return
+    print("\nCached user token vs cached API key (target: req/s within 5 %):")
+    for token, key in pairs:
+        paired = [t.rps / k.rps for t, k in zip(token.throughput, key.throughput, strict=True)]
+        cpu = [
+            t.cpu_us_per_req / k.cpu_us_per_req
+            for t, k in zip(token.throughput, key.throughput, strict=True)
+            if t.cpu_us_per_req and k.cpu_us_per_req
+        ]
+        added = _med([r.p50_ms for r in token.latency]) - _med([r.p50_ms for r in key.latency])
+        ratio = _med(paired)
+        verdict = "OK" if ratio >= 0.95 else "SLOWER THAN 5 %"
+        print(
+            f"  {token.workers} worker(s), log {'on' if token.access_log else 'off'}: "
+            f"token/key req/s, paired rounds: median {ratio:.3f} "
+            f"(min {min(paired):.3f}, max {max(paired):.3f}, {len(paired)} rounds); "
+            f"CPU/req {_med(cpu) if cpu else 0:.3f}x; p50 @c{lc} {added * 1000:+.0f} us  "
+            f"[{verdict}]"
         )
 
 
@@ -708,7 +819,16 @@ def parse_args() -> argparse.Namespace:
         help="also measure the gateway package of another source tree (log off)",
     )
     p.add_argument("--profile", metavar="DIR", help="also py-spy Keygate 1 worker into DIR")
-    p.add_argument("--profile-target", choices=("keygate", "plain", "both"), default="keygate")
+    p.add_argument(
+        "--profile-target",
+        choices=("keygate", "plain", "both", "keygate-token", "key-and-token"),
+        default="keygate",
+        help="keygate: cached API key; keygate-token: cached user token; both: plain and "
+        "keygate; key-and-token: keygate and keygate-token",
+    )
+    p.add_argument(
+        "--no-tokens", dest="tokens", action="store_false", help="skip the user-token targets"
+    )
     p.add_argument("--native", action="store_true", help="py-spy --native (C frames too)")
     p.add_argument("--only-profile", action="store_true", help="skip the wrk table")
     p.add_argument("--skip-routes", action="store_true", help="skip the route-table timing")
@@ -752,6 +872,7 @@ def main() -> int:
     procs = Procs()
     pg = EmbeddedPostgres(tmp / "pg")
     rd = EmbeddedRedis(tmp / "redis")
+    issuer: LocalIssuer | None = None
     try:
         print(f"\nStarting PostgreSQL and Redis in {tmp} ...", flush=True)
         pg.start()
@@ -760,6 +881,10 @@ def main() -> int:
         lua = tmp / "auth.lua"
         lua.write_text(f'wrk.headers["Authorization"] = "Bearer {key}"\n')
         env = Env(tmp, procs, 0, pg.url, rd.url, key, lua, args)
+        issuer = LocalIssuer()
+        env.issuer, env.token = issuer, issuer.token()
+        env.token_lua = tmp / "token.lua"
+        env.token_lua.write_text(f'wrk.headers["Authorization"] = "Bearer {env.token}"\n')
 
         logs = {"off": [False], "on": [True], "both": [False, True]}[args.access_log]
         scenarios = [Scenario("direct upstream", "direct", 1)]
@@ -768,12 +893,22 @@ def main() -> int:
             for log in logs:
                 scenarios.append(
                     Scenario(
-                        f"keygate, {workers} worker(s), log {'on' if log else 'off'}",
+                        f"keygate key, {workers} worker(s), log {'on' if log else 'off'}",
                         "keygate",
                         workers,
                         access_log=log,
                     )
                 )
+                if args.tokens:
+                    scenarios.append(
+                        Scenario(
+                            f"keygate user token, {workers} worker(s), log "
+                            f"{'on' if log else 'off'}",
+                            "keygate-token",
+                            workers,
+                            access_log=log,
+                        )
+                    )
             if args.compare_root:
                 scenarios.append(
                     Scenario(
@@ -786,20 +921,38 @@ def main() -> int:
         if not args.only_profile:
             for round_ in range(args.repeat):
                 print(f"\nRound {round_ + 1}/{args.repeat}", flush=True)
-                for sc in scenarios:
+                for sc in round_order(scenarios, round_):
                     measure(env, sc)
             report(scenarios, args)
         if args.profile:
-            kinds = ["plain", "keygate"] if args.profile_target == "both" else [args.profile_target]
+            kinds = {
+                "both": ["plain", "keygate"],
+                "key-and-token": ["keygate", "keygate-token"],
+            }.get(args.profile_target, [args.profile_target])
             for kind in kinds:
                 print(f"\nProfiling {kind}, 1 worker (access log off), under the throughput load")
                 profile(env, Path(args.profile).resolve(), args.native, kind)
     finally:
         procs.stop_all()
+        if issuer is not None:
+            issuer.close()
         rd.destroy()
         pg.destroy()
         shutil.rmtree(tmp, ignore_errors=True)
     return 0
+
+
+def round_order(scenarios: list[Scenario], round_: int) -> list[Scenario]:
+    """The targets in measuring order: in odd rounds each user-token target runs before
+    its API-key twin instead of after it, so slow drift of the machine does not favour
+    either side of the token/key ratio."""
+    order = list(scenarios)
+    if round_ % 2:
+        for i, sc in enumerate(order[:-1]):
+            nxt = order[i + 1]
+            if sc.kind == "keygate" and nxt.kind == "keygate-token" and sc.root == nxt.root:
+                order[i], order[i + 1] = nxt, sc
+    return order
 
 
 if __name__ == "__main__":

@@ -11,7 +11,9 @@ bench_proxy.py's requests/s, not instead of them.
 Starts embedded PostgreSQL + Redis, one key, the fixed upstream (tests/perf/
 fixed_upstream.py, not under valgrind) and, in turn, each server under callgrind with
 instrumentation off: the plain aiohttp proxy, Keygate on a public route and Keygate on an
-authenticated route with a cached key, with its access log off and on (to /dev/null).
+authenticated route with a cached key, with its access log off and on (to /dev/null), and
+with a cached user token (bench_proxy.LocalIssuer; every Keygate target trusts that
+issuer, so the key and token targets run the same config).
 Each is warmed up (400 requests), then counted over --requests sequential keep-alive
 requests (instrumentation switched on and off around them with callgrind_control), then
 stopped. Needs valgrind (Debian package).
@@ -34,7 +36,15 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 import bench_proxy  # noqa: E402
-from bench_proxy import PYTHON, ROOT, SECRET, Procs, create_key, keygate_config  # noqa: E402
+from bench_proxy import (  # noqa: E402
+    PYTHON,
+    ROOT,
+    SECRET,
+    LocalIssuer,
+    Procs,
+    create_key,
+    keygate_config,
+)
 
 from gateway.embedded import EmbeddedPostgres, EmbeddedRedis, free_port  # noqa: E402
 
@@ -49,6 +59,7 @@ class Target:
     path: str
     root: Path = ROOT
     access_log: bool = False
+    token: bool = False  # call with the user token instead of the API key
 
 
 async def _connection(port: int, request: bytes, count: int, statuses: list[int]) -> None:
@@ -117,6 +128,7 @@ def count(
     redis_url: str,
     key: str,
     requests: int,
+    user_tokens: str = "",
 ) -> float:
     port = free_port()
     out = tmp / f"callgrind-{target.label.replace(' ', '_')}.%p.out"
@@ -135,7 +147,11 @@ def count(
     else:
         admin = free_port()
         cfg = tmp / f"keygate-{port}.yaml"
-        keygate_config(cfg, port, admin, upstream_port, target.access_log, pg_url, redis_url)
+        # Older trees (--compare-root) may not know `user_tokens:`: only when a token is sent.
+        tokens = user_tokens if target.root == ROOT or target.token else ""
+        keygate_config(
+            cfg, port, admin, upstream_port, target.access_log, pg_url, redis_url, tokens
+        )
         args = [PYTHON, "-m", "gateway", "serve", "--config", str(cfg)]
         env["KEYGATE_SECRET"] = SECRET
         ready = f"http://127.0.0.1:{admin}/readyz"
@@ -165,6 +181,11 @@ def main() -> int:
         metavar="DIR",
         help="also count the gateway package of this tree (repeatable)",
     )
+    parser.add_argument(
+        "--compare-token",
+        action="store_true",
+        help="count each --compare-root tree with the cached user token too",
+    )
     parser.add_argument("--keep", action="store_true", help="keep the temp dir (dumps, logs)")
     parser.add_argument(
         "--only",
@@ -182,16 +203,28 @@ def main() -> int:
         Target("keygate public route", "keygate", PUBLIC_PATH),
         Target("keygate cached key", "keygate", AUTH_PATH),
         Target("keygate cached key, access log on", "keygate", AUTH_PATH, access_log=True),
+        Target("keygate cached user token", "keygate", AUTH_PATH, token=True),
     ]
     if args.only:
         targets = [t for t in targets if t.kind == "plain" or t.label in args.only]
     for root in args.compare_root:
         other = Path(root).resolve()
         targets.append(Target(f"keygate@{other.name} cached key", "keygate", AUTH_PATH, other))
+        if args.compare_token:
+            targets.append(
+                Target(
+                    f"keygate@{other.name} cached user token",
+                    "keygate",
+                    AUTH_PATH,
+                    other,
+                    token=True,
+                )
+            )
     tmp = Path(tempfile.mkdtemp(prefix="keygate-instr-"))
     print(f"working in {tmp}", flush=True)
     procs = Procs()
     pg, rd = EmbeddedPostgres(tmp / "pg"), EmbeddedRedis(tmp / "redis")
+    issuer = LocalIssuer()
     try:
         pg.start()
         rd.start()
@@ -205,7 +238,15 @@ def main() -> int:
         results: dict[str, float] = {}
         for target in targets:
             results[target.label] = count(
-                target, tmp, procs, upstream_port, pg.url, rd.url, key, args.requests
+                target,
+                tmp,
+                procs,
+                upstream_port,
+                pg.url,
+                rd.url,
+                issuer.token() if target.token else key,
+                args.requests,
+                issuer.config(),
             )
             print(
                 f"  {target.label:<36} {results[target.label]:>10,.0f} instructions/request",
@@ -217,6 +258,7 @@ def main() -> int:
             print(f"| {label} | {value:,.0f} | {value / plain:.2f}x |")
     finally:
         procs.stop_all()
+        issuer.close()
         rd.destroy()
         pg.destroy()
         if not args.keep:

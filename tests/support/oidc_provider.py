@@ -7,6 +7,7 @@ tests/oidc/node_modules is absent (CI runs it in .ci/run).
 
 from __future__ import annotations
 
+import base64
 import html
 import json
 import re
@@ -15,6 +16,7 @@ import shutil
 import subprocess
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -66,6 +68,40 @@ class OidcProvider:
         }
 
 
+@dataclass(frozen=True)
+class ServiceClient:
+    """A client of the provider whose access tokens name it as `sub`, for `org`."""
+
+    client_id: str
+    secret: str
+    org: str
+
+
+def access_token(
+    provider: OidcProvider, client: ServiceClient, alg: str = "RS256", ttl: int = 600
+) -> str:
+    """A JWT access token for Keygate from the provider (client credentials grant with a
+    resource indicator choosing the signing algorithm and lifetime)."""
+    body = urllib.parse.urlencode(
+        {
+            "grant_type": "client_credentials",
+            "resource": f"https://api.keygate.test/{alg}/{ttl}",
+            "scope": "read manage events",
+        }
+    ).encode()
+    request = urllib.request.Request(provider.issuer + "/token", data=body, method="POST")
+    basic = base64.b64encode(f"{client.client_id}:{client.secret}".encode()).decode()
+    request.add_header("Authorization", f"Basic {basic}")
+    request.add_header("Content-Type", "application/x-www-form-urlencoded")
+    try:
+        with urllib.request.urlopen(request, timeout=5) as resp:
+            token = json.load(resp)["access_token"]
+    except urllib.error.HTTPError as exc:
+        raise AssertionError(f"the provider refused the token request: {exc.read()!r}") from None
+    assert isinstance(token, str) and token.count(".") == 2, token
+    return token
+
+
 def node() -> str:
     """The `node` binary, or skip the test saying how to get it."""
     path = shutil.which("node")
@@ -101,6 +137,9 @@ def running_oidc_provider(
     port: int | None = None,
     client_secret: str | None = None,
     name: str = "oidc-provider",
+    audience: str | None = None,
+    service_clients: Sequence[ServiceClient] = (),
+    jwks_file: Path | None = None,
 ) -> Iterator[OidcProvider]:
     """Start the provider on a free port (or `port`) with a confidential client
     (client_secret_basic) and a public one, both allowed `redirect_uris`; ready once its
@@ -119,6 +158,13 @@ def running_oidc_provider(
         "OIDC_REDIRECT_URIS": ",".join(redirect_uris),
         "OIDC_ID_TOKEN_CLAIMS": "1" if id_token_claims else "0",
     }
+    if audience is not None:  # user tokens (SPEC §11): JWT access tokens for Keygate
+        env["OIDC_RESOURCE_AUDIENCE"] = audience
+        env["OIDC_SERVICE_CLIENTS"] = ",".join(
+            f"{c.client_id}:{c.secret}:{c.org}" for c in service_clients
+        )
+    if jwks_file is not None:
+        env["OIDC_JWKS_FILE"] = str(jwks_file)
     process = spawn(name, [binary, str(OIDC_DIR / "provider.mjs")], log_dir, env)
     provider = OidcProvider(process, port, "keygate-console", secret, "keygate-public")
     try:

@@ -338,4 +338,41 @@
       }
     });
   }
+  // --- revoke a person's user tokens (SPEC §11) ---------------------------------------
+
+  const revokeTokensForm = document.getElementById("revoke-tokens-form");
+  if (revokeTokensForm) {
+    const done = revokeTokensForm.querySelector("[data-form-done]");
+    revokeTokensForm.addEventListener("submit", async (event) => {
+      event.preventDefault();
+      clearError(revokeTokensForm);
+      done.hidden = true;
+      const data = new FormData(revokeTokensForm);
+      const subject = String(data.get("subject") || "").trim();
+      if (!subject) {
+        showError(revokeTokensForm, "Enter the subject (the tokens' sub claim) whose tokens to revoke.");
+        markField(revokeTokensForm, "subject");
+        return;
+      }
+      const body = { subject };
+      const issuer = String(data.get("issuer") || "");
+      if (issuer) body.issuer = issuer;
+      const org = revokeTokensForm.dataset.org;
+      const button = revokeTokensForm.querySelector('button[type="submit"]');
+      try {
+        const revoked = await busy(button, () =>
+          api("POST", path("orgs", org, "user-tokens") + "/revoke", body));
+        const from = revoked.issuer ? " from " + revoked.issuer : "";
+        const until = new Date(revoked.revoked_before).toLocaleString();
+        done.textContent = "The user tokens of " + revoked.subject + from + " for " + revoked.org +
+          " issued until " + until + " are now refused.";
+        done.hidden = false;
+        revokeTokensForm.reset();
+        toast("Tokens of " + revoked.subject + " revoked");
+      } catch (err) {
+        showError(revokeTokensForm, err.message);
+        markField(revokeTokensForm, err.field);
+      }
+    });
+  }
 })();

@@ -371,6 +371,7 @@ def identity_problems(rec: Recorded, r: Seen, w: Wire) -> list[str]:
     for name, value in r.head.fields:
         by_name.setdefault(canonical(name), []).append((name, value))
     want = {
+        "x-keygate-credential": "key",
         "x-keygate-org": key.org,
         "x-keygate-key-id": key.display_prefix,
         "x-keygate-scopes": " ".join(key.scopes),

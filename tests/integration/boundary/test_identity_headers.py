@@ -21,6 +21,8 @@ from tests.support.recording_upstream import Recorded as Seen
 from tests.support.stores import Stores
 
 GATEWAY_NAMES = (
+    "x-keygate-credential",
+    "x-keygate-subject",
     "x-keygate-org",
     "x-keygate-key-id",
     "x-keygate-scopes",
@@ -99,6 +101,7 @@ def assert_gateway_identity(
     fields = by_canonical(seen)
     key = rec.keys.good
     expected = {
+        "x-keygate-credential": "key",
         "x-keygate-org": key.org,
         "x-keygate-key-id": key.display_prefix,
         "x-keygate-scopes": " ".join(key.scopes),
@@ -116,6 +119,7 @@ def assert_gateway_identity(
     assert [v for _, v in fields["forwarded"]] == [f"for={node};host=public.example;proto=http"]
     keygate = [n for n in fields if n.startswith("x-keygate-")]
     assert sorted(keygate) == [
+        "x-keygate-credential",
         "x-keygate-env",
         "x-keygate-key-id",
         "x-keygate-org",
