@@ -1,4 +1,4 @@
-"""User tokens (SPEC §11): one component owns them whole, behind `identify()`.
+"""User tokens (SPEC §11): one component owns them whole, behind `recognise()`.
 
 A token seen before costs one keyed hash (BLAKE2b under a key derived from the server
 secret) and a dict lookup, then the expiry and revocation checks: what a cached API key
@@ -197,15 +197,24 @@ class UserTokens:
 
     # ------------------------------------------------------------------ identify
 
-    async def identify(self, token: str) -> UserIdentity:
-        """The identity of a valid, live, unrevoked user token; the Refusal otherwise."""
+    async def recognise(self, credential: str) -> UserIdentity | None:
+        """The identity of `credential` when it is a valid, live, unrevoked user token;
+        None when it is not shaped as one (then it is read as an API key); the Refusal
+        when it is a token that fails.
+
+        A token seen before is found by its keyed hash first: its shape was checked when
+        it was verified, so a repeat costs a count of dots, a hash and a dict lookup."""
+        if credential.count(".") not in (2, 4):  # an API key has no dots
+            return None
         mac = self._mac.copy()
-        mac.update(token.encode())
+        mac.update(credential.encode())
         proof = mac.digest()
         now = self.clock()
         identity = self._verified.get(proof)
         if identity is None:
-            identity = await self._verify(token, now)
+            if claims.token_shape(credential) is None:
+                return None
+            identity = await self._verify(credential, now)
             self._remember(proof, identity)
         if identity.expired(now):
             self._verified.pop(proof, None)

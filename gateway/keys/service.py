@@ -19,7 +19,7 @@ from datetime import datetime, timedelta
 from typing import Any, Literal
 
 from gateway.config import Config, KeysConfig
-from gateway.keys import ceiling
+from gateway.keys import audit, ceiling
 from gateway.keys import format as key_format
 from gateway.keys.errors import Conflict, Forbidden, InvalidInput, NotFound
 from gateway.keys.hashing import SecretHasher
@@ -558,20 +558,16 @@ class KeyService:
         new_scopes: tuple[str, ...] | None = None,
         details: dict[str, Any] | None = None,
     ) -> None:
-        await queries.insert_audit(
+        await audit.record(
             conn,
-            at=now,
-            org=org,
+            actor,
+            now,
+            action,
+            org,
             key_id=key_id,
-            action=action,
-            principal=actor.principal,
             old_scopes=old_scopes,
             new_scopes=new_scopes,
-            client_ip=actor.client_ip,
-            request_id=actor.request_id,
-            traceparent=actor.traceparent,
-            details=details or {},
-            user_agent=actor.user_agent,
+            details=details,
         )
 
     async def _changed(self, key: ApiKey) -> tuple[str, ...]:

@@ -6,6 +6,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
+from gateway.keys import audit as audit_log
 from gateway.keys.errors import NotFound
 from gateway.keys.models import Actor
 from gateway.people.models import Member
@@ -51,18 +52,4 @@ async def audit(
     details: dict[str, Any],
 ) -> None:
     """Record a people action in the org's audit log (no key: key_id and scopes are null)."""
-    await queries.insert_audit(
-        conn,
-        at=now,
-        org=org,
-        key_id=None,
-        action=action,
-        principal=actor.principal,
-        old_scopes=None,
-        new_scopes=None,
-        client_ip=actor.client_ip,
-        request_id=actor.request_id,
-        traceparent=actor.traceparent,
-        details=details,
-        user_agent=actor.user_agent,
-    )
+    await audit_log.record(conn, actor, now, action, org, details=details)

@@ -25,7 +25,7 @@ from gateway.auth.authenticate import Headers, authorise, identity_headers
 from gateway.auth.credentials import read_presented
 from gateway.auth.errors import MissingKey, Refusal
 from gateway.auth.key_lookup import KeyLookup
-from gateway.auth.token_claims import UserIdentity, token_shape
+from gateway.auth.token_claims import UserIdentity
 from gateway.auth.user_tokens import UserTokens
 from gateway.config import Config, RouteConfig
 from gateway.keys.state import KeyState
@@ -175,8 +175,11 @@ class ProxyHandler:
             presented, bearer = read_presented(request.headers)
             if presented is None:
                 raise MissingKey()
-            if bearer and self.tokens is not None and token_shape(presented) is not None:
-                exchange.user = user = await self.tokens.identify(presented)
+            user = None
+            if bearer and self.tokens is not None:
+                user = await self.tokens.recognise(presented)
+            if user is not None:
+                exchange.user = user
                 authorise(
                     user,
                     scopes=route.scopes,

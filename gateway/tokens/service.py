@@ -25,6 +25,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from gateway.config import Config
+from gateway.keys import audit
 from gateway.keys.errors import Forbidden, InvalidInput, NotFound
 from gateway.keys.models import Actor, rfc3339, utcnow
 from gateway.keys.scopes import grants
@@ -84,20 +85,13 @@ class TokenService:
             if not isinstance(org, str) or await queries.get_org(conn, org) is None:
                 raise NotFound(f"unknown org {org!r}", "org")
             revocation = await store.revoke(conn, org, chosen, subject, now, actor.principal)
-            await queries.insert_audit(
+            await audit.record(
                 conn,
-                at=now,
-                org=org,
-                key_id=None,
-                action="user_token.revoke",
-                principal=actor.principal,
-                old_scopes=None,
-                new_scopes=None,
-                client_ip=actor.client_ip,
-                request_id=actor.request_id,
-                traceparent=actor.traceparent,
+                actor,
+                now,
+                "user_token.revoke",
+                org,
                 details={"subject": subject, "issuer": chosen or None},
-                user_agent=actor.user_agent,
             )
         return RevokedTokens(revocation, await self._published(revocation))
 
