@@ -36,6 +36,7 @@ from redis.exceptions import RedisError
 from gateway.keys.models import ApiKey
 from gateway.keys.rate_limits import RateLimit
 from gateway.keys.state import KeyState
+from gateway.store import redis_listen
 
 if TYPE_CHECKING:
     from gateway.config import Config
@@ -178,29 +179,9 @@ class RedisKeyCache:
         """Messages (`parse_invalidation`) as changes are published; "" once subscribed.
 
         Raises RedisError when the link drops."""
-        # Its own connection, never retried: a link that reconnected by itself would hide
-        # the invalidations published while it was down.
-        pool = self.client.connection_pool
-        link = aioredis.Redis(
-            connection_pool=pool.__class__(
-                connection_class=pool.connection_class,
-                **{**pool.connection_kwargs, "retry": Retry(NoBackoff(), 0)},
-            )
-        )
-        pubsub = link.pubsub(ignore_subscribe_messages=True)
-        try:
-            await pubsub.subscribe(CHANNEL)
-            yield ""  # subscribed: the caller may treat its local cache as trustworthy now
-            while True:
-                message = await pubsub.get_message(timeout=1.0)
-                if message is not None and message.get("type") == "message":
-                    data = message["data"]
-                    yield data.decode() if isinstance(data, bytes) else str(data)
-        finally:
-            with contextlib.suppress(RedisError, OSError):
-                await pubsub.aclose()  # type: ignore[no-untyped-call, unused-ignore]  # untyped before redis 5.3
-            with contextlib.suppress(RedisError, OSError):
-                await link.connection_pool.disconnect()
+        async with contextlib.aclosing(redis_listen.messages(self.client, CHANNEL)) as messages:
+            async for message in messages:
+                yield message
 
     async def ping(self) -> bool:
         try:

@@ -18,10 +18,8 @@ from datetime import UTC, datetime
 
 import asyncpg
 import redis.asyncio as aioredis
-from redis.backoff import NoBackoff
-from redis.exceptions import RedisError
-from redis.retry import Retry
 
+from gateway.store import redis_listen
 from gateway.store.db import Connection, Database
 from gateway.store.pg_listen import KEEPALIVE, notifications
 
@@ -138,27 +136,8 @@ async def publish(client: aioredis.Redis, revocation: TokenRevocation) -> None:
 
 
 async def redis_messages(client: aioredis.Redis) -> AsyncGenerator[str, None]:
-    """ "" once subscribed, then each message; raises RedisError when the link drops.
-    Its own connection, never retried: a link that reconnected by itself would hide the
-    messages published while it was down."""
-    pool = client.connection_pool
-    link = aioredis.Redis(
-        connection_pool=pool.__class__(
-            connection_class=pool.connection_class,
-            **{**pool.connection_kwargs, "retry": Retry(NoBackoff(), 0)},
-        )
-    )
-    pubsub = link.pubsub(ignore_subscribe_messages=True)
-    try:
-        await pubsub.subscribe(REDIS_CHANNEL)
-        yield ""
-        while True:
-            message = await pubsub.get_message(timeout=1.0)
-            if message is not None and message.get("type") == "message":
-                data = message["data"]
-                yield data.decode() if isinstance(data, bytes) else str(data)
-    finally:
-        with contextlib.suppress(RedisError, OSError):
-            await pubsub.aclose()  # type: ignore[no-untyped-call, unused-ignore]
-        with contextlib.suppress(RedisError, OSError):
-            await link.connection_pool.disconnect()
+    """ "" once subscribed, then each revocation message; raises RedisError when the
+    link drops."""
+    async with contextlib.aclosing(redis_listen.messages(client, REDIS_CHANNEL)) as messages:
+        async for message in messages:
+            yield message
