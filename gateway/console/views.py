@@ -39,6 +39,7 @@ ACTIONS: tuple[tuple[str, str], ...] = (
     ("member.remove", "Member removed"),
     ("user.disable", "Person disabled"),
     ("user.sessions_revoke", "Sessions ended"),
+    ("user_token.revoke", "User tokens revoked"),
     ("org.create", "Organisation created"),
 )
 ACTION_LABELS = dict(ACTIONS)

@@ -123,6 +123,11 @@ def test_owner_revokes_a_persons_tokens_from_the_members_page(
     entries = root.ok("GET", f"/orgs/{ORG}/audit?action=user_token.revoke")["items"]
     assert entries[0]["details"] == {"subject": ALICE.client_id, "issuer": idp.issuer}
     assert entries[0]["principal"].startswith("user:")
+    # The console's audit page says it in words, with whose tokens.
+    page.goto(f"/console/orgs/{ORG}/audit?action=user_token.revoke")
+    row = page.locator("tbody tr").first
+    assert "User tokens revoked" in row.inner_text()
+    assert ALICE.client_id in row.inner_text()
 
     # An admin has the form too; they revoke every issuer's tokens of Bob.
     other = browser.new_context(base_url=gateway.admin_url, viewport=DESKTOP)
