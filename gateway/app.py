@@ -23,6 +23,9 @@ from gateway.auth import secret_watch
 from gateway.auth.key_lookup import KeyLookup
 from gateway.auth.last_used import LastUsedRecorder
 from gateway.auth.user_tokens import UserTokens
+from gateway.check.decide import Checker
+from gateway.check.http_api import CheckHandler
+from gateway.check.listener import CheckServer
 from gateway.config import Config, RouteConfig
 from gateway.keys.format import redact_keys
 from gateway.keys.hashing import SecretHasher
@@ -196,6 +199,16 @@ async def call_every(seconds: float, action: Callable[[], None]) -> None:
 
 def proxy_server(gw: Gateway) -> web.Server:
     return ProxyServer(draining_aware(gw.handler.handle, gw.readiness), gw.config.server)
+
+
+def check_server(gw: Gateway) -> CheckServer:
+    """The check listener (SPEC §12): the proxy listener's limits, its own lean server."""
+    return CheckServer(CheckHandler(checker(gw), gw.config.server), gw.config.server, gw.readiness)
+
+
+def checker(gw: Gateway) -> Checker:
+    """Checks decide with the proxy's own Decider: one route table, key state and budget."""
+    return Checker(gw.handler.decider, gw.config.server, gw.handler.access_log)
 
 
 def draining_aware(handle: Handler, readiness: Readiness) -> Handler:

@@ -52,10 +52,16 @@ class KeysConfig:
 @dataclass(frozen=True)
 class CacheConfig:
     local_ttl: float = 5.0
+    # How long an entry lives while an invalidation channel is live and caught up (it is
+    # refreshed in the background before then); local_ttl bounds it otherwise.
+    max_age: float = 600.0
     max_entries: int = 100_000
     redis_ttl: float = 600.0
     failed_ttl: float = 10.0
     max_failures_per_key: int = 20
+    # Gaps between key ids known to hold no key (negative caching), while PostgreSQL's
+    # channel (which announces new keys) is live; at most DEGRADED_LOCAL_TTL otherwise.
+    unknown_ttl: float = 60.0
 
 
 @dataclass(frozen=True)
@@ -68,6 +74,9 @@ class LastUsedConfig:
 class ListenConfig:
     proxy: str = "0.0.0.0:8080"
     admin: str = "127.0.0.1:8081"
+    # External authorization (SPEC §12): HTTP check APIs and Envoy's gRPC Check; off: None.
+    check: str | None = None
+    check_grpc: str | None = None
 
 
 @dataclass(frozen=True)
@@ -321,6 +330,22 @@ def _host_port(value: Any) -> str:
     if int(value.rsplit(":", 1)[1]) > 65535:
         raise ValueError(f"{value!r}: port must be at most 65535")
     return value
+
+
+def _optional_host_port(value: Any) -> str | None:
+    return None if value is None else _host_port(value)
+
+
+def _distinct_listeners(reader: _Reader, listen: ListenConfig) -> None:
+    """Two listeners on one HOST:PORT would fight over it (SO_REUSEPORT lets them both bind)."""
+    seen: dict[str, str] = {}
+    for name in ("proxy", "admin", "check", "check_grpc"):
+        address = getattr(listen, name)
+        if address is None:
+            continue
+        if address in seen:
+            reader.problem((name,), f"{address} is already listen.{seen[address]}'s address")
+        seen.setdefault(address, name)
 
 
 def _url(schemes: tuple[str, ...]) -> Callable[[Any], str]:
@@ -775,7 +800,10 @@ def parse_config(text: str, source: str, env: Mapping[str, str]) -> Config:
     listen_cfg = ListenConfig(
         proxy=listen.get("proxy", defaults.listen.proxy, _host_port),
         admin=listen.get("admin", defaults.listen.admin, _host_port),
+        check=listen.get("check", None, _optional_host_port),
+        check_grpc=listen.get("check_grpc", None, _optional_host_port),
     )
+    _distinct_listeners(listen, listen_cfg)
     listen.done()
     dev = top.get("dev", False, _bool)
     database_url = top.get("database_url", defaults.database_url, _url(("postgresql", "postgres")))
@@ -786,11 +814,19 @@ def parse_config(text: str, source: str, env: Mapping[str, str]) -> Config:
     c = top.section("cache")
     cache = CacheConfig(
         local_ttl=c.get("local_ttl", 5.0, _positive_duration),
+        max_age=c.get("max_age", 600.0, _positive_duration),
         max_entries=c.get("max_entries", 100_000, _positive_int),
         redis_ttl=c.get("redis_ttl", 600.0, _positive_duration),
         failed_ttl=c.get("failed_ttl", 10.0, _positive_duration),
         max_failures_per_key=c.get("max_failures_per_key", 20, _positive_int),
+        unknown_ttl=c.get("unknown_ttl", 60.0, _positive_duration),
     )
+    if cache.max_age < cache.local_ttl:
+        c.problem(
+            ("max_age",),
+            f"must not be shorter than cache.local_ttl ({cache.local_ttl:g}s): entries "
+            "live longest while invalidations arrive, local_ttl only bounds them when not",
+        )
     c.done()
     lu = top.section("last_used")
     last_used = LastUsedConfig(

@@ -20,7 +20,7 @@ from typing import Any
 from aiohttp import web
 
 from gateway.admin.health import Readiness
-from gateway.app import admin_app, build_gateway, proxy_server, server_secret
+from gateway.app import admin_app, build_gateway, check_server, checker, proxy_server, server_secret
 from gateway.config import Config
 from gateway.keys.errors import StoreUnavailable
 from gateway.observability import logs as observability_logs
@@ -114,10 +114,26 @@ async def run_worker(
     await proxy_runner.setup()
     host, port = split_host_port(config.listen.proxy)
     await web.TCPSite(proxy_runner, host, port, reuse_port=shared_port, backlog=2048).start()
+    checks = None
+    if config.listen.check is not None:
+        checks = check_server(gw)
+        host, port = split_host_port(config.listen.check)
+        await checks.start(host, port, reuse_port=shared_port)
+    grpc_server = None
+    if config.listen.check_grpc is not None:
+        # Imported here: a gateway without the gRPC listener never loads grpcio.
+        from gateway.check.grpc_api import start_grpc
+
+        grpc_server = await start_grpc(
+            checker(gw), config.server, config.listen.check_grpc, shared_port=shared_port
+        )
     # Start-up objects live forever: keep the cyclic GC from rescanning them per request.
     gc.collect()
     gc.freeze()
     log.info("proxy listening on %s, admin on %s", config.listen.proxy, config.listen.admin)
+    for name in ("check", "check_grpc"):
+        if getattr(config.listen, name) is not None:
+            log.info("%s listening on %s", name, getattr(config.listen, name))
     was_ready = not stops.requested.is_set()
     if was_ready:
         gw.readiness.phase = "ready"
@@ -131,7 +147,13 @@ async def run_worker(
     # WebSocket sessions never end by themselves: told to go away (1001), their clients
     # reconnect elsewhere instead of holding the drain and then being cut (1006).
     gw.sessions.going_away()
-    await proxy_runner.cleanup()  # stops accepting, then waits for in-flight requests
+    # Stop accepting, then wait for requests in flight: the proxy's and the checks' at once.
+    closing = [proxy_runner.cleanup()]
+    if checks is not None:
+        closing.append(checks.close(config.server.drain_timeout))
+    if grpc_server is not None:
+        closing.append(grpc_server.stop(config.server.drain_timeout))
+    await asyncio.gather(*closing)
     await admin_runner.cleanup()  # its cleanup_ctx closes the stores, after the flushes
 
 

@@ -3,14 +3,20 @@ re-checking open WebSocket sessions. Each loop runs under the lookup's Superviso
 
 Two invalidation channels carry every change as `<id>:<version>`, with the same version
 rules: Redis pub/sub (published by whoever made the change, when it reaches Redis) and
-PostgreSQL `LISTEN`/`NOTIFY` (announced by PostgreSQL itself on commit, migration 0004).
+PostgreSQL `LISTEN`/`NOTIFY` (announced by PostgreSQL itself on commit, migration 0004;
+per statement since 0007: the keys one statement changed, space-separated).
 
 - `listen_redis`, `listen_postgres`: evict keys changed anywhere. A channel that
-  (re)connects first re-syncs what changed while it was away. While NEITHER channel is
+  (re)connects first re-syncs what changed while it was away. While either is live and
+  re-synced, every change is heard: local entries live until invalidated, up to
+  cache.max_age (refreshed in the background before then). While NEITHER channel is
   live, nothing would tell this process of a change: local entries are dropped and then
   live at most DEGRADED_LOCAL_TTL. Redis is not trusted while its own channel is down and
-  until its re-sync (a change made meanwhile may have missed its entry).
-- `resync_recent_changes`: writes every key changed within the Redis TTL into Redis.
+  until its re-sync (a change made meanwhile may have missed its entry). New keys are
+  announced by PostgreSQL alone (migration 0007), so gaps of unknown ids (`unknown_ids`)
+  live cache.unknown_ttl only while its channel is live, and are dropped when it is lost.
+- `resync_recent_changes`: writes every key changed within the Redis TTL into Redis;
+  `resync_periodically` repeats it for recent changes, one gateway of the fleet per run.
 - `watch_sessions`: closes sessions whose key expired, and re-checks every session's key
   (from PostgreSQL, at most once per DEGRADED_LOCAL_TTL, while Redis is untrusted).
 """
@@ -30,7 +36,7 @@ from gateway.keys.errors import StoreUnavailable
 from gateway.keys.models import ApiKey
 from gateway.keys.state import KeyState
 from gateway.store import queries
-from gateway.store.key_cache import parse_invalidation
+from gateway.store.key_cache import RedisKeyCache, parse_invalidations
 from gateway.store.key_notifications import key_notifications
 
 if TYPE_CHECKING:
@@ -46,6 +52,10 @@ STORE_DOWN = (TimeoutError, RedisError, OSError, StoreUnavailable)
 
 REDIS = "redis"
 POSTGRES = "postgres"
+# Changes heard in a burst are applied in slices of at most about this many seconds.
+SLICE = 0.002
+# A re-sync reads this many changed keys per query and writes them in one Redis pipeline.
+RESYNC_BATCH = 1000
 
 
 async def listen_redis(lookup: KeyLookup) -> None:
@@ -63,11 +73,14 @@ async def listen_postgres(lookup: KeyLookup) -> None:
     """The PostgreSQL LISTEN channel: hears every committed change, whoever made it."""
 
     async def resync() -> int:
-        changed = await _recent_changes(lookup)
-        for key in changed:
-            lookup.changed(key.id, key.version)
-        await _repair_redis(lookup, changed)
-        return len(changed)
+        count = 0
+        async with contextlib.aclosing(_changed_pages(lookup)) as pages:
+            async for page in pages:  # a page at a time: memory stays bounded
+                for key in page:
+                    lookup.changed(key.id, key.version)
+                await _repair_redis(lookup, page)
+                count += len(page)
+        return count
 
     await _listen(lookup, POSTGRES, lambda: key_notifications(lookup.db), resync)
 
@@ -80,6 +93,7 @@ async def _listen(
 ) -> None:
     """Hear `channel` for as long as the worker runs, reconnecting with backoff."""
     backoff = 0.1
+    slice_ends = 0.0
     while True:
         try:
             # Closed here, by this task, even when it is cancelled mid-loop: left to the
@@ -100,14 +114,24 @@ async def _listen(
                                 repaired,
                             )
                         lookup.channels.add(channel)
-                        lookup.local.ttl = lookup.cache_config.local_ttl
+                        # Changes are heard now: entries live until invalidated, up to
+                        # max_age (refreshed in the background before then).
+                        lookup.local.ttl = lookup.cache_config.max_age
+                        if channel == POSTGRES:  # the one channel that announces new keys
+                            lookup.unknown.clear()
+                            lookup.unknown.ttl = lookup.cache_config.unknown_ttl
                         if channel == REDIS:
                             lookup.redis_trusted = True
                         backoff = 0.1
                         continue
-                    key_id, version = parse_invalidation(message)
-                    if lookup.changed(key_id, version):
-                        await lookup.enforce_sessions(key_id)
+                    for key_id, version in parse_invalidations(message):
+                        if lookup.changed(key_id, version):
+                            await lookup.enforce_sessions(key_id)
+                        if time.monotonic() >= slice_ends:
+                            # A burst (a statement that changed thousands of keys): let
+                            # requests run between slices of this work.
+                            await asyncio.sleep(0)
+                            slice_ends = time.monotonic() + SLICE
         except BaseException as exc:
             _lost(lookup, channel, exc)
             if not isinstance(exc, STORE_DOWN):
@@ -136,27 +160,54 @@ def _lost(lookup: KeyLookup, channel: str, exc: BaseException) -> None:
             # known verifiers survive, so refilling costs a store read, not argon2.
             lookup.local.clear()
         lookup.local.ttl = min(lookup.cache_config.local_ttl, DEGRADED_LOCAL_TTL)
+    if channel == POSTGRES:
+        # Only PostgreSQL announces new keys (its insert trigger; creating a key publishes
+        # nothing on Redis): without it, a key created in a cached gap would go unheard.
+        lookup.unknown.clear()
+        lookup.unknown.ttl = min(lookup.cache_config.unknown_ttl, DEGRADED_LOCAL_TTL)
+
+
+async def _changed_pages(
+    lookup: KeyLookup, window: float | None = None
+) -> AsyncGenerator[list[ApiKey], None]:
+    """Keys changed within `window` seconds (default: the Redis TTL, which no Redis entry
+    is older than), RESYNC_BATCH at a time: bounded queries, each on a pooled connection
+    only while it runs; raises StoreUnavailable. The window is fixed by the first query,
+    so every page reads it."""
+    seconds = lookup.cache_config.redis_ttl if window is None else window
+    async with lookup.db.connection() as conn:
+        since = await queries.changed_since(conn, seconds)
+    after = ""
+    while True:
+        async with lookup.db.connection() as conn:
+            page = await queries.keys_changed_since(conn, since, after, RESYNC_BATCH)
+        if page:
+            yield page
+        if len(page) < RESYNC_BATCH:
+            return
+        after = page[-1].id
 
 
 async def _recent_changes(lookup: KeyLookup) -> list[ApiKey]:
     """Keys changed within the Redis TTL (no Redis entry is older); raises StoreUnavailable."""
-    async with lookup.db.connection() as conn:
-        return await queries.keys_changed_within(conn, lookup.cache_config.redis_ttl)
+    return [key async for page in _changed_pages(lookup) for key in page]
 
 
 async def _repair_redis(lookup: KeyLookup, changed: list[ApiKey]) -> None:
     """Best effort: write these states into Redis (version-checked), for the other
-    gateways; given up at the first failure (Redis's own re-sync repairs it later)."""
+    gateways, RESYNC_BATCH per round trip; given up at the first failure (Redis's own
+    re-sync repairs it later)."""
     if lookup.redis is None or not lookup.redis_trusted:
         return
     try:
-        for key in changed:
-            await lookup.redis.put(KeyState.of(key), None)
+        for start in range(0, len(changed), RESYNC_BATCH):
+            batch = changed[start : start + RESYNC_BATCH]
+            await lookup.redis.put_many([KeyState.of(key) for key in batch])
     except (TimeoutError, RedisError, OSError) as exc:
         log.warning("Redis repair after a PostgreSQL re-sync stopped: %s", type(exc).__name__)
 
 
-async def resync_recent_changes(lookup: KeyLookup) -> int | None:
+async def resync_recent_changes(lookup: KeyLookup, window: float | None = None) -> int | None:
     """Write the state of every key changed within the Redis TTL into Redis.
 
     A change made while Redis was unreachable (its writer could not update the entry nor
@@ -168,23 +219,44 @@ async def resync_recent_changes(lookup: KeyLookup) -> int | None:
     before its entries are repaired (a restarted Redis may still be loading, say).
     """
     assert lookup.redis is not None
+    count = 0
     try:
-        changed = await _recent_changes(lookup)
+        # A page at a time, read and written: memory and each query stay bounded.
+        async with contextlib.aclosing(_changed_pages(lookup, window)) as pages:
+            async for page in pages:
+                # Version-checked: never older. One round trip per page.
+                await lookup.redis.put_many([KeyState.of(key) for key in page])
+                for key in page:
+                    lookup.changed(key.id, key.version)
+                count += len(page)
     except StoreUnavailable as exc:
         log.warning("re-sync of recently changed keys skipped: %s", exc)
         return None
-    for key in changed:
-        await lookup.redis.put(KeyState.of(key), None)  # version-checked: never older
-        lookup.changed(key.id, key.version)
-    return len(changed)
+    return count
 
 
-async def resync_periodically(lookup: KeyLookup, interval: float = 30.0) -> None:
-    """Also repair entries whose writer's Redis call failed while Redis stayed up."""
+async def resync_periodically(
+    lookup: KeyLookup, redis: RedisKeyCache, interval: float = 30.0
+) -> None:
+    """Also repair entries whose writer's Redis call failed while Redis stayed up.
+
+    One gateway of the fleet does each run (a Redis lease, held for most of an interval,
+    elects it), not every worker of every instance: the repair writes the same entries
+    into the same Redis whoever does it, and a bulk change of many keys would otherwise
+    cost each worker their full re-sync at once. The winner reads only what changed
+    since the last complete run began (plus an interval of margin; the whole Redis TTL
+    at most): the channels' (re)connects already re-synced the whole TTL, so with many
+    recently changed keys a run costs their changes, not all."""
     while True:
         await asyncio.sleep(interval)
         try:
-            await resync_recent_changes(lookup)
+            claim = await redis.claim_resync(lease=0.9 * interval)
+            if claim is None:
+                continue  # another gateway runs this one
+            began, since_done = claim
+            window = min(lookup.cache_config.redis_ttl, since_done + interval)
+            if await resync_recent_changes(lookup, window) is not None:
+                await redis.resync_done(began)
         except STORE_DOWN as exc:
             log.warning("periodic re-sync failed: %s", type(exc).__name__)
 

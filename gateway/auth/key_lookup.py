@@ -1,6 +1,7 @@
 """Who is calling: one component owns key lookup whole, behind `identify()`.
 
-Tiers: this process's cache, then Redis, then Postgres, then (for a secret never seen
+Tiers: this process's cache (and its ranges of ids known to hold no key, `unknown_ids`,
+checked before any store), then Redis, then Postgres, then (for a secret never seen
 right before) one argon2 verify on a fair, bounded queue. After that a request costs one
 keyed hash and one constant-time comparison. The component also owns what keeps the tiers
 honest: versions and tickets (no tier is ever handed an older state than it knows, see
@@ -28,6 +29,7 @@ from gateway.auth.credentials import read_credential
 from gateway.auth.errors import AuthUnavailable, InvalidKey, MissingKey, TooManyAttempts
 from gateway.auth.failures import FailureLimiter, Reservation
 from gateway.auth.local_cache import LocalKeyCache, Ticket
+from gateway.auth.unknown_ids import UnknownIds
 from gateway.auth.verify_queue import FairVerifier, VerifyQueueFull
 from gateway.config import CacheConfig, KeysConfig
 from gateway.keys.errors import StoreUnavailable
@@ -91,7 +93,18 @@ class KeyLookup:
         self.clock = clock  # wall clock: expiry
         self.monotonic = monotonic  # TTLs and windows
         self.checkpoint = checkpoint
-        self.local = LocalKeyCache(cache.local_ttl, cache.max_entries, clock=monotonic)
+        self.local = LocalKeyCache(
+            cache.local_ttl, cache.max_entries, clock=monotonic, on_refresh_due=self._refresh_due
+        )
+        # Unknown ids, as gaps between known ones: refused before any store read. As many
+        # gaps as keys cached (N keys leave N+1 gaps), about 310 B each: 30 MiB at most
+        # by default, reached only by a scan. Short-lived until PostgreSQL's channel is
+        # live (key_changes sets it: only PostgreSQL announces new keys).
+        self.unknown = UnknownIds(
+            min(cache.unknown_ttl, key_changes.DEGRADED_LOCAL_TTL),
+            cache.max_entries,
+            clock=monotonic,
+        )
         self.failures = FailureLimiter(
             cache.failed_ttl, cache.max_failures_per_key, clock=monotonic
         )
@@ -116,6 +129,8 @@ class KeyLookup:
         # shares it. A task, so that it finishes (and is counted) even when every request
         # awaiting it is gone.
         self._in_flight: dict[bytes, asyncio.Task[KeyState | None]] = {}
+        # Background refreshes of entries near the end of their lifetime, by key id.
+        self._refreshing: dict[str, asyncio.Task[None]] = {}
 
     # ------------------------------------------------------------------ identify
 
@@ -130,12 +145,23 @@ class KeyLookup:
         presented = credential if isinstance(credential, str) else read_credential(credential)
         if presented is None:
             raise MissingKey()
-        # The common case: this very string passed every check before (its proof matches).
-        state = self.local.proven(presented[_ID_START:_ID_END], self.proofs.of(presented))
+        state = self.proven(presented)
         if state is not None:
-            metrics.KEY_CACHE.add(metrics.LOCAL_HIT)
-        else:
-            state = await self._identify_anew(presented, client)
+            return self.accept_proven(state)
+        state = await self._identify_anew(presented, client)
+        if state.revoked or state.expires_at is not None:
+            check_status(state, self.clock())
+        return state
+
+    def proven(self, presented: str) -> KeyState | None:
+        """The common case, found in memory: the state of a key whose very string passed
+        every check before (its proof matches a live local entry); None when it must be
+        identified anew. Not yet accepted: see `accept_proven`."""
+        return self.local.proven(presented[_ID_START:_ID_END], self.proofs.of(presented))
+
+    def accept_proven(self, state: KeyState) -> KeyState:
+        """A proven key, counted as a local hit and checked against the clock."""
+        metrics.LOCAL_HITS.count += 1
         if state.revoked or state.expires_at is not None:
             check_status(state, self.clock())  # expiry against the clock, on every request
         return state
@@ -145,10 +171,12 @@ class KeyLookup:
         parsed = parse_presented(presented, self.keys)
         verifier = fast_verifier(self.verifier_key, parsed.key_id, parsed.secret)
         entry = self.local.get(parsed.key_id)
-        if entry is not None and (entry.state is None or entry.verifier is not None):
+        if entry is None and self.unknown.covers(parsed.key_id):
+            # In a range of ids known to hold no key (a scan): no Redis, no Postgres.
             metrics.KEY_CACHE.add(metrics.LOCAL_HIT)
-            if entry.state is None or entry.verifier is None:
-                raise InvalidKey()
+            raise InvalidKey()
+        if entry is not None and entry.verifier is not None and entry.state is not None:
+            metrics.KEY_CACHE.add(metrics.LOCAL_HIT)
             state = _checked(entry.state, entry.verifier, verifier, parsed)
         else:
             if entry is None:
@@ -177,7 +205,10 @@ class KeyLookup:
             # Identical lookups in flight share one store read and one verify: a cold
             # burst (or a hung database) costs one of each, not one per request.
             task = self._in_flight.get(verifier)
-            if task is None:
+            # One that came back outdated may still be listed (its done-callback not run
+            # yet): joining it would spend every attempt on it in a moment, without a
+            # read, and answer 503. A settled answer (a state, a refusal) is still shared.
+            if task is None or _came_back_outdated(task):
                 task = asyncio.create_task(self._from_store(parsed, verifier, client, ticket))
                 self._in_flight[verifier] = task
                 task.add_done_callback(lambda t: self._settled(verifier, t))
@@ -210,17 +241,19 @@ class KeyLookup:
         entry = self.local.get(key_id)
         if entry is not None and entry.state is not None and entry.secret_hash is not None:
             return entry.state, entry.secret_hash
+        gap_ticket = self.unknown.ticket()  # before the read: see unknown_ids
         try:
             async with self.db.connection() as conn:
-                row = await queries.get_key(conn, key_id)
+                found = await queries.find_key_or_gap(conn, key_id)
         except StoreUnavailable:
             metrics.POSTGRES_ERRORS.inc()
             raise AuthUnavailable() from None
         if self.checkpoint is not None:
             await self.checkpoint("postgres", key_id)
-        if row is None:
+        row = found.key
+        if row is None:  # the gap around it is cached instead (no room in the LRU)
             metrics.POSTGRES_MISS.inc()
-            self.local.put(key_id, None, ticket=ticket)
+            self.unknown.put(found.below, found.above, ticket=gap_ticket)
             raise InvalidKey()
         metrics.POSTGRES_HIT.inc()
         return KeyState.of(row), row.secret_hash
@@ -298,6 +331,46 @@ class KeyLookup:
         except (TimeoutError, RedisError, OSError):
             metrics.REDIS_ERRORS.inc()
 
+    # ------------------------------------------------------------------ refresh
+
+    def _refresh_due(self, key_id: str) -> None:
+        """A cached key was read late in its entry's life: re-read it in the background
+        (once at a time per key), so that a key in steady use never waits on a refill."""
+        if key_id in self._refreshing or self.local.known_verifier(key_id) is None:
+            return  # being refreshed, or never verified here: nothing to keep warm
+        task = asyncio.get_running_loop().create_task(self._refresh(key_id))
+        self._refreshing[key_id] = task
+        task.add_done_callback(lambda _: self._refreshing.pop(key_id, None))
+
+    async def _refresh(self, key_id: str) -> None:
+        """The key's current state from Redis (when trusted) or Postgres, cached under a
+        ticket taken before the read: an invalidation heard meanwhile, or a newer version
+        already cached, refuses it (local_cache), so a refresh never puts back an older
+        state. A store failure leaves the entry to expire as it would have."""
+        ticket = self.local.ticket()
+        verifier = self.local.known_verifier(key_id)
+        if verifier is None:
+            return
+        cached = await self._from_redis(key_id)
+        if cached is not None:
+            self.local.put(key_id, cached.state, verifier, ticket=ticket)
+            return
+        try:
+            async with self.db.connection() as conn:
+                row = await queries.get_key(conn, key_id)
+        except StoreUnavailable:
+            metrics.POSTGRES_ERRORS.inc()
+            return
+        if self.checkpoint is not None:
+            await self.checkpoint("postgres", key_id)
+        if row is None:  # gone from the store: forget it here too
+            self.local.invalidate(key_id, None)
+            return
+        metrics.POSTGRES_HIT.inc()
+        state = KeyState.of(row)
+        if self.local.put(key_id, state, verifier, ticket=ticket):
+            await self._fill_redis(state, verifier)
+
     # ------------------------------------------------------------------ changes
 
     def changed(self, key_id: str, version: int | None) -> bool:
@@ -306,7 +379,12 @@ class KeyLookup:
 
         False when this version was already heard (both channels announce each change):
         nothing to do again."""
+        self.unknown.invalidate(key_id)  # it may be new: its gap holds keys now
         if version is not None and self.local.floor(key_id) >= version:
+            return False
+        if version == 1 and key_id not in self.local:
+            # Created (versions start at 1): nothing here is older, and no lookup can
+            # have cached a state of a key that did not exist (unknown ids are gaps).
             return False
         self.local.invalidate(key_id, version)
         return True
@@ -361,18 +439,19 @@ class KeyLookup:
         # Redis) may have left a stale Redis entry: trust Redis after its re-sync only.
         self.redis_trusted = False
         supervisor.start("invalidations-postgres", lambda: key_changes.listen_postgres(self))
-        if self.redis is not None:
+        if (redis := self.redis) is not None:
             supervisor.start("invalidations-redis", lambda: key_changes.listen_redis(self))
-            supervisor.start("resync", lambda: key_changes.resync_periodically(self))
+            supervisor.start("resync", lambda: key_changes.resync_periodically(self, redis))
         if self.sessions is not None:
             supervisor.start("ws-expiry", lambda: key_changes.watch_sessions(self))
         try:
             yield
         finally:
             await supervisor.stop()
-            for task in list(self._in_flight.values()):
+            pending = [*self._in_flight.values(), *self._refreshing.values()]
+            for task in pending:
                 task.cancel()
-            await asyncio.gather(*self._in_flight.values(), return_exceptions=True)
+            await asyncio.gather(*pending, return_exceptions=True)
             if self.redis is not None:
                 await self.redis.close()
 
@@ -385,3 +464,9 @@ def _checked(state: KeyState, known: bytes, presented: bytes, parsed: ParsedKey)
     if not same_verifier(known, presented) or state.prefix != parsed.prefix:
         raise InvalidKey().about(state)
     return state
+
+
+def _came_back_outdated(task: asyncio.Task[KeyState | None]) -> bool:
+    return (
+        task.done() and not task.cancelled() and task.exception() is None and task.result() is None
+    )

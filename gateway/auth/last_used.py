@@ -1,7 +1,9 @@
-"""Write-behind of `last_used_at`: coalesced per key in memory, flushed in one statement.
+"""Write-behind of `last_used_at`: coalesced per key in memory, flushed once per interval
+in bounded statements (STAMP_CHUNK keys each, in id order).
 
 At most one write per key per flush interval whatever the request rate; a failed flush
-keeps its stamps for the next one; memory is bounded (oldest stamps dropped, counted).
+keeps the stamps it had not written for the next one; memory is bounded (oldest stamps
+dropped, counted).
 """
 
 from __future__ import annotations
@@ -17,6 +19,9 @@ from gateway.store import queries
 from gateway.store.db import Database
 
 log = logging.getLogger("keygate.last_used")
+# Stamps per statement: a flush of 100,000 keys holds row locks on at most this many at
+# once, and a failure leaves the rest pending rather than rolling everything back.
+STAMP_CHUNK = 5000
 
 
 class LastUsedRecorder:
@@ -42,19 +47,27 @@ class LastUsedRecorder:
         return len(self._pending)
 
     async def flush(self) -> int:
-        """Write every pending stamp in one statement; on failure keep them. Returns rows."""
+        """Write every pending stamp, in id order, STAMP_CHUNK per statement (each its own
+        short transaction); on failure keep the stamps not yet written. Returns rows."""
         if not self._pending:
             return 0
         batch, self._pending = self._pending, {}
-        ids = list(batch)
-        stamps = [datetime.fromtimestamp(batch[i], UTC) for i in ids]
+        # Sorted, so each chunk is one id range; within a statement PostgreSQL takes the
+        # row locks in id order itself (stamp_last_used), whatever the order given.
+        ids = sorted(batch)
+        written = 0
+        done = 0
         try:
             async with self.db.connection() as conn:
-                written = await queries.stamp_last_used(conn, ids, stamps)
+                for done in range(0, len(ids), STAMP_CHUNK):
+                    chunk = ids[done : done + STAMP_CHUNK]
+                    stamps = [datetime.fromtimestamp(batch[i], UTC) for i in chunk]
+                    written += await queries.stamp_last_used(conn, chunk, stamps)
         except (TimeoutError, StoreUnavailable, OSError):
             metrics.POSTGRES_ERRORS.inc()
-            for key_id, at in batch.items():  # newer stamps recorded meanwhile win
-                if key_id not in self._pending:
+            unwritten = set(ids[done:])  # the chunks before were committed
+            for key_id, at in batch.items():  # in first-use order, for the drop policy
+                if key_id in unwritten and key_id not in self._pending:  # newer stamps win
                     self._pending[key_id] = at
             while len(self._pending) > self.max_pending:
                 del self._pending[next(iter(self._pending))]

@@ -9,11 +9,18 @@ No interleaving of awaits may let an older state replace a newer one here. Two g
   taken. That covers what versions cannot: a bare-id invalidation (version unknown), a
   floor dropped from its bounded table (every ticket older than a dropped marker is
   refused), and `clear()` (every ticket older than the clear is refused).
+
+Lifetimes: `ttl` is set by whoever knows whether changes are being heard (key_changes):
+long (cache.max_age) while an invalidation channel is live, short otherwise. An entry
+read after a jittered 70-90 % of its lifetime calls `on_refresh_due`, so that a key in
+steady use is re-read in the background before it expires (no request waits on its
+refill), and entries filled together do not all refresh at once.
 """
 
 from __future__ import annotations
 
 import itertools
+import random
 import time
 from collections import OrderedDict
 from collections.abc import Callable
@@ -34,15 +41,21 @@ class LocalEntry:
     verifier: bytes | None
     secret_hash: str | None
     expires: float
+    refresh_at: float  # from then on, reads ask for a background refresh
 
 
 class LocalKeyCache:
     def __init__(
-        self, ttl: float, max_entries: int, clock: Callable[[], float] = time.monotonic
+        self,
+        ttl: float,
+        max_entries: int,
+        clock: Callable[[], float] = time.monotonic,
+        on_refresh_due: Callable[[str], None] | None = None,
     ) -> None:
         self.ttl = ttl
         self.max_entries = max_entries
         self.clock = clock
+        self.on_refresh_due = on_refresh_due
         self._entries: OrderedDict[str, LocalEntry] = OrderedDict()
         # Verifiers outlive entries: a key's secret never changes, so a verifier stays a
         # valid proof after its entry's state went stale. Refreshing the state from
@@ -64,10 +77,13 @@ class LocalKeyCache:
         entry = self._entries.get(key_id)
         if entry is None:
             return None
-        if entry.expires <= self.clock():
+        now = self.clock()
+        if entry.expires <= now:
             del self._entries[key_id]
             return None
         self._entries.move_to_end(key_id)
+        if entry.refresh_at <= now and self.on_refresh_due is not None:
+            self.on_refresh_due(key_id)
         return entry
 
     def proven(self, key_id: str, proof: bytes) -> KeyState | None:
@@ -81,10 +97,13 @@ class LocalKeyCache:
         entry = self._entries.get(key_id)
         if entry is None or entry.state is None:
             return None
-        if entry.expires <= self.clock():
+        now = self.clock()
+        if entry.expires <= now:
             del self._entries[key_id]
             return None
         self._entries.move_to_end(key_id)
+        if entry.refresh_at <= now and self.on_refresh_due is not None:
+            self.on_refresh_due(key_id)
         return entry.state
 
     def known_verifier(self, key_id: str) -> bytes | None:
@@ -132,7 +151,9 @@ class LocalKeyCache:
         ):
             return False
         lifetime = self.ttl if ttl is None else min(ttl, self.ttl)
-        self._entries[key_id] = LocalEntry(state, verifier, secret_hash, self.clock() + lifetime)
+        now = self.clock()
+        refresh_at = now + lifetime * random.uniform(0.7, 0.9)  # noqa: S311 - spread, not secret
+        self._entries[key_id] = LocalEntry(state, verifier, secret_hash, now + lifetime, refresh_at)
         self._entries.move_to_end(key_id)
         while len(self._entries) > self.max_entries:
             self._entries.popitem(last=False)
@@ -176,3 +197,7 @@ class LocalKeyCache:
 
     def __len__(self) -> int:
         return len(self._entries)
+
+    def __contains__(self, key_id: object) -> bool:
+        """An entry (live or expired) is held for `key_id`; no LRU move, no refresh."""
+        return key_id in self._entries

@@ -89,11 +89,11 @@ def list_routes(args: argparse.Namespace, out: Output) -> int:
 
 
 def test_route(args: argparse.Namespace, out: Output) -> int:
-    # The proxy's own steps, in the proxy's order (gateway.proxy.handler._pipeline).
+    # The proxy's own steps, in its order (gateway.proxy.handler, gateway.proxy.decision).
     from gateway.auth.errors import Refusal
+    from gateway.proxy.decision import split_target
     from gateway.proxy.errors import BadPath, NoRoute
     from gateway.proxy.framing import check_target
-    from gateway.proxy.handler import split_target
     from gateway.proxy.listener import parse_request_line
     from gateway.proxy.paths import InvalidPath, normalise_path
     from gateway.proxy.routes import RouteTable

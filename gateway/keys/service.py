@@ -208,6 +208,10 @@ class KeyService:
                     **({"rate_limit": limit.to_json()} if limit else {}),
                 },
             )
+        # Announced like any change: a gateway that cached its id's range as holding no
+        # key (auth.unknown_ids) accepts it at once. PostgreSQL announces it too (0007),
+        # so a warning (Redis unreachable) changes nothing for the caller.
+        await self._changed(created.key)
         return created
 
     async def list_keys(
@@ -416,6 +420,7 @@ class KeyService:
                     **({"rate_limit": old.rate_limit.to_json()} if old.rate_limit else {}),
                 },
             )
+        await self._changed(created.key)  # the new key, as create_key does
         return RolledKey(created.key, created.secret, previous, await self._changed(previous))
 
     # --- audit ----------------------------------------------------------------------

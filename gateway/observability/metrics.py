@@ -20,7 +20,7 @@ from prometheus_client.exposition import choose_encoder
 
 from gateway import __version__
 from gateway.observability.processes import WorkerProcessCollector
-from gateway.observability.tallies import CounterTally, HistogramTally
+from gateway.observability.tallies import CounterTally, EventTally, HistogramTally
 
 # No `*_created` series: they are not in the contract, and multiprocess mode has none, so
 # one worker and several would expose different metric names.
@@ -51,7 +51,8 @@ REGISTRY = CollectorRegistry(auto_describe=True)
 
 requests_total = Counter(
     "keygate_requests_total",
-    "Proxied requests by route, method, status code and outcome.",
+    "Requests decided (proxied, or checked for another proxy) by route, method, status code"
+    " and outcome.",
     ["route", "method", "code", "outcome"],
     registry=REGISTRY,
 )
@@ -67,6 +68,13 @@ upstream_duration = Histogram(
     "Time from request sent upstream to response headers received, by upstream.",
     ["upstream"],
     buckets=LATENCY_BUCKETS,
+    registry=REGISTRY,
+)
+check_requests = Counter(
+    "keygate_check_requests_total",
+    "External authorization checks by the API that asked (envoy, envoy_grpc, nginx,"
+    " forward_auth) and outcome; also counted in keygate_requests_total.",
+    ["api", "outcome"],
     registry=REGISTRY,
 )
 key_cache_requests = Counter(
@@ -143,11 +151,14 @@ secret_mismatch = Gauge(
 
 # The per-request metrics, tallied and flushed in batches (see tallies.py).
 REQUESTS = CounterTally(requests_total)
+CHECKS = CounterTally(check_requests)
 REQUEST_DURATION = HistogramTally(request_duration)
 UPSTREAM_DURATION = HistogramTally(upstream_duration)
 KEY_CACHE = CounterTally(key_cache_requests)
 LOCAL_HIT = ("local", "hit")
-_TALLIES = (REQUESTS, REQUEST_DURATION, UPSTREAM_DURATION, KEY_CACHE)
+# A key found by its proof in the local cache (every cached-key request): `.count += 1`.
+LOCAL_HITS = EventTally(key_cache_requests, LOCAL_HIT)
+_TALLIES = (REQUESTS, CHECKS, REQUEST_DURATION, UPSTREAM_DURATION, KEY_CACHE, LOCAL_HITS)
 FLUSH_INTERVAL = 1.0  # seconds; how stale another worker's figures may be in /metrics
 
 # Pre-resolved children for the rarer events (label lookup costs a dict access and a lock).

@@ -12,10 +12,12 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator
+from contextlib import AbstractAsyncContextManager
+from typing import Protocol
 
 import aiohttp
 from aiohttp import hdrs, web
-from multidict import CIMultiDict
+from multidict import CIMultiDict, CIMultiDictProxy
 
 from gateway.auth.errors import Refusal
 from gateway.observability import metrics
@@ -27,9 +29,32 @@ from gateway.proxy.errors import (
     UpstreamUnavailable,
 )
 from gateway.proxy.framing import Framing
-from gateway.proxy.headers import downstream_response_headers
+from gateway.proxy.headers import downstream_response_fields
 from gateway.proxy.responses import SERVER_NAME
+from gateway.proxy.upstream_client import request_head
 from gateway.proxy.upstreams import Upstream
+
+
+class ReplyContent(Protocol):
+    """The reply body as both clients give it (aiohttp's StreamReader, the pool's body)."""
+
+    def read_nowait(self) -> bytes: ...
+    def at_eof(self) -> bool: ...
+    def iter_any(self) -> AsyncIterator[bytes]: ...
+
+
+class Reply(Protocol):
+    """An upstream's answer as both clients give it."""
+
+    @property
+    def status(self) -> int: ...
+    @property
+    def reason(self) -> str | None: ...
+    @property
+    def headers(self) -> CIMultiDictProxy[str]: ...
+    @property
+    def content(self) -> ReplyContent: ...
+    def close(self) -> None: ...
 
 
 class ClientWentAway(BadRequest):
@@ -112,24 +137,21 @@ async def forward_http(
     `gateway_headers` (the RateLimit-* of a limited request) replace the upstream's own.
     """
     check_declared_size(framing, max_body)
-    # Framing never comes from the client's fields (nor survives a Connection token).
-    headers.popall(hdrs.CONTENT_LENGTH, None)
-    headers.popall(hdrs.TRANSFER_ENCODING, None)
     body: RequestBody | None = None
-    if framing.length is not None:
-        headers[hdrs.CONTENT_LENGTH] = str(framing.length)
-    if framing.has_body:
-        body = RequestBody(request, framing, max_body, idle_timeout)
+    if framing.length is not None or framing.chunked:
+        # Framing never comes from the client's fields (nor survives a Connection token).
+        # (Without either, `framing` found no Content-Length or Transfer-Encoding field
+        # among these headers: nothing to remove.)
+        headers.popall(hdrs.CONTENT_LENGTH, None)
+        headers.popall(hdrs.TRANSFER_ENCODING, None)
+        if framing.length is not None:
+            headers[hdrs.CONTENT_LENGTH] = str(framing.length)
+        if framing.has_body:
+            body = RequestBody(request, framing, max_body, idle_timeout)
     started = time.perf_counter()
     try:
-        async with upstream.session.request(
-            request.method,
-            upstream.url(path, query),
-            headers=headers,
-            data=body,
-            allow_redirects=False,
-            compress=None,
-            chunked=True if framing.chunked else None,
+        async with _exchange(
+            request.method, upstream, path, query, headers, framing, body
         ) as reply:
             try:
                 metrics.UPSTREAM_DURATION.observe(
@@ -138,14 +160,53 @@ async def forward_http(
                 # An upstream that answers before reading the whole body leaves the rest of
                 # it unforwarded: this client connection is then not reused either.
                 keep_alive = body is None or body.complete
-                return await _relay_response(
-                    request, reply, request_id, gateway_headers, keep_alive
-                )
+                response_headers = _response_headers(reply, request_id, gateway_headers)
+                arrived = reply.content.read_nowait()  # often the whole body came already
+                if reply.content.at_eof() and _may_carry_body(request.method, reply.status):
+                    # Complete already: one web.Response, whose head and body aiohttp sends
+                    # in one write, instead of a head and a body write (a system call
+                    # each), and no coroutine to stream it. Its length is the upstream's
+                    # Content-Length when it sent one, else these very bytes.
+                    whole = web.Response(
+                        status=reply.status,
+                        reason=reply.reason,
+                        body=arrived,
+                        headers=response_headers,
+                    )
+                    if not keep_alive:
+                        whole.force_close()
+                    return whole
+                return await _stream_response(request, reply, response_headers, arrived, keep_alive)
             finally:
                 if body is not None and not body.complete:
                     reply.close()  # never back to the pool: the request was cut short
     except (TimeoutError, aiohttp.ClientError) as exc:
         raise _refusal(exc, body) from None
+
+
+def _exchange(
+    method: str,
+    upstream: Upstream,
+    path: str,
+    query: str,
+    headers: CIMultiDict[str],
+    framing: Framing,
+    body: RequestBody | None,
+) -> AbstractAsyncContextManager[Reply]:
+    """The request sent upstream: by the lean pool when it has no body and is not HEAD
+    (whose answer announces a body it does not carry), else by aiohttp's client."""
+    if upstream.pool is not None and body is None and method != "HEAD":
+        head = request_head(method, upstream.target(path, query), headers.items())
+        return upstream.pool.request(method, head)
+    return upstream.session.request(
+        method,
+        upstream.url(path, query),
+        headers=headers,
+        data=body,
+        allow_redirects=False,
+        compress=None,
+        chunked=True if framing.chunked else None,
+    )
 
 
 def _refusal(exc: BaseException, body: RequestBody | None) -> BaseException:
@@ -157,28 +218,31 @@ def _refusal(exc: BaseException, body: RequestBody | None) -> BaseException:
     return UpstreamUnavailable()
 
 
-async def _relay_response(
-    request: web.BaseRequest,
-    reply: aiohttp.ClientResponse,
+def _response_headers(
+    reply: Reply,
     request_id: str,
     gateway_headers: tuple[tuple[str, str], ...],
+) -> CIMultiDict[str] | list[tuple[str, str]]:
+    """The client's response headers. Pairs, not a CIMultiDict, when nothing is replaced:
+    web.Response and StreamResponse copy whatever they are given."""
+    fields = downstream_response_fields(reply.headers, request_id)
+    if not gateway_headers:
+        fields.append((hdrs.SERVER, SERVER_NAME))  # the upstream's own Server was dropped
+        return fields
+    headers = CIMultiDict(fields)
+    for name, value in gateway_headers:
+        headers[name] = value  # replaces the upstream's field of that name
+    headers.add(hdrs.SERVER, SERVER_NAME)
+    return headers
+
+
+async def _stream_response(
+    request: web.BaseRequest,
+    reply: Reply,
+    response_headers: CIMultiDict[str] | list[tuple[str, str]],
+    arrived: bytes,
     keep_alive: bool,
 ) -> web.StreamResponse:
-    response_headers = downstream_response_headers(reply.headers, request_id)
-    for name, value in gateway_headers:
-        response_headers[name] = value
-    response_headers[hdrs.SERVER] = SERVER_NAME
-    arrived = reply.content.read_nowait()  # often the whole body came with the headers
-    if reply.content.at_eof() and _may_carry_body(request.method, reply.status):
-        # Complete already: one web.Response, whose head and body aiohttp sends in one
-        # write, instead of a head and a body write (a system call each). Its length is
-        # the upstream's Content-Length when it sent one, else these very bytes.
-        whole = web.Response(
-            status=reply.status, reason=reply.reason, body=arrived, headers=response_headers
-        )
-        if not keep_alive:
-            whole.force_close()
-        return whole
     response = web.StreamResponse(
         status=reply.status, reason=reply.reason, headers=response_headers
     )

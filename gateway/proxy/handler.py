@@ -5,8 +5,9 @@ check a WebSocket handshake -> read the credential -> authenticate it: an API ke
 resolve, status) or, when it is a JWS in `Authorization: Bearer` and issuers are
 configured, a user token (gateway.auth.user_tokens) -> authorise (scopes, org) -> record
 last use (keys) -> rate limit (only when the route or key has one) -> check the
-declared body size -> 100 Continue -> forward or relay. Each step raises one Refusal;
-`handle` turns it into the response and records the outcome once. Anything else that
+declared body size -> 100 Continue -> forward or relay. Routing and admission are the
+decision shared with the check listeners (`gateway.proxy.decision`). Each step raises
+one Refusal; `handle` turns it into the response and records the outcome once. Anything else that
 escapes is an internal error: logged with its traceback (never its message, which may
 quote input), counted, and answered 500 like every other refusal.
 """
@@ -16,24 +17,18 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
-from urllib.parse import urlsplit
 
 from aiohttp import HttpVersion11, web
 
-from gateway.auth.authenticate import Headers, authorise, identity_headers
-from gateway.auth.credentials import read_presented
-from gateway.auth.errors import MissingKey, Refusal
+from gateway.auth.errors import Refusal
 from gateway.auth.key_lookup import KeyLookup
-from gateway.auth.token_claims import UserIdentity
 from gateway.auth.user_tokens import UserTokens
 from gateway.config import Config, RouteConfig
-from gateway.keys.state import KeyState
-from gateway.observability import metrics
 from gateway.observability.access_log import AccessLog
 from gateway.observability.request_ids import request_id as make_request_id
 from gateway.proxy.client_address import client_address
-from gateway.proxy.errors import BadPath, BadRequest, InternalError, NoRoute
+from gateway.proxy.decision import Decider, Exchange
+from gateway.proxy.errors import BadRequest, InternalError
 from gateway.proxy.forward import check_declared_size, forward_http
 from gateway.proxy.framing import (
     Framing,
@@ -44,7 +39,6 @@ from gateway.proxy.framing import (
     is_websocket_upgrade,
 )
 from gateway.proxy.headers import X_FORWARDED_FOR, upstream_request_headers
-from gateway.proxy.paths import InvalidPath, normalise_path
 from gateway.proxy.rate_limiter import RateLimiter
 from gateway.proxy.responses import refusal_response
 from gateway.proxy.routes import RouteTable
@@ -60,33 +54,6 @@ KNOWN_METHODS = frozenset(
 )
 
 
-@dataclass(slots=True)
-class Exchange:
-    """What the pipeline learned about one request, for the access log and metrics."""
-
-    request_id: str
-    method: str
-    path: str = "-"
-    route: str = "none"
-    key: KeyState | None = None
-    user: UserIdentity | None = None  # the caller when it presented a user token
-    client: str | None = None  # the client address (after server.trusted_proxies)
-    user_agent: str | None = None
-
-
-def split_target(raw: str) -> tuple[str, str]:
-    """(path, query) of the request target; absolute-form targets keep only their path."""
-    if not raw.startswith("/"):
-        if raw == "*":
-            raise BadPath("The request target '*' is not proxied.")
-        parts = urlsplit(raw)
-        if not parts.scheme or not parts.netloc:
-            raise BadPath("The request target must be a path starting with '/'.")
-        return parts.path or "/", parts.query
-    path, _, query = raw.partition("?")
-    return path, query
-
-
 class ProxyHandler:
     def __init__(
         self,
@@ -100,17 +67,11 @@ class ProxyHandler:
         limiter: RateLimiter,
         tokens: UserTokens | None = None,
     ) -> None:
-        self.keys = config.keys
-        self.routes = routes
-        self.lookup = lookup
+        self.decider = Decider(routes, lookup, limiter, record_use, tokens)
         self.upstreams = upstreams
         self.sessions = sessions
         self.access_log = access_log
-        self.record_use = record_use
-        self.limiter = limiter
         self.server = config.server
-        # None unless `user_tokens:` names an issuer: then every credential is a key.
-        self.tokens = tokens if tokens else None
 
     async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
         started = time.perf_counter()
@@ -124,11 +85,7 @@ class ProxyHandler:
         try:
             response = await self._pipeline(request, exchange)
         except Refusal as refusal:
-            outcome = refusal.code
-            if exchange.key is None:
-                exchange.key = refusal.key  # a known key refused: the log names its prefix
-            if exchange.user is None:
-                exchange.user = refusal.user  # a known token refused: the log names its subject
+            outcome = exchange.refused(refusal)
             response = refusal_response(refusal, exchange.request_id)
             if getattr(refusal, "close_connection", False):
                 response.force_close()  # what follows on the connection is not trusted
@@ -143,61 +100,24 @@ class ProxyHandler:
                 exc_info=exc,
             )
             outcome, response = _closing(InternalError(), exchange)
-        duration = time.perf_counter() - started
-        method = request.method if request.method in KNOWN_METHODS else "other"
-        metrics.REQUESTS.add((exchange.route, method, str(response.status), outcome))
-        metrics.REQUEST_DURATION.observe(exchange.route, duration)
-        if self.access_log.enabled:
-            self.access_log.write(exchange, response.status, outcome, duration)
+        exchange.record(self.access_log, response.status, outcome, started)
         return response
 
     async def _pipeline(self, request: web.BaseRequest, exchange: Exchange) -> web.StreamResponse:
         body = self._checked_message(request)
-        raw_path, query = split_target(request.raw_path)
-        exchange.path = path = _normalised(raw_path)
-        match = self.routes.match(request.method, path)
-        if match is None:
-            raise NoRoute()
+        routed = self.decider.route(request.method, request.raw_path, exchange)
+        path, query, match = routed.path, routed.query, routed.match
         route = match.route
-        exchange.route = route.name
         upgrade = route.websocket and is_websocket_upgrade(request.headers)
         if upgrade:  # refused before anything is authenticated or contacted
             check_websocket_handshake(request.method, request.version, request.headers)
-        identity: Headers = ()
-        limits: Headers = ()
         client = client_address(
             request.remote,
             request.headers.getall(X_FORWARDED_FOR, ()),
             self.server.trusted_proxies,
         )
         exchange.client = client.ip
-        if not route.public:
-            presented, bearer = read_presented(request.headers)
-            if presented is None:
-                raise MissingKey()
-            user = None
-            if bearer and self.tokens is not None:
-                user = await self.tokens.recognise(presented)
-            if user is not None:
-                exchange.user = user
-                authorise(
-                    user,
-                    scopes=route.scopes,
-                    org_param=route.org_param,
-                    params=match.params,
-                    holder="token",
-                )
-                identity = user.headers
-                if route.rate_limit is not None:  # per subject; tokens carry no own limit
-                    limits = await self.limiter.admit(route, user)
-            else:
-                exchange.key = key = await self.lookup.identify(presented, client.ip)
-                authorise(key, scopes=route.scopes, org_param=route.org_param, params=match.params)
-                identity = identity_headers(key)
-                self.record_use(key.id)
-                # Unlimited routes and keys stop at this test: no counting, no allocation.
-                if route.rate_limit is not None or key.rate_limit is not None:
-                    limits = await self.limiter.admit(route, key)
+        identity, limits = await self.decider.admit(match, request.headers, client, exchange)
         upstream = self.upstreams[route.upstream]
         headers = upstream_request_headers(
             request.headers,
@@ -253,13 +173,6 @@ def _closing(refusal: Refusal, exchange: Exchange) -> tuple[str, web.Response]:
     response = refusal_response(refusal, exchange.request_id)
     response.force_close()
     return refusal.code, response
-
-
-def _normalised(raw_path: str) -> str:
-    try:
-        return normalise_path(raw_path)
-    except InvalidPath as exc:
-        raise BadPath(f"The request path is not acceptable: {exc.reason}.") from None
 
 
 def _expects_continue(request: web.BaseRequest, body: Framing) -> bool:

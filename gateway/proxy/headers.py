@@ -18,6 +18,7 @@ once, so the common request costs one `lower()` and one set lookup per field.
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Iterable
 
@@ -140,8 +141,9 @@ def upstream_request_headers(
     dropped = _REQUEST_DROPPED if forward_credentials else _REQUEST_DROPPED_NO_CREDENTIALS
     if hdrs.CONNECTION in incoming:
         dropped = dropped | _listed_droppable(incoming, _REQUEST_UNLISTABLE)
-    out: CIMultiDict[str] = CIMultiDict()
-    out.add(hdrs.HOST, host)
+    # Gathered as pairs and turned into one CIMultiDict at the end: a list append is a
+    # fraction of a CIMultiDict.add, and the constructor adds every pair in one C call.
+    out: list[tuple[str, str]] = [(hdrs.HOST, host)]
     for name, value in incoming.items():
         lower = name.lower()
         if "_" in lower or "." in lower:
@@ -153,22 +155,32 @@ def upstream_request_headers(
         elif lower == "cookie" and CONSOLE_COOKIE_MARK in value:
             kept = without_console_cookies(value)
             if kept:
-                out.add(name, kept)
+                out.append((name, kept))
             continue
-        out.add(name, value)
-    # Every name added below was dropped above, so add() (no search) is enough.
+        out.append((name, value))
+    # Every name added below was dropped above, so no field is repeated.
     out.extend(identity)
-    out.add(X_REQUEST_ID, request_id)
-    if client.forwarded_for:
-        out.add(X_FORWARDED_FOR, client.forwarded_for)
-    out.add(X_FORWARDED_PROTO, scheme)
-    client_host = incoming.get(hdrs.HOST)
+    out.append((X_REQUEST_ID, request_id))
+    out.extend(_address_fields(client.ip, client.forwarded_for, scheme, incoming.get(hdrs.HOST)))
+    return CIMultiDict(out)
+
+
+@functools.lru_cache(maxsize=1024)
+def _address_fields(
+    client_ip: str | None, forwarded_for: str | None, scheme: str, client_host: str | None
+) -> tuple[tuple[str, str], ...]:
+    """X-Forwarded-For/-Proto/-Host, X-Real-IP and Forwarded, in that order: the same few
+    clients, hosts and schemes recur, and `Forwarded` alone costs a regex and formatting."""
+    fields: list[tuple[str, str]] = []
+    if forwarded_for:
+        fields.append((X_FORWARDED_FOR, forwarded_for))
+    fields.append((X_FORWARDED_PROTO, scheme))
     if client_host:
-        out.add(X_FORWARDED_HOST, client_host)
-    if client.ip is not None:
-        out.add(X_REAL_IP, client.ip)
-    out.add(FORWARDED, forwarded_value(client.ip, client_host, scheme))
-    return out
+        fields.append((X_FORWARDED_HOST, client_host))
+    if client_ip is not None:
+        fields.append((X_REAL_IP, client_ip))
+    fields.append((FORWARDED, forwarded_value(client_ip, client_host, scheme)))
+    return tuple(fields)
 
 
 def forwarded_value(client_ip: str | None, host: str | None, scheme: str) -> str:
@@ -195,10 +207,18 @@ def downstream_response_headers(
 ) -> CIMultiDict[str]:
     """The upstream's response headers minus hop-by-hop ones (any spelling), plus
     X-Request-Id."""
+    return CIMultiDict(downstream_response_fields(upstream, request_id))
+
+
+def downstream_response_fields(
+    upstream: CIMultiDictProxy[str], request_id: str
+) -> list[tuple[str, str]]:
+    """`downstream_response_headers` as (name, value) pairs, for a caller that adds more
+    before making its one CIMultiDict (web.Response copies whatever it is given)."""
     dropped = _RESPONSE_DROPPED
     if hdrs.CONNECTION in upstream:
         dropped = dropped | _listed_droppable(upstream, _RESPONSE_UNLISTABLE)
-    out: CIMultiDict[str] = CIMultiDict()
+    out: list[tuple[str, str]] = []
     for name, value in upstream.items():
         lower = name.lower()
         if "_" in lower or "." in lower:
@@ -207,6 +227,6 @@ def downstream_response_headers(
                 continue
         elif lower in dropped:
             continue
-        out.add(name, value)
-    out.add(X_REQUEST_ID, request_id)
+        out.append((name, value))
+    out.append((X_REQUEST_ID, request_id))
     return out

@@ -1,14 +1,21 @@
-"""One pooled keep-alive client session per upstream."""
+"""The clients of each upstream: a lean keep-alive pool for requests without a body over
+plain HTTP (`gateway.proxy.upstream_client`), and aiohttp's ClientSession for the rest
+(request bodies, HEAD, https upstreams, WebSocket handshakes)."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import aiohttp
 from yarl import URL
 
 from gateway.config import UpstreamConfig
+from gateway.proxy.upstream_client import UpstreamPool
+
+# Request targets whose URL is kept per upstream: the same few paths recur, and building a
+# URL costs ten times a dict lookup. Emptied when full (a path scan cannot grow it).
+URL_MEMO_SIZE = 1024
 
 
 @dataclass
@@ -17,10 +24,24 @@ class Upstream:
     session: aiohttp.ClientSession
     base: str  # scheme://host:port plus any base path, without a trailing slash
     host: str  # the Host header the upstream gets: host[:port] of its URL
+    pool: UpstreamPool | None = None  # plain-HTTP upstreams only
+    base_path: str = ""  # the URL's path, without a trailing slash
+    _urls: dict[tuple[str, str], URL] = field(default_factory=dict, repr=False)
 
     def url(self, path: str, query: str) -> URL:
-        target = self.base + path + (f"?{query}" if query else "")
-        return URL(target, encoded=True)  # the normalised path is sent as is
+        key = (path, query)
+        url = self._urls.get(key)
+        if url is None:
+            target = self.base + path + (f"?{query}" if query else "")
+            url = URL(target, encoded=True)  # the normalised path is sent as is
+            if len(self._urls) >= URL_MEMO_SIZE:
+                self._urls.clear()
+            self._urls[key] = url
+        return url
+
+    def target(self, path: str, query: str) -> str:
+        """The request target the lean pool sends: the base path, the path, the query."""
+        return self.base_path + path + (f"?{query}" if query else "")
 
     def ws_url(self, path: str, query: str) -> URL:
         url = self.url(path, query)
@@ -51,11 +72,29 @@ def open_upstreams(configs: Mapping[str, UpstreamConfig]) -> dict[str, Upstream]
             cookie_jar=aiohttp.DummyCookieJar(),
             trust_env=False,
         )
-        host = URL(cfg.url).host_port_subcomponent or ""
-        upstreams[name] = Upstream(cfg, session, cfg.url.rstrip("/"), host)
+        url = URL(cfg.url)
+        pool = None
+        if url.scheme == "http" and url.host is not None and url.port is not None:
+            pool = UpstreamPool(
+                url.host,
+                url.port,
+                max_connections=cfg.max_connections,
+                connect_timeout=cfg.connect_timeout,
+                read_timeout=cfg.timeout,
+            )
+        upstreams[name] = Upstream(
+            cfg,
+            session,
+            cfg.url.rstrip("/"),
+            url.host_port_subcomponent or "",
+            pool,
+            url.raw_path.rstrip("/"),
+        )
     return upstreams
 
 
 async def close_upstreams(upstreams: Mapping[str, Upstream]) -> None:
     for upstream in upstreams.values():
+        if upstream.pool is not None:
+            upstream.pool.close()
         await upstream.session.close()

@@ -15,6 +15,10 @@ never overwrite the newer state the change wrote (a revoked key leaves a tombsto
 Every change is also published on `keygate:invalidate` as `<id>:<version>`, so gateways
 evict their local copy and refuse older states from then on (a bare `<id>` from an older
 build means "changed, version unknown").
+
+The periodic re-sync (key_changes) is one gateway's job per interval, fleet-wide:
+`keygate:resync:lease` (SET NX PX) elects it, and `keygate:resync:done` holds when the
+last complete run began, on Redis's clock, so whoever runs next covers everything since.
 """
 
 from __future__ import annotations
@@ -23,7 +27,8 @@ import contextlib
 import hashlib
 import json
 import logging
-from collections.abc import AsyncGenerator
+import math
+from collections.abc import AsyncGenerator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -45,6 +50,8 @@ log = logging.getLogger("keygate.cache")
 
 CHANNEL = "keygate:invalidate"
 _PREFIX = "keygate:key:"
+_RESYNC_LEASE = "keygate:resync:lease"
+_RESYNC_DONE = "keygate:resync:done"
 
 # Store state only when not older than what is there; the verifier is per key id and the
 # secret never changes for an id, so any writer may (re)set it.
@@ -107,6 +114,12 @@ def invalidation(key_id: str, version: int) -> str:
     return f"{key_id}:{version}"
 
 
+def parse_invalidations(message: str) -> list[tuple[str, int | None]]:
+    """(key id, version) of each change a message announces: PostgreSQL announces the
+    keys a statement changed together, space-separated (migration 0007); Redis one."""
+    return [parse_invalidation(part) for part in message.split()]
+
+
 def parse_invalidation(message: str) -> tuple[str, int | None]:
     """(key id, version) of a message; version None for a bare id (builds before versions)."""
     key_id, sep, version = message.partition(":")
@@ -159,16 +172,47 @@ class RedisKeyCache:
         return CachedEntry(state, raw[1])
 
     async def put(self, state: KeyState, verifier: bytes | None) -> None:
-        await self._fill(
-            keys=[_PREFIX + state.id],
-            args=[
-                state.version,
-                state_to_json(state),
-                verifier or b"",
-                self.ttl_ms,
-                self.verifier_field,
-            ],
-        )
+        await self._fill(keys=[_PREFIX + state.id], args=self._fill_args(state, verifier))
+
+    def _fill_args(self, state: KeyState, verifier: bytes | None) -> list[str | int | bytes]:
+        return [
+            state.version,
+            state_to_json(state),
+            verifier or b"",
+            self.ttl_ms,
+            self.verifier_field,
+        ]
+
+    async def put_many(self, states: Sequence[KeyState]) -> None:
+        """`put` of each state (no verifier), in one round trip: the same version-checked
+        script per key, pipelined (not a transaction: each entry stands alone)."""
+        if not states:
+            return
+        async with self.client.pipeline(transaction=False) as pipe:
+            for state in states:
+                # Queued, not sent; the pipeline loads the script first should Redis have
+                # lost it (a restart).
+                await self._fill(
+                    keys=[_PREFIX + state.id], args=self._fill_args(state, None), client=pipe
+                )
+            await pipe.execute()
+
+    async def claim_resync(self, lease: float) -> tuple[float, float] | None:
+        """Win the next periodic re-sync for `lease` seconds: (when it begins, seconds
+        since the last complete one began, inf when none is recorded), both on Redis's
+        clock; None when another gateway holds the lease."""
+        won = await self.client.set(_RESYNC_LEASE, b"1", nx=True, px=max(1, int(lease * 1000)))
+        if not won:
+            return None
+        seconds, micros = await self.client.time()
+        began = seconds + micros / 1e6
+        done = await self.client.get(_RESYNC_DONE)
+        return began, math.inf if done is None else max(0.0, began - float(done))
+
+    async def resync_done(self, began: float) -> None:
+        """The run that began at `began` (from claim_resync) covered its window. Kept for
+        the Redis TTL: older than that, the next run covers the whole TTL anyway."""
+        await self.client.set(_RESYNC_DONE, repr(began), px=self.ttl_ms)
 
     async def key_changed(self, key: ApiKey) -> None:
         """Write the new state (never older than what is there) and tell every gateway."""

@@ -2,7 +2,9 @@
 
 Migration 0004 makes PostgreSQL itself `NOTIFY` every committed key change as
 `<id>:<version>` (the same message as the Redis channel, `key_cache.invalidation`), so a
-gateway hears a change whoever made it and whatever that writer's view of Redis. The
+gateway hears a change whoever made it and whatever that writer's view of Redis. Since
+migration 0007 a statement that changed several keys announces them together,
+space-separated (`key_cache.parse_invalidations`). The
 listening session itself is gateway.store.pg_listen's (shared with user-token revocations).
 """
 

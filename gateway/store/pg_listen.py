@@ -21,6 +21,8 @@ from gateway.store.db import UNAVAILABLE, Database
 # A connection that died without a FIN or RST (a partition, a frozen host) announces
 # nothing: ping it when it has been quiet this long.
 KEEPALIVE = 2.0
+# Notifications taken from a burst before the event loop gets a turn for other work.
+_BATCH = 64
 
 
 async def notifications(
@@ -56,7 +58,20 @@ async def notifications(
         except UNAVAILABLE as exc:
             raise db.unavailable(exc) from None
         yield ""
+        taken = 0
         while True:
+            if not heard.empty():
+                # A burst (one statement changing thousands of keys): take what has
+                # arrived without a timer task per message, letting requests run
+                # between batches.
+                payload = heard.get_nowait()
+                taken += 1
+                if taken % _BATCH == 0:
+                    await asyncio.sleep(0)
+                if payload is None:
+                    raise db.unavailable(ConnectionError("the LISTEN connection was closed"))
+                yield payload
+                continue
             try:
                 payload = await asyncio.wait_for(heard.get(), keepalive)
             except TimeoutError:

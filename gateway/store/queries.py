@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -129,6 +130,40 @@ async def get_key(conn: Connection, key_id: str, *, for_update: bool = False) ->
     return None if row is None else _key(row)
 
 
+@dataclass(frozen=True)
+class KeyOrGap:
+    """A key id's row, or (when there is none) the nearest ids around it: no key id lies
+    strictly between `below` and `above` (None: none on that side), compared by code point."""
+
+    key: ApiKey | None
+    below: str | None = None
+    above: str | None = None
+
+
+# `key_id`'s row, else (CASE: only then are the subqueries run) its nearest neighbours in
+# code-point order, each one short scan of migration 0007's index.
+KEY_OR_GAP_SQL = f"""SELECT k.*,
+        CASE WHEN k.id IS NULL THEN (
+            SELECT id FROM api_keys WHERE (id COLLATE "C") < $1
+            ORDER BY (id COLLATE "C") DESC LIMIT 1) END AS gap_below,
+        CASE WHEN k.id IS NULL THEN (
+            SELECT id FROM api_keys WHERE (id COLLATE "C") > $1
+            ORDER BY (id COLLATE "C") LIMIT 1) END AS gap_above
+    FROM (SELECT) AS one
+    LEFT JOIN (SELECT {_KEY_COLUMNS} FROM api_keys WHERE id = $1) AS k ON TRUE"""
+
+
+async def find_key_or_gap(conn: Connection, key_id: str) -> KeyOrGap:
+    """`key_id`'s row, or the gap around it, in one round trip (for negative caching).
+
+    COLLATE "C" orders ids as Python compares strings, whatever the database's collation.
+    """
+    row = await conn.fetchrow(KEY_OR_GAP_SQL, key_id)
+    if row["id"] is not None:
+        return KeyOrGap(_key(row))
+    return KeyOrGap(None, row["gap_below"], row["gap_above"])
+
+
 _STATUS_FILTERS = {
     "all": "TRUE",
     "revoked": "revoked_at IS NOT NULL",
@@ -214,11 +249,24 @@ async def set_key_expiry(conn: Connection, key_id: str, expires_at: datetime) ->
 
 
 async def stamp_last_used(conn: Connection, key_ids: Sequence[str], at: Sequence[datetime]) -> int:
-    """One statement for a batch; never moves a stamp backwards."""
+    """One statement (its own transaction) for a chunk of stamps; never moves one back.
+
+    Rows are locked in id order before any is written (LockRows above the sort), so two
+    gateways stamping overlapping keys wait for each other instead of deadlocking,
+    whatever the order they pass; a plain UPDATE ... FROM unnest locks in the order given
+    and does deadlock. A row whose stamp is already as new is neither locked nor written.
+    `id = ANY` makes both scans index lookups, whatever the table's size."""
     result: str = await conn.execute(
-        """UPDATE api_keys AS k SET last_used_at = s.at
-           FROM unnest($1::text[], $2::timestamptz[]) AS s(id, at)
-           WHERE k.id = s.id AND (k.last_used_at IS NULL OR k.last_used_at < s.at)""",
+        """WITH locked AS MATERIALIZED (
+               SELECT k.id, s.at FROM api_keys AS k
+               JOIN unnest($1::text[], $2::timestamptz[]) AS s(id, at) ON k.id = s.id
+               WHERE k.id = ANY($1::text[])
+                 AND (k.last_used_at IS NULL OR k.last_used_at < s.at)
+               ORDER BY k.id
+               FOR NO KEY UPDATE OF k)
+           UPDATE api_keys AS k SET last_used_at = locked.at
+           FROM locked
+           WHERE k.id = locked.id AND (k.last_used_at IS NULL OR k.last_used_at < locked.at)""",
         list(key_ids),
         list(at),
     )
@@ -302,11 +350,31 @@ async def list_audit(
     return [_audit(r) for r in rows]
 
 
-async def keys_changed_within(conn: Connection, seconds: float) -> list[ApiKey]:
-    """Keys whose state changed in the last `seconds` (for re-syncing the Redis tier)."""
+async def changed_since(conn: Connection, seconds: float) -> datetime:
+    """PostgreSQL's own `now() - seconds`: the start of a window of recent changes (for
+    re-syncing the Redis tier), fixed once so that every page of keys_changed_since reads
+    the same window (the gateway's clock may differ)."""
+    value: datetime = await conn.fetchval("SELECT now() - make_interval(secs => $1)", seconds)
+    return value
+
+
+async def keys_changed_since(
+    conn: Connection, since: datetime, after_id: str, limit: int
+) -> list[ApiKey]:
+    """One page of the keys changed after `since`: those with an id above `after_id`
+    ("" for the first page), in id order, at most `limit`.
+
+    Paged by id, not by (updated_at, id): one transaction can change many keys at one
+    updated_at, and every page of such ties would sort them all again (the index is on
+    updated_at alone). A key changed again while a re-sync pages is read at its newer
+    version if its page is still to come, and not again otherwise: that change is heard
+    on the invalidation channels, which are subscribed before a re-sync."""
     rows = await conn.fetch(
         f"""SELECT {_KEY_COLUMNS} FROM api_keys
-            WHERE updated_at > now() - make_interval(secs => $1)""",
-        seconds,
+            WHERE updated_at > $1 AND id > $2
+            ORDER BY id LIMIT $3""",
+        since,
+        after_id,
+        limit,
     )
     return [_key(r) for r in rows]

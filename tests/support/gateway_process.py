@@ -201,6 +201,13 @@ class GatewayProcess:
     admin_port: int
     config_path: Path
     env: dict[str, str]
+    check_port: int | None = None  # listen.check, when started with check=True
+    check_grpc_port: int | None = None  # listen.check_grpc, likewise
+
+    @property
+    def check_url(self) -> str:
+        assert self.check_port is not None, "start the gateway with check=True"
+        return f"http://127.0.0.1:{self.check_port}"
 
     @property
     def url(self) -> str:
@@ -239,20 +246,24 @@ def start_gateway(
     *,
     name: str = "gateway",
     workers: int | None = None,
+    check: bool = False,
 ) -> GatewayProcess:
     """`python -m gateway serve --config <tmp>` on free ports, ready when /healthz is 200.
 
     `config` is the YAML document minus `listen`, which is filled in here (with
-    `server.drain_delay: 0s` unless given). `env` carries KEYGATE_SECRET and the store URLs.
+    `server.drain_delay: 0s` unless given; `check=True` adds listen.check and
+    listen.check_grpc). `env` carries KEYGATE_SECRET and the store URLs.
     """
     proxy_port, admin_port = free_port(), free_port()
+    listen = {"proxy": f"127.0.0.1:{proxy_port}", "admin": f"127.0.0.1:{admin_port}"}
+    check_port = check_grpc_port = None
+    if check:
+        check_port, check_grpc_port = free_port(), free_port()
+        listen["check"] = f"127.0.0.1:{check_port}"
+        listen["check_grpc"] = f"127.0.0.1:{check_grpc_port}"
     # Stopping is how most tests end: no drain delay (SPEC §9) unless the test sets one.
     server = {"drain_delay": "0s", **config.get("server", {})}
-    full = {
-        "listen": {"proxy": f"127.0.0.1:{proxy_port}", "admin": f"127.0.0.1:{admin_port}"},
-        **config,
-        "server": server,
-    }
+    full = {"listen": listen, **config, "server": server}
     path = write_config(log_dir / f"{name}.yaml", full)
     argv = [sys.executable, "-m", "gateway", "serve", "--config", str(path)]
     if workers is not None:
@@ -260,10 +271,13 @@ def start_gateway(
     # KEYGATE_CONFIG from the developer's shell must not win over --config's neighbours.
     clean_env = {**env, "KEYGATE_CONFIG": str(path)}
     process = spawn(name, argv, log_dir, clean_env)
-    gateway = GatewayProcess(process, proxy_port, admin_port, path, dict(clean_env))
+    gateway = GatewayProcess(
+        process, proxy_port, admin_port, path, dict(clean_env), check_port, check_grpc_port
+    )
+    ports = [p for p in (proxy_port, check_port, check_grpc_port) if p is not None]
     _wait(
         process,
-        lambda: _http_ok(gateway.admin_url + "/healthz") and _port_open(proxy_port),
-        "admin /healthz 200 and the proxy port open",
+        lambda: _http_ok(gateway.admin_url + "/healthz") and all(map(_port_open, ports)),
+        "admin /healthz 200 and the proxy (and check) ports open",
     )
     return gateway

@@ -40,6 +40,7 @@ SPEC_METRICS = {
     "keygate_admin_requests_total": "counter",
     "keygate_build_info": "gauge",
     "keygate_secret_mismatch": "gauge",  # beyond §8: KEYGATE_SECRET differs (issue 11)
+    "keygate_check_requests_total": "counter",  # §12: checks by the API that asked
 }
 
 # prometheus_client's process metrics, one series per worker (label `worker`).

@@ -235,6 +235,8 @@ MINIMAL = ROUTES + "  - {path: /x, upstream: a}\n"
         ("redis_url: 6379\n", 1, "redis_url"),
         ("cache:\n  local_ttl: 0s\n", 2, "cache.local_ttl"),
         ("cache:\n  local_ttl: 5\n", 2, "cache.local_ttl"),
+        ("cache:\n  local_ttl: 5s\n  max_age: 2s\n", 3, "cache.max_age"),
+        ("cache:\n  max_age: 0s\n", 2, "cache.max_age"),
         ("upstreams:\n  a: {url: 'ftp://x'}\n", 2, "upstreams.a.url"),
         ("upstreams:\n  a: {timeout: 5s}\n", 2, "upstreams.a.url"),
         (
@@ -619,3 +621,33 @@ def test_check_config_json_missing_file(tmp_path: Path) -> None:
     [error] = json.loads(out)["errors"]
     assert error["path"] is None and error["line"] is None
     assert str(tmp_path / "config" / "keygate.yaml") in error["message"]
+
+
+# --- check listeners (SPEC §12) ---------------------------------------------------------
+
+
+def test_check_listeners_are_off_unless_set_and_read_when_set() -> None:
+    off = parse_config(ROUTES + "  - {path: /x, upstream: a}\n", "t.yaml", {})
+    assert (off.listen.check, off.listen.check_grpc) == (None, None)
+    on = parse_config(
+        "listen: {check: '127.0.0.1:8082', check_grpc: '[::1]:9191'}\n"
+        + ROUTES
+        + "  - {path: /x, upstream: a}\n",
+        "t.yaml",
+        {},
+    )
+    assert (on.listen.check, on.listen.check_grpc) == ("127.0.0.1:8082", "[::1]:9191")
+
+
+@pytest.mark.parametrize(
+    ("listen", "path", "says"),
+    [
+        ("{check: 8082}", "listen.check", "HOST:PORT"),
+        ("{check_grpc: 'localhost'}", "listen.check_grpc", "HOST:PORT"),
+        ("{proxy: '0.0.0.0:8080', check: '0.0.0.0:8080'}", "listen.check", "listen.proxy"),
+        ("{check: '127.0.0.1:8082', check_grpc: '127.0.0.1:8082'}", "listen.check_grpc", "check"),
+    ],
+)
+def test_check_listener_mistakes_name_the_field(listen: str, path: str, says: str) -> None:
+    found = problems_of(f"listen: {listen}\n" + ROUTES + "  - {path: /x, upstream: a}\n")
+    assert any(p.startswith(f"line 1: {path}:") and says in p for p in found), found

@@ -11,6 +11,7 @@ from gateway.keys.state import KeyState
 from gateway.store.key_cache import (
     invalidation,
     parse_invalidation,
+    parse_invalidations,
     state_from_json,
     state_to_json,
 )
@@ -59,3 +60,13 @@ def test_limit_is_part_of_equality() -> None:
 )
 def test_invalidation_messages(message: str, parsed: tuple[str, int | None]) -> None:
     assert parse_invalidation(message) == parsed
+
+
+def test_a_statement_announces_its_keys_together() -> None:
+    assert parse_invalidations("a1B2c3D4:3") == [("a1B2c3D4", 3)]
+    assert parse_invalidations("a1B2c3D4:3 b1B2c3D4:9 c1B2c3D4") == [
+        ("a1B2c3D4", 3),
+        ("b1B2c3D4", 9),
+        ("c1B2c3D4", None),
+    ]
+    assert parse_invalidations("") == []

@@ -153,3 +153,39 @@ def test_a_refused_put_still_learns_the_verifier() -> None:
     cache.invalidate("a", 2)
     assert not cache.put("a", state("a", 1), b"proof", ticket=ticket)
     assert cache.known_verifier("a") == b"proof"
+
+
+def test_reads_late_in_an_entrys_life_ask_for_a_refresh_at_a_jittered_point() -> None:
+    clock = Clock()
+    due: list[str] = []
+    cache = LocalKeyCache(ttl=100, max_entries=1000, clock=clock, on_refresh_due=due.append)
+    for i in range(200):
+        cache.put(f"k{i}", state(f"k{i}"), b"v", ticket=cache.ticket())
+        cache.put_proof(f"k{i}", b"p")
+    clock.now += 69.9  # before 70 %: nobody asks
+    assert all(cache.get(f"k{i}") is not None for i in range(200))
+    assert due == []
+    clock.now += 10  # 79.9 %: some entries are due, not all (spread over 70-90 %)
+    assert all(cache.proven(f"k{i}", b"p") is not None for i in range(200))
+    assert 0 < len(due) < 200
+    due.clear()
+    clock.now += 10.2  # past 90 %: every read asks, and still serves the entry
+    assert all(cache.proven(f"k{i}", b"p") is not None for i in range(200))
+    assert sorted(due) == sorted(f"k{i}" for i in range(200))
+    clock.now += 10  # expired: gone, and nothing to refresh
+    due.clear()
+    assert cache.get("k0") is None
+    assert due == []
+
+
+def test_a_refreshed_entry_starts_a_new_life() -> None:
+    clock = Clock()
+    due: list[str] = []
+    cache = LocalKeyCache(ttl=100, max_entries=10, clock=clock, on_refresh_due=due.append)
+    cache.put("a", state("a"), b"v", ticket=cache.ticket())
+    clock.now += 95
+    assert cache.get("a") is not None and due == ["a"]
+    cache.put("a", state("a"), b"v", ticket=cache.ticket())  # the refresh's put
+    clock.now += 60  # past the first entry's expiry, before the refreshed one's 70 %
+    assert cache.get("a") is not None
+    assert due == ["a"]

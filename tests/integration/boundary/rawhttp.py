@@ -67,3 +67,25 @@ async def exchange_all(
     finally:
         with contextlib.suppress(Exception):
             await close_writer(writer)
+
+
+async def dripped_head_closed(
+    reader: asyncio.StreamReader,
+    writer: asyncio.StreamWriter,
+    first_line: bytes,
+    *,
+    lines: int,
+    every: float = 0.1,
+) -> bool:
+    """Send `first_line`, then a header line every `every` s, never ending the head;
+    whether the server closed the connection before `lines` were sent."""
+    writer.write(first_line)
+    for i in range(lines):  # progress, but never a complete head
+        try:
+            writer.write(b"X-Drip-%d: y\r\n" % (i % 10))
+            await writer.drain()
+        except ConnectionError:
+            return True
+        if await closed_within(reader, every):
+            return True
+    return False

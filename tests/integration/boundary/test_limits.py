@@ -9,7 +9,12 @@ import time
 
 import aiohttp
 
-from tests.integration.boundary.rawhttp import closed_within, open_raw, responses_until_close
+from tests.integration.boundary.rawhttp import (
+    closed_within,
+    dripped_head_closed,
+    open_raw,
+    responses_until_close,
+)
 from tests.integration.boundary.recorded import (
     BODY_IDLE_TIMEOUT,
     HEADER_TIMEOUT,
@@ -34,19 +39,8 @@ async def test_slowly_dripped_head_is_cut_off(gw: Recorded) -> None:
     reader, writer = await open_raw(gw.port)
     started = time.monotonic()
     try:
-        writer.write(b"GET /raw/slow HTTP/1.1\r\nHost: x\r\n")
-        closed = False
-        for i in range(40):  # a byte every 0.1 s: progress, but never a complete head
-            try:
-                writer.write(b"X-Drip-%d: y\r\n" % i)
-                await writer.drain()
-            except ConnectionError:
-                closed = True
-                break
-            if await closed_within(reader, 0.1):
-                closed = True
-                break
-        assert closed
+        first = b"GET /raw/slow HTTP/1.1\r\nHost: x\r\n"
+        assert await dripped_head_closed(reader, writer, first, lines=40)
         assert time.monotonic() - started < HEADER_TIMEOUT + SLACK
     finally:
         await close_writer(writer)

@@ -4,8 +4,8 @@ These tests stop and restart PostgreSQL and Redis, so they run on their OWN embe
 (in a temp folder, for this package only), never on the session's shared stores. Redis
 persists its data across a restart here (`persist=True`), as a production Redis with RDB
 would: that is what lets a stale entry survive an outage and tests the re-sync repairing
-it. A trigger installed in this database logs every write of `api_keys.last_used_at`, so
-tests count the gateway's stamp writes without guessing.
+it. A trigger installed in this database logs every write of `api_keys.last_used_at` (and
+the transaction that made it), so tests count the gateway's stamp writes without guessing.
 
 Every gateway is a real `python -m gateway serve` subprocess; every change goes through
 the real service or the real `keygate` CLI (subprocess).
@@ -53,7 +53,8 @@ STAMP_LOG_SQL = """
 CREATE TABLE IF NOT EXISTS test_stamp_writes (
     key_id        text NOT NULL,
     last_used_at  timestamptz,
-    written_at    timestamptz NOT NULL DEFAULT clock_timestamp()
+    written_at    timestamptz NOT NULL DEFAULT clock_timestamp(),
+    xact          bigint NOT NULL DEFAULT txid_current()  -- which transaction wrote it
 );
 CREATE OR REPLACE FUNCTION test_log_stamp() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN

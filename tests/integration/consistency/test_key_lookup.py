@@ -19,17 +19,20 @@ import uuid
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
+import asyncpg
 import pytest
 import redis.asyncio as aioredis
 
+from gateway.auth.authenticate import parse_presented
 from gateway.auth.errors import Refusal, TooManyAttempts
 from gateway.auth.key_lookup import KeyLookup
 from gateway.config import Argon2Params, Config, load_config
 from gateway.keys.format import base62_checksum
-from gateway.keys.hashing import SecretHasher
+from gateway.keys.hashing import SecretHasher, fast_verifier
 from gateway.keys.models import Actor, ApiKey
 from gateway.keys.service import KeyService
 from gateway.keys.state import KeyState
+from gateway.observability import metrics
 from gateway.store.db import Database
 from gateway.store.key_cache import CHANNEL, KeyCacheWriter, RedisKeyCache
 from tests.support.configs import TEST_CONFIG
@@ -347,3 +350,215 @@ async def test_one_tenants_flood_delays_anothers_first_verify_by_two_rounds_at_m
     )
     assert ahead <= 2 * slots
     assert set(results) <= {"invalid_api_key", "auth_unavailable"}  # 503 when queues full
+
+
+# ------------------------------------------------------------------ entry lifetimes
+# Issue 15: while an invalidation channel is live, entries live until invalidated (up to
+# cache.max_age) and a key in use is refreshed in the background before expiry; with no
+# channel, the short bound applies again. Time is the lookup's monotonic clock, moved by
+# hand; store reads are counted through the metrics the gateway exports.
+
+MAX_AGE = 600.0
+
+
+class Monotonic:
+    def __init__(self) -> None:
+        self.now = 1_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class Gate:
+    """Holds the next lookup step that reaches `point` once armed, until released."""
+
+    def __init__(self) -> None:
+        self.point: str | None = None
+        self.reached = asyncio.Event()
+        self.release = asyncio.Event()
+
+    def arm(self, point: str) -> None:
+        self.point = point
+
+    async def __call__(self, point: str, key_id: str) -> None:
+        if point == self.point:
+            self.point = None
+            self.reached.set()
+            await self.release.wait()
+
+
+def store_reads() -> dict[str, float]:
+    """keygate_key_cache_requests_total of the Redis and Postgres tiers, and local hits."""
+    metrics.flush_tallies()
+    return {
+        f"{tier}/{result}": metrics.REGISTRY.get_sample_value(
+            "keygate_key_cache_requests_total", {"tier": tier, "result": result}
+        )
+        or 0.0
+        for tier in ("local", "redis", "postgres")
+        for result in ("hit", "miss")
+    }
+
+
+def lifetime_config(world: World) -> Config:
+    return dataclasses.replace(
+        world.config,
+        cache=dataclasses.replace(world.config.cache, local_ttl=1.0, max_age=MAX_AGE),
+    )
+
+
+async def test_while_changes_are_heard_an_entry_outlives_local_ttl_without_store_reads(
+    world: World,
+) -> None:
+    clock = Monotonic()
+    key = await world.key()
+    lookup = await world.lookup(config=lifetime_config(world), monotonic=clock)
+    assert lookup.local.ttl == MAX_AGE  # a channel is live and re-synced
+    await lookup.identify(key.secret, "10.0.0.1")
+    before = store_reads()
+    clock.now += 60  # 60 local_ttl later, well before the refresh point (>= 70 % of 600 s)
+    for _ in range(100):
+        assert (await lookup.identify(key.secret, "10.0.0.1")).id == key.id
+    after = store_reads()
+    assert after["local/hit"] - before["local/hit"] == 100
+    assert {k: after[k] - before[k] for k in after if not k.startswith("local")} == {
+        "redis/hit": 0,
+        "redis/miss": 0,
+        "postgres/hit": 0,
+        "postgres/miss": 0,
+    }
+    # Still refused within 1 s of a revocation (real time: the change is heard, not aged).
+    revoked = await world.service.revoke_key(ACTOR, key.id, reason="test")
+    await asyncio.wait_for(heard(lookup, key.id, revoked.key.version), 1.0)
+    assert await outcome(lookup.identify(key.secret, "10.0.0.1")) == "revoked_api_key"
+
+
+async def test_a_key_in_use_is_refreshed_in_the_background_and_no_request_waits(
+    world: World,
+) -> None:
+    clock, gate = Monotonic(), Gate()
+    key = await world.key()
+    lookup = await world.lookup(config=lifetime_config(world), monotonic=clock, checkpoint=gate)
+    await lookup.identify(key.secret, "10.0.0.1")
+    clock.now += 0.95 * MAX_AGE  # past the refresh point, before expiry
+    gate.arm("redis")
+    # Answered from the entry while its refresh is held mid-read.
+    assert (await asyncio.wait_for(lookup.identify(key.secret, "10.0.0.1"), 1)).id == key.id
+    await asyncio.wait_for(gate.reached.wait(), 5)
+    gate.release.set()
+    for _ in range(500):  # until the refreshed entry is in place
+        entry = lookup.local.get(key.id)
+        if entry is not None and entry.expires > clock.now + 0.5 * MAX_AGE:
+            break
+        await asyncio.sleep(0.01)
+    else:
+        raise AssertionError("the refresh never replaced the entry")
+    before = store_reads()
+    clock.now += 0.5 * MAX_AGE  # beyond the first entry's expiry: the refreshed one serves
+    assert (await lookup.identify(key.secret, "10.0.0.1")).id == key.id
+    after = store_reads()
+    assert after["redis/hit"] == before["redis/hit"]  # no request read Redis
+    assert after["postgres/hit"] == before["postgres/hit"]
+
+
+@pytest.mark.parametrize("point", ["redis", "postgres"])
+async def test_a_refresh_in_flight_across_a_revocation_cannot_resurrect_the_key(
+    world: World, point: str
+) -> None:
+    clock, gate = Monotonic(), Gate()
+    key = await world.key()
+    lookup = await world.lookup(config=lifetime_config(world), monotonic=clock, checkpoint=gate)
+    await lookup.identify(key.secret, "10.0.0.1")
+    if point == "postgres":  # Redis lost its entry: the refresh reads the row
+        await world.redis.delete(f"keygate:key:{key.id}")
+    clock.now += 0.95 * MAX_AGE
+    gate.arm(point)
+    assert await outcome(lookup.identify(key.secret, "10.0.0.1")) == "allowed"
+    await asyncio.wait_for(gate.reached.wait(), 5)  # the refresh read the live state
+
+    revoked = await world.service.revoke_key(ACTOR, key.id, reason="test")
+    await heard(lookup, key.id, revoked.key.version)
+    gate.release.set()
+    for _ in range(100):  # let the refresh finish and try its put
+        await asyncio.sleep(0.01)
+    assert await outcome(lookup.identify(key.secret, "10.0.0.1")) == "revoked_api_key"
+    entry = lookup.local.get(key.id)
+    assert entry is None or entry.state is None or entry.state.revoked
+
+
+async def test_with_no_channel_heard_entries_are_dropped_and_live_the_short_bound(
+    world: World, clean_stores: Stores
+) -> None:
+    """Only the PostgreSQL channel (no Redis): its session is killed and may not come back
+    (the database refuses new connections), so this worker hears no change at all."""
+    clock = Monotonic()
+    key = await world.key()
+    lookup = KeyLookup(
+        keys=world.config.keys,
+        cache=lifetime_config(world).cache,
+        db=world.db,
+        redis=None,
+        hasher=world.hasher,
+        server_secret=SECRET,
+        monotonic=clock,
+    )
+    await world.stack.enter_async_context(contextlib.asynccontextmanager(lookup.lifetime)())
+    for _ in range(500):
+        if lookup.channels == {"postgres"}:
+            break
+        await asyncio.sleep(0.01)
+    await lookup.identify(key.secret, "10.0.0.1")
+    clock.now += 60
+    before = store_reads()
+    await lookup.identify(key.secret, "10.0.0.1")
+    assert store_reads()["postgres/hit"] == before["postgres/hit"]  # long-lived meanwhile
+
+    probe = await asyncpg.connect(clean_stores.database_url)
+    database = await probe.fetchval("SELECT current_database()")
+    await probe.close()
+    # From another database: PostgreSQL will not disallow connections to one's own.
+    admin = await asyncpg.connect(clean_stores.database_url, database="postgres")
+    try:
+        await admin.execute(f'ALTER DATABASE "{database}" ALLOW_CONNECTIONS false')
+        await admin.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+            " WHERE application_name = 'keygate-invalidations'"
+        )
+        for _ in range(500):
+            if not lookup.channels:
+                break
+            await asyncio.sleep(0.01)
+        assert not lookup.channels
+        assert lookup.local.ttl <= 1.0
+        assert lookup.local.get(key.id) is None  # dropped at once
+        reads = store_reads()["postgres/hit"]
+        await lookup.identify(key.secret, "10.0.0.1")  # refilled from Postgres
+        assert store_reads()["postgres/hit"] == reads + 1
+        clock.now += 1.5  # past the short bound: read again
+        await lookup.identify(key.secret, "10.0.0.1")
+        assert store_reads()["postgres/hit"] == reads + 2
+    finally:
+        await admin.execute(f'ALTER DATABASE "{database}" ALLOW_CONNECTIONS true')
+        await admin.close()
+    for _ in range(500):  # the channel comes back, re-synced: long lifetimes again
+        if lookup.channels == {"postgres"}:
+            break
+        await asyncio.sleep(0.01)
+    assert lookup.local.ttl == MAX_AGE
+
+
+async def test_a_lookup_that_came_back_outdated_is_not_joined(world: World) -> None:
+    """Identical lookups in flight share one read; one that came back outdated (its key
+    changed while it read) is settled, not in flight, even before its bookkeeping (a
+    done-callback) has run. A request arriving in that moment once joined it on every
+    attempt without a read and answered 503 auth_unavailable (seen at start-up, under a
+    burst, while the channels' re-syncs moved the tickets). The moment is made here by
+    leaving such a settled lookup in the in-flight table."""
+    key = await world.key()
+    lookup = await world.lookup()
+    parsed = parse_presented(key.secret, world.config.keys)
+    verifier = fast_verifier(lookup.verifier_key, parsed.key_id, parsed.secret)
+    settled: asyncio.Future[KeyState | None] = asyncio.get_running_loop().create_future()
+    settled.set_result(None)  # what a lookup outdated by an invalidation returns
+    lookup._in_flight[verifier] = settled  # type: ignore[assignment]
+    assert await outcome(lookup.identify(key.secret, "10.0.0.1")) == "allowed"

@@ -21,6 +21,7 @@ import aiohttp
 import asyncpg
 import redis
 
+from gateway.store.key_cache import parse_invalidations
 from gateway.store.key_notifications import APPLICATION_NAME
 from tests.integration.consistency.conftest import (
     WORKERS,
@@ -217,3 +218,55 @@ async def test_every_committed_change_is_announced_by_postgres_itself(
         assert heard.empty()
     finally:
         await listener.close()
+
+
+async def test_a_statement_changing_many_keys_is_announced_in_few_notifications(
+    fleet_up: Fleet, keys: KeyMaker
+) -> None:
+    """Per statement, not per row (migration 0007): every key a bulk INSERT or UPDATE
+    changed is heard exactly once at its new version, in notifications under
+    PostgreSQL's 8,000-byte limit; a row whose version did not move is not announced."""
+    key = await keys.key()
+    many = 2_000
+    ids = [f"B{n:07d}" for n in range(many)]
+    listener = await asyncpg.connect(fleet_up.stores.database_url)
+    heard: asyncio.Queue[str] = asyncio.Queue()
+
+    async def drain() -> list[str]:
+        payloads = [await asyncio.wait_for(heard.get(), 5)]
+        while True:
+            try:
+                payloads.append(await asyncio.wait_for(heard.get(), 0.5))
+            except TimeoutError:
+                return payloads
+
+    try:
+        await listener.add_listener("keygate_key_changes", lambda *args: heard.put_nowait(args[-1]))
+        await fleet_up.stores.fetch(
+            """INSERT INTO api_keys (id, org, name, prefix, env, secret_hash, scopes,
+                                     created_at, created_by)
+               SELECT b.id, org, name, prefix, env, secret_hash, scopes, created_at, created_by
+               FROM api_keys, unnest($2::text[]) AS b(id) WHERE api_keys.id = $1""",
+            key.id,
+            ids,
+        )
+        inserted = await drain()
+        await fleet_up.stores.fetch(
+            "UPDATE api_keys SET version = version + 1 WHERE id = ANY($1) AND id < 'B0001000'",
+            ids,
+        )
+        await fleet_up.stores.fetch(  # stamps on all of them: no version moves, no message
+            "UPDATE api_keys SET last_used_at = now() WHERE id = ANY($1)", ids
+        )
+        updated = await drain()
+    finally:
+        await fleet_up.stores.fetch("DELETE FROM api_keys WHERE id = ANY($1)", ids)
+        await listener.close()
+    for payloads, expected in (
+        (inserted, {(i, 1) for i in ids}),
+        (updated, {(i, 2) for i in ids[:1000]}),
+    ):
+        announced = [pair for payload in payloads for pair in parse_invalidations(payload)]
+        assert sorted(announced) == sorted(expected)  # each exactly once
+        assert 1 < len(payloads) < len(expected) / 100, len(payloads)
+        assert all(len(payload.encode()) < 8000 for payload in payloads)

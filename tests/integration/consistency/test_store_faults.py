@@ -48,10 +48,13 @@ class Traffic:
     async def run(self) -> None:
         while True:
             batch = [(kind, url) for kind in self.secrets for url in self.urls]
-            phase = self.phase
+            began = self.phase
             results = await asyncio.gather(
                 *(probe(self.http, url, self.secrets[kind]) for kind, url in batch)
             )
+            # A batch in flight while the phase changed belongs to neither phase: its
+            # requests may have been answered on either side of the change.
+            phase = began if self.phase == began else f"{began}->{self.phase}"
             self.seen.extend((phase, kind, p) for (kind, _), p in zip(batch, results, strict=True))
 
     def outcomes(self, kind: str, phase: str | None = None) -> Counter[tuple[int, str | None]]:

@@ -1,0 +1,224 @@
+"""deploy/nginx/keygate.conf, as shipped (addresses rendered to test ports), in a real nginx
+in front of a recording upstream, asking Keygate's /nginx check (SPEC §12)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import aiohttp
+import pytest
+from yarl import URL
+
+from tests.integration.edge.conftest import edge_routes
+from tests.integration.edge.support import FORGED, keygate_fields, never_seen, refusal, seen
+from tests.support.configs import gateway_env
+from tests.support.edge_proxies import DEPLOY, render, running_nginx
+from tests.support.gateway_process import (
+    GatewayProcess,
+    closed_port,
+    start_gateway,
+    stopped_cleanly,
+)
+from tests.support.keys import KeyMaker, unknown_key
+from tests.support.recording_upstream import SEEN_HEADER, RecordingUpstream
+from tests.support.stores import Stores
+
+SHIPPED = DEPLOY / "nginx" / "keygate.conf"
+
+
+def nginx_site(check: str, upstream: str) -> str:
+    return render(
+        SHIPPED,
+        {"127.0.0.1:8082": check, "127.0.0.1:9000": upstream, "listen 8080;": "listen __PORT__;"},
+    )
+
+
+@pytest.fixture(scope="module")
+def nginx(
+    edge_gateway: GatewayProcess,
+    edge_upstream: RecordingUpstream,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[str]:
+    site = nginx_site(f"127.0.0.1:{edge_gateway.check_port}", f"127.0.0.1:{edge_upstream.port}")
+    with running_nginx(site, tmp_path_factory.mktemp("nginx")) as port:
+        yield f"http://127.0.0.1:{port}"
+
+
+async def test_allowed_request_reaches_the_api_with_keygate_identity_only(
+    nginx: str, keys: KeyMaker, edge_upstream: RecordingUpstream, http: aiohttp.ClientSession
+) -> None:
+    key = await keys.key(["read"])
+    marker = uuid.uuid4().hex
+    async with http.get(
+        f"{nginx}/api/read/{marker}?page=2", headers={**key.auth, **FORGED}
+    ) as reply:
+        assert reply.status == 200, await reply.text()
+        assert SEEN_HEADER in reply.headers
+        request_id = reply.headers["X-Request-Id"]
+    record = seen(edge_upstream, request_id)
+    assert record.head.target == f"/api/read/{marker}?page=2"
+    assert keygate_fields(record) == {
+        "X-Keygate-Credential": ["key"],
+        "X-Keygate-Org": [key.org],
+        "X-Keygate-Key-Id": [key.display_prefix],
+        "X-Keygate-Scopes": ["read"],
+        "X-Keygate-Env": ["live"],
+    }
+    assert not record.head.all("Authorization") and not record.head.all("X-API-Key")
+    assert record.head.all("X-Request-Id") == [request_id]
+
+
+async def test_public_route_gets_no_identity_and_no_forged_one(
+    nginx: str, edge_upstream: RecordingUpstream, http: aiohttp.ClientSession
+) -> None:
+    async with http.get(f"{nginx}/public/status", headers=FORGED) as reply:
+        assert reply.status == 200
+        request_id = reply.headers["X-Request-Id"]
+    assert keygate_fields(seen(edge_upstream, request_id)) == {}
+
+
+async def test_a_body_passes_to_the_api_whole(
+    nginx: str, keys: KeyMaker, edge_upstream: RecordingUpstream, http: aiohttp.ClientSession
+) -> None:
+    key = await keys.key(["write"])
+    body = b"x" * 70_000
+
+    async def chunks() -> aiohttp.payload.AsyncIterablePayload:  # type: ignore[misc]
+        yield body[:30_000]
+        yield body[30_000:]
+
+    for data in (body, chunks()):
+        async with http.post(f"{nginx}/api/write/doc", headers=key.auth, data=data) as reply:
+            assert reply.status == 200, await reply.text()
+            request_id = reply.headers["X-Request-Id"]
+        deadline = time.monotonic() + 5
+        record = seen(edge_upstream, request_id)
+        while not record.complete and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+            record = seen(edge_upstream, request_id)
+        assert record.body == body
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "credential", "status", "code"),
+    [
+        ("GET", "/api/read/{marker}", None, 401, "missing_api_key"),
+        ("GET", "/api/read/{marker}", "unknown", 401, "invalid_api_key"),
+        ("POST", "/api/write/{marker}", "reader", 403, "insufficient_scope"),
+        ("GET", "/api/orgs/not-mine/{marker}", "reader", 403, "wrong_org"),
+        ("GET", "/nowhere/{marker}", "reader", 404, "no_route"),
+        ("GET", "/api/read/a%2Fb/{marker}", "reader", 400, "invalid_path"),
+    ],
+)
+async def test_refusals_reach_the_client_as_keygate_sent_them(
+    nginx: str,
+    edge_gateway: GatewayProcess,
+    keys: KeyMaker,
+    edge_upstream: RecordingUpstream,
+    http: aiohttp.ClientSession,
+    method: str,
+    path: str,
+    credential: str | None,
+    status: int,
+    code: str,
+) -> None:
+    key = await keys.key(["read"])
+    headers = {}
+    if credential == "reader":
+        headers = key.auth
+    elif credential == "unknown":
+        headers = {"Authorization": f"Bearer {unknown_key()}"}
+    marker = uuid.uuid4().hex
+    target = path.format(marker=marker)
+    url = URL(nginx + target, encoded=True)
+    async with http.request(method, url, headers=headers) as reply:
+        body = await refusal(reply, status, code)
+        # The same answer as Keygate's proxy gives for this request.
+        direct_url = URL(edge_gateway.url + target, encoded=True)
+        async with http.request(method, direct_url, headers=headers) as direct:
+            expected = await direct.json(content_type=None)
+            assert direct.status == status
+            assert body["error"]["message"] == expected["error"]["message"]
+            assert reply.headers.get("WWW-Authenticate") == direct.headers.get("WWW-Authenticate")
+    never_seen(edge_upstream, marker)
+
+
+async def test_rate_limit_headers_and_429_reach_the_client(
+    nginx: str, keys: KeyMaker, edge_upstream: RecordingUpstream, http: aiohttp.ClientSession
+) -> None:
+    key = await keys.key(["read"])
+    for remaining in ("1", "0"):
+        async with http.get(f"{nginx}/api/limited/x", headers=key.auth) as reply:
+            assert reply.status == 200
+            assert reply.headers["RateLimit-Limit"] == "2"
+            assert reply.headers["RateLimit-Remaining"] == remaining
+    marker = uuid.uuid4().hex
+    async with http.get(f"{nginx}/api/limited/{marker}", headers=key.auth) as reply:
+        await refusal(reply, 429, "rate_limited")
+        assert int(reply.headers["Retry-After"]) > 0
+        assert reply.headers["RateLimit-Remaining"] == "0"
+    never_seen(edge_upstream, marker)
+
+
+async def test_revocation_takes_effect_through_nginx_within_a_second(
+    nginx: str, keys: KeyMaker, http: aiohttp.ClientSession
+) -> None:
+    key = await keys.key(["read"])
+    async with http.get(f"{nginx}/api/read/warm", headers=key.auth) as reply:
+        assert reply.status == 200
+    await keys.revoke(key.id)
+    revoked_at = time.monotonic()
+    while True:
+        async with http.get(f"{nginx}/api/read/after", headers=key.auth) as reply:
+            if reply.status == 401:
+                await refusal(reply, 401, "revoked_api_key")
+                break
+            assert reply.status == 200
+        assert time.monotonic() - revoked_at < 1.0, "still allowed 1 s after the revoke"
+        await asyncio.sleep(0.02)
+
+
+async def test_unreachable_keygate_is_503_never_a_pass(
+    edge_upstream: RecordingUpstream,
+    keys: KeyMaker,
+    http: aiohttp.ClientSession,
+    tmp_path: Path,
+) -> None:
+    key = await keys.key(["read"])
+    site = nginx_site(f"127.0.0.1:{closed_port()}", f"127.0.0.1:{edge_upstream.port}")
+    with running_nginx(site, tmp_path / "nginx") as port:
+        marker = uuid.uuid4().hex
+        async with http.get(
+            f"http://127.0.0.1:{port}/api/read/{marker}", headers=key.auth
+        ) as reply:
+            body = await reply.json(content_type=None)
+            assert reply.status == 503, body
+            assert body["error"]["code"] == "auth_unavailable"
+            assert reply.headers["Retry-After"] == "1"
+        never_seen(edge_upstream, marker)
+
+
+async def test_keygate_own_503_reaches_the_client(
+    stores: Stores,
+    edge_upstream: RecordingUpstream,
+    http: aiohttp.ClientSession,
+    tmp_path: Path,
+) -> None:
+    """A key in no cache while PostgreSQL is down: Keygate's 503 auth_unavailable, with its
+    Retry-After, not nginx's 500."""
+    config = edge_routes(f"http://127.0.0.1:{edge_upstream.port}")
+    env = gateway_env(stores, database_url=f"postgresql://keygate@127.0.0.1:{closed_port()}/x")
+    gw = start_gateway(config, tmp_path / "gw", env, name="pg-down", check=True)
+    with stopped_cleanly(gw):
+        site = nginx_site(f"127.0.0.1:{gw.check_port}", f"127.0.0.1:{edge_upstream.port}")
+        with running_nginx(site, tmp_path / "nginx") as port:
+            async with http.get(
+                f"http://127.0.0.1:{port}/api/read/x",
+                headers={"Authorization": f"Bearer {unknown_key()}"},
+            ) as reply:
+                await refusal(reply, 503, "auth_unavailable")
+                assert int(reply.headers["Retry-After"]) >= 1
