@@ -72,6 +72,13 @@ class StopSignals:
         self.requested.set()
         self.readiness.phase = "draining"
 
+    def orphaned(self) -> None:
+        """The parent process is gone (killed, say): stop without the drain delay, since
+        no one is left to take this worker out of a load balancer or to signal again."""
+        log.error("the parent process exited: stopping (in-flight requests drain)")
+        self.received()
+        self.received()
+
     async def drain_delay(self, seconds: float) -> None:
         """Wait `seconds` (the listener still accepting), or until a second signal."""
         if seconds > 0 and not self.hurry.is_set():
@@ -86,6 +93,7 @@ async def run_worker(
     shared_port: bool,
     on_ready: Callable[[], None] | None = None,
     stop_requested: Callable[[], bool] = lambda: False,
+    parent_sentinel: int | None = None,
 ) -> None:
     """One worker, SPEC §9: /readyz says "starting" until both listeners serve; on
     SIGTERM/SIGINT it says "draining" while the proxy listener keeps accepting for
@@ -93,12 +101,16 @@ async def run_worker(
     `server.drain_timeout`, the admin listener closes and the stores close last.
 
     `stop_requested` says whether the parent asked every worker to stop before this one
-    handled signals (its SIGTERM would have been lost)."""
+    handled signals (its SIGTERM would have been lost). `parent_sentinel` (a spawned
+    worker's) becomes readable when the parent exits: a parent killed outright (SIGKILL,
+    the OOM killer) can forward no signal, and the worker would serve on unsupervised."""
     gw = build_gateway(config, secret)
     stops = StopSignals(gw.readiness)
     loop = asyncio.get_running_loop()
     for sig in _STOP_SIGNALS:
         loop.add_signal_handler(sig, stops.received)
+    if parent_sentinel is not None:
+        _watch_parent(loop, parent_sentinel, stops)
     if _early_stop.is_set() or stop_requested():
         stops.received()
     proxy_runner = web.ServerRunner(
@@ -157,6 +169,14 @@ async def run_worker(
     await admin_runner.cleanup()  # its cleanup_ctx closes the stores, after the flushes
 
 
+def _watch_parent(loop: asyncio.AbstractEventLoop, sentinel: int, stops: StopSignals) -> None:
+    def gone() -> None:
+        loop.remove_reader(sentinel)  # readable for good from now on: once is enough
+        stops.orphaned()
+
+    loop.add_reader(sentinel, gone)
+
+
 _STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 # Set by a stop signal that arrives before the event loop's handlers are in place.
 _early_stop = threading.Event()
@@ -183,12 +203,18 @@ def _worker_process(
             shared_port=True,
             on_ready=ready.set,
             stop_requested=lambda: bool(stop.value),
+            parent_sentinel=_parent_sentinel(),
         )
     )
     # Closing the loop restored the default action: a late stop signal (e.g. one sent to
     # the whole process group) must not turn this clean exit into a kill.
     for sig in _STOP_SIGNALS:
         signal.signal(sig, signal.SIG_IGN)
+
+
+def _parent_sentinel() -> int | None:
+    parent = multiprocessing.parent_process()
+    return None if parent is None else parent.sentinel
 
 
 async def check_schema(config: Config) -> None:

@@ -749,6 +749,7 @@ def start_profiles(stack: Stack, run: Running, n: int, workers: int) -> list[sub
                 "--format",
                 "raw",
                 "--nonblocking",
+                *(["--native"] if stack.args.native else []),
                 "-o",
                 str(stack.args.profile / f"{n}keys-{workers}w-{pid}.txt"),
             ],
@@ -793,6 +794,7 @@ def parse_args() -> argparse.Namespace:
         help="directory: sample each worker with py-spy during the measured run",
     )
     p.add_argument("--py-spy", default="py-spy", help="the py-spy executable (with --profile)")
+    p.add_argument("--native", action="store_true", help="py-spy --native (C frames too)")
     p.add_argument("--soak", type=float, default=0, help="minutes of soak instead of the sweep")
     p.add_argument("--soak-keys", type=int, default=100000)
     p.add_argument("--soak-workers", type=int, default=1)

@@ -25,6 +25,7 @@ import redis.asyncio as aioredis
 
 from gateway.auth.authenticate import parse_presented
 from gateway.auth.errors import Refusal, TooManyAttempts
+from gateway.auth.key_changes import POSTGRES, REDIS
 from gateway.auth.key_lookup import KeyLookup
 from gateway.config import Argon2Params, Config, load_config
 from gateway.keys.format import base62_checksum
@@ -96,10 +97,17 @@ class World:
         )
         before = await self.subscribers()
         await self.stack.enter_async_context(contextlib.asynccontextmanager(lookup.lifetime)())
-        # Until its listener is subscribed and has re-synced: only then does it trust
-        # Redis entries (before, a lookup reads PostgreSQL; SPEC §5).
+        # Until both channels are subscribed and have re-synced: only then does it trust
+        # Redis entries (before, a lookup reads PostgreSQL; SPEC §5), and only then is no
+        # start-up re-sync left to run. A channel's re-sync evicts the entries of keys
+        # changed within the Redis TTL (a test's key was just made): one that ran after a
+        # test's first request evicted the entry that test went on to rely on.
         for _ in range(500):
-            if await self.subscribers() > before and lookup.redis_trusted:
+            if (
+                await self.subscribers() > before
+                and lookup.redis_trusted
+                and lookup.channels == {REDIS, POSTGRES}
+            ):
                 break
             await asyncio.sleep(0.01)
         else:
@@ -384,7 +392,8 @@ class Gate:
         if point == self.point:
             self.point = None
             self.reached.set()
-            await self.release.wait()
+            # Bounded: a test whose request reached the gate by mistake fails, not hangs.
+            await asyncio.wait_for(self.release.wait(), 30)
 
 
 def store_reads() -> dict[str, float]:
@@ -473,7 +482,8 @@ async def test_a_refresh_in_flight_across_a_revocation_cannot_resurrect_the_key(
         await world.redis.delete(f"keygate:key:{key.id}")
     clock.now += 0.95 * MAX_AGE
     gate.arm(point)
-    assert await outcome(lookup.identify(key.secret, "10.0.0.1")) == "allowed"
+    # Answered from the entry while its refresh is held mid-read.
+    assert await asyncio.wait_for(outcome(lookup.identify(key.secret, "10.0.0.1")), 5) == "allowed"
     await asyncio.wait_for(gate.reached.wait(), 5)  # the refresh read the live state
 
     revoked = await world.service.revoke_key(ACTOR, key.id, reason="test")

@@ -185,6 +185,68 @@ async def test_a_second_signal_cuts_the_delay_short(
     gw.process.stop(expect_code=0)
 
 
+def worker_pids(gw: GatewayProcess) -> list[int]:
+    """The spawned workers among the parent's children (not multiprocessing's resource
+    tracker)."""
+    pid = gw.process.proc.pid
+    children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    return [
+        int(child)
+        for child in children
+        if b"spawn_main" in Path(f"/proc/{child}/cmdline").read_bytes()
+    ]
+
+
+def alive(pid: int) -> bool:
+    """Running (a zombie, dead but not yet reaped by init, counts as exited)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+async def test_workers_of_a_killed_parent_stop_instead_of_serving_on(
+    own_stores: OwnStores,
+    echo_upstream: UpstreamProcess,
+    log_dir: Path,
+    http: aiohttp.ClientSession,
+) -> None:
+    """SIGKILL (the OOM killer, a supervisor that kills only the main process) leaves the
+    parent no chance to forward a signal: its workers notice the parent is gone, drain
+    and exit, instead of serving the shared port unsupervised for ever."""
+    gw = start_gateway(
+        lifecycle_config(echo_upstream, drain_delay="60s"),
+        log_dir,
+        gateway_env(own_stores),
+        name="gw-orphaned",
+        workers=2,
+    )
+    try:
+        workers = worker_pids(gw)
+        assert len(workers) == 2, workers
+        gw.process.proc.kill()
+        killed = time.monotonic()
+        await asyncio.to_thread(gw.process.proc.wait, 5)
+        while any(alive(pid) for pid in workers):
+            # Without the drain delay (60 s here): nothing is left to signal a second time.
+            assert time.monotonic() - killed < 15, [alive(pid) for pid in workers]
+            await asyncio.sleep(0.05)
+        stopped = time.monotonic() - killed
+    finally:
+        gw.process.kill()
+    print(f"parent killed: both workers exited after {stopped:.2f} s (drain_delay 60s)")
+    try:
+        _, writer = await asyncio.open_connection("127.0.0.1", gw.proxy_port)
+    except OSError:
+        pass  # refused: no worker listens any more
+    else:
+        writer.close()
+        raise AssertionError("a worker still accepts on the proxy port")
+    output = gw.process.output()
+    assert output.count("the parent process exited: stopping") == 2, gw.process.tail()
+
+
 async def test_a_redis_outage_keeps_the_instance_ready(
     own_stores: OwnStores,
     echo_upstream: UpstreamProcess,
