@@ -174,7 +174,11 @@ class LocalKeyCache:
 
     def invalidate(self, key_id: str, version: int | None) -> None:
         """`key_id` changed (to `version`, when known): evict it, and refuse from now on
-        any put from a lookup begun before, and any state older than `version`."""
+        any put from a lookup begun before, and any state older than `version`.
+
+        An entry already at `version` or newer is kept: it is that change's state (a
+        channel's re-sync after a reconnect announces every recent change again, and
+        evicting the entries that already hold them would send each to Redis anew)."""
         self._generation = generation = next(self._generations)
         mark = self._marks.pop(key_id, None)
         floor = max(mark[1] if mark else 0, version or 0)
@@ -183,7 +187,11 @@ class LocalKeyCache:
             _, (dropped, _) = self._marks.popitem(last=False)
             # Its lookups in flight must still be refused: refuse every older ticket.
             self._refuse_before = max(self._refuse_before, dropped)
-        self._entries.pop(key_id, None)
+        entry = self._entries.get(key_id)
+        if entry is not None and (
+            version is None or entry.state is None or entry.state.version < version
+        ):
+            del self._entries[key_id]
 
     def evict(self, key_id: str) -> None:
         """Drop the entry (a refresh is due) without refusing anything."""

@@ -748,8 +748,9 @@ def start_profiles(stack: Stack, run: Running, n: int, workers: int) -> list[sub
                 str(int(stack.args.duration)),
                 "--format",
                 "raw",
-                "--nonblocking",
-                *(["--native"] if stack.args.native else []),
+                # py-spy reads C frames only from a paused process: --native or
+                # --nonblocking, not both.
+                *(["--native"] if stack.args.native else ["--nonblocking"]),
                 "-o",
                 str(stack.args.profile / f"{n}keys-{workers}w-{pid}.txt"),
             ],

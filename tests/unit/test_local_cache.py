@@ -135,6 +135,28 @@ def test_after_an_invalidation_only_that_version_or_newer_is_believed() -> None:
     assert cache.floor("a") == 4
 
 
+@pytest.mark.parametrize(
+    ("cached", "announced", "kept"),
+    [
+        (2, 2, True),  # the change's own state (a re-sync announcing it again)
+        (3, 2, True),  # newer than the announcement
+        (1, 2, False),  # older: evicted
+        (2, None, False),  # a bare id: the version is unknown, so evicted
+        (None, 1, False),  # an unknown id's entry: the key may exist now
+    ],
+)
+def test_an_invalidation_evicts_only_an_entry_older_than_it(
+    cached: int | None, announced: int | None, kept: bool
+) -> None:
+    cache = LocalKeyCache(ttl=5, max_entries=10, clock=Clock())
+    cache.put("a", None if cached is None else state("a", cached), ticket=cache.ticket())
+    cache.invalidate("a", announced)
+    entry = cache.get("a")
+    assert (entry is not None) is kept
+    if announced is not None:
+        assert cache.floor("a") == announced
+
+
 def test_a_dropped_marker_still_refuses_lookups_begun_before_it() -> None:
     cache = LocalKeyCache(ttl=5, max_entries=2, clock=Clock())
     ticket = cache.ticket()
