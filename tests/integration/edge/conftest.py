@@ -13,6 +13,7 @@ import pytest
 from tests.integration.boundary.recorded import recording_upstream
 from tests.support.configs import gateway_config, gateway_env
 from tests.support.credentials import assert_no_key_in
+from tests.support.edge_proxies import DEPLOY, render, running_caddy, running_nginx
 from tests.support.gateway_process import GatewayProcess, start_gateway, stopped_cleanly
 from tests.support.keys import KeyMaker, key_maker
 from tests.support.recording_upstream import RecordingUpstream
@@ -91,3 +92,52 @@ async def http() -> AsyncIterator[aiohttp.ClientSession]:
 
 def module_dir(tmp_path_factory: pytest.TempPathFactory, name: str) -> Path:
     return tmp_path_factory.mktemp(name)
+
+
+NGINX_SHIPPED = DEPLOY / "nginx" / "keygate.conf"
+
+
+def nginx_site(check: str, upstream: str) -> str:
+    return render(
+        NGINX_SHIPPED,
+        {"127.0.0.1:8082": check, "127.0.0.1:9000": upstream, "listen 8080;": "listen __PORT__;"},
+    )
+
+
+@pytest.fixture(scope="module")
+def nginx(
+    edge_gateway: GatewayProcess,
+    edge_upstream: RecordingUpstream,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[str]:
+    site = nginx_site(f"127.0.0.1:{edge_gateway.check_port}", f"127.0.0.1:{edge_upstream.port}")
+    with running_nginx(site, tmp_path_factory.mktemp("nginx")) as port:
+        yield f"http://127.0.0.1:{port}"
+
+
+CADDY_SHIPPED = DEPLOY / "caddy" / "Caddyfile"
+
+
+def caddy_site(check: str, upstream: str) -> str:
+    return render(
+        CADDY_SHIPPED,
+        {"api.example.com {": "__SITE__ {", "127.0.0.1:8082": check, "127.0.0.1:9000": upstream},
+    )
+
+
+@pytest.fixture(scope="module")
+def caddy(
+    edge_gateway: GatewayProcess,
+    edge_upstream: RecordingUpstream,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[str]:
+    site = caddy_site(f"127.0.0.1:{edge_gateway.check_port}", f"127.0.0.1:{edge_upstream.port}")
+    with running_caddy(site, tmp_path_factory.mktemp("caddy")) as port:
+        yield f"http://127.0.0.1:{port}"
+
+
+@pytest.fixture(params=["nginx", "caddy"])
+def edge(request: pytest.FixtureRequest) -> str:
+    """Each shipped edge proxy in turn, for what both must do alike."""
+    url: str = request.getfixturevalue(request.param)
+    return url

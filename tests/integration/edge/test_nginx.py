@@ -6,19 +6,15 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import aiohttp
-import pytest
-from yarl import URL
 
-from tests.integration.edge.conftest import edge_routes
+from tests.integration.edge.conftest import edge_routes, nginx_site
 from tests.integration.edge.support import FORGED, keygate_fields, never_seen, refusal, seen
 from tests.support.configs import gateway_env
-from tests.support.edge_proxies import DEPLOY, render, running_nginx
+from tests.support.edge_proxies import running_nginx
 from tests.support.gateway_process import (
-    GatewayProcess,
     closed_port,
     start_gateway,
     stopped_cleanly,
@@ -26,26 +22,6 @@ from tests.support.gateway_process import (
 from tests.support.keys import KeyMaker, unknown_key
 from tests.support.recording_upstream import SEEN_HEADER, RecordingUpstream
 from tests.support.stores import Stores
-
-SHIPPED = DEPLOY / "nginx" / "keygate.conf"
-
-
-def nginx_site(check: str, upstream: str) -> str:
-    return render(
-        SHIPPED,
-        {"127.0.0.1:8082": check, "127.0.0.1:9000": upstream, "listen 8080;": "listen __PORT__;"},
-    )
-
-
-@pytest.fixture(scope="module")
-def nginx(
-    edge_gateway: GatewayProcess,
-    edge_upstream: RecordingUpstream,
-    tmp_path_factory: pytest.TempPathFactory,
-) -> Iterator[str]:
-    site = nginx_site(f"127.0.0.1:{edge_gateway.check_port}", f"127.0.0.1:{edge_upstream.port}")
-    with running_nginx(site, tmp_path_factory.mktemp("nginx")) as port:
-        yield f"http://127.0.0.1:{port}"
 
 
 async def test_allowed_request_reaches_the_api_with_keygate_identity_only(
@@ -70,81 +46,6 @@ async def test_allowed_request_reaches_the_api_with_keygate_identity_only(
     }
     assert not record.head.all("Authorization") and not record.head.all("X-API-Key")
     assert record.head.all("X-Request-Id") == [request_id]
-
-
-async def test_public_route_gets_no_identity_and_no_forged_one(
-    nginx: str, edge_upstream: RecordingUpstream, http: aiohttp.ClientSession
-) -> None:
-    async with http.get(f"{nginx}/public/status", headers=FORGED) as reply:
-        assert reply.status == 200
-        request_id = reply.headers["X-Request-Id"]
-    assert keygate_fields(seen(edge_upstream, request_id)) == {}
-
-
-async def test_a_body_passes_to_the_api_whole(
-    nginx: str, keys: KeyMaker, edge_upstream: RecordingUpstream, http: aiohttp.ClientSession
-) -> None:
-    key = await keys.key(["write"])
-    body = b"x" * 70_000
-
-    async def chunks() -> aiohttp.payload.AsyncIterablePayload:  # type: ignore[misc]
-        yield body[:30_000]
-        yield body[30_000:]
-
-    for data in (body, chunks()):
-        async with http.post(f"{nginx}/api/write/doc", headers=key.auth, data=data) as reply:
-            assert reply.status == 200, await reply.text()
-            request_id = reply.headers["X-Request-Id"]
-        deadline = time.monotonic() + 5
-        record = seen(edge_upstream, request_id)
-        while not record.complete and time.monotonic() < deadline:
-            await asyncio.sleep(0.05)
-            record = seen(edge_upstream, request_id)
-        assert record.body == body
-
-
-@pytest.mark.parametrize(
-    ("method", "path", "credential", "status", "code"),
-    [
-        ("GET", "/api/read/{marker}", None, 401, "missing_api_key"),
-        ("GET", "/api/read/{marker}", "unknown", 401, "invalid_api_key"),
-        ("POST", "/api/write/{marker}", "reader", 403, "insufficient_scope"),
-        ("GET", "/api/orgs/not-mine/{marker}", "reader", 403, "wrong_org"),
-        ("GET", "/nowhere/{marker}", "reader", 404, "no_route"),
-        ("GET", "/api/read/a%2Fb/{marker}", "reader", 400, "invalid_path"),
-    ],
-)
-async def test_refusals_reach_the_client_as_keygate_sent_them(
-    nginx: str,
-    edge_gateway: GatewayProcess,
-    keys: KeyMaker,
-    edge_upstream: RecordingUpstream,
-    http: aiohttp.ClientSession,
-    method: str,
-    path: str,
-    credential: str | None,
-    status: int,
-    code: str,
-) -> None:
-    key = await keys.key(["read"])
-    headers = {}
-    if credential == "reader":
-        headers = key.auth
-    elif credential == "unknown":
-        headers = {"Authorization": f"Bearer {unknown_key()}"}
-    marker = uuid.uuid4().hex
-    target = path.format(marker=marker)
-    url = URL(nginx + target, encoded=True)
-    async with http.request(method, url, headers=headers) as reply:
-        body = await refusal(reply, status, code)
-        # The same answer as Keygate's proxy gives for this request.
-        direct_url = URL(edge_gateway.url + target, encoded=True)
-        async with http.request(method, direct_url, headers=headers) as direct:
-            expected = await direct.json(content_type=None)
-            assert direct.status == status
-            assert body["error"]["message"] == expected["error"]["message"]
-            assert reply.headers.get("WWW-Authenticate") == direct.headers.get("WWW-Authenticate")
-    never_seen(edge_upstream, marker)
 
 
 async def test_rate_limit_headers_and_429_reach_the_client(
