@@ -75,13 +75,38 @@ _KEY_ID = istr("X-Keygate-Key-Id")
 _ENV = istr("X-Keygate-Env")
 
 
-@functools.lru_cache(maxsize=4096)
 def identity_headers(state: KeyState) -> Headers:
-    """The identity sent upstream, as header pairs; cached per key state (immutable)."""
-    return (
-        (CREDENTIAL, "key"),
-        (ORG, state.org),
-        (_KEY_ID, state.display_prefix),
-        (SCOPES, " ".join(state.scopes)),
-        (_ENV, state.env),
-    )
+    """The identity sent upstream, as header pairs: built on a state's first use and kept
+    with it (`KeyState.identity`), so a request of a cached key allocates nothing here."""
+    headers = state.identity
+    if headers is None:
+        headers = (
+            _CREDENTIAL_KEY,
+            _org_pair(state.org),
+            (_KEY_ID, state.display_prefix),
+            _scopes_pair(state.scopes),
+            _env_pair(state.env),
+        )
+        # A memo on an immutable state, not a change of it (see KeyState.identity).
+        object.__setattr__(state, "identity", headers)
+    return headers
+
+
+# Pairs that many keys share are built once: a state's headers then cost only its own
+# key-id pair and the tuple holding the five (~220 B per cached key).
+_CREDENTIAL_KEY = (CREDENTIAL, "key")
+
+
+@functools.lru_cache(maxsize=4096)
+def _org_pair(org: str) -> tuple[str, str]:
+    return (ORG, org)
+
+
+@functools.lru_cache(maxsize=4096)
+def _scopes_pair(scopes: tuple[str, ...]) -> tuple[str, str]:
+    return (SCOPES, " ".join(scopes))
+
+
+@functools.lru_cache(maxsize=16)
+def _env_pair(env: str) -> tuple[str, str]:
+    return (_ENV, env)

@@ -1,4 +1,4 @@
-"""The in-process tier of the key cache: bounded (LRU), short-lived (TTL), never older.
+"""The in-process tier of the key cache: bounded, short-lived (TTL), never older.
 
 No interleaving of awaits may let an older state replace a newer one here. Two guards:
 
@@ -15,6 +15,13 @@ long (cache.max_age) while an invalidation channel is live, short otherwise. An 
 read after a jittered 70-90 % of its lifetime calls `on_refresh_due`, so that a key in
 steady use is re-read in the background before it expires (no request waits on its
 refill), and entries filled together do not all refresh at once.
+
+Bound: second chance (CLOCK), an approximation of LRU. A read only marks its entry used;
+when the table is over `max_entries`, the oldest entry goes unless it was used since it
+was last looked at, in which case it is unmarked and queued again. A hit then touches one
+table and one entry (a true LRU moves the entry on every read, touching its neighbours
+too: with 100,000 keys in random use that cost a cache miss each, see tests/perf/README.md,
+issue 15), and a key used once is evicted before keys in steady use.
 """
 
 from __future__ import annotations
@@ -32,16 +39,22 @@ from gateway.keys.state import KeyState
 Ticket = int
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True, eq=False)
 class LocalEntry:
     """`state` None: the id is unknown. `verifier` None: the right secret not seen yet,
-    so `secret_hash` is kept to verify candidates without another database read."""
+    so `secret_hash` is kept to verify candidates without another database read.
+
+    Everything a request of a known key reads is here, so that a hit touches one object:
+    `proof` is the key's entry in the proofs table (when it has one), and `used` the
+    second-chance mark."""
 
     state: KeyState | None
     verifier: bytes | None
     secret_hash: str | None
     expires: float
-    refresh_at: float  # from then on, reads ask for a background refresh
+    refresh_at: float  # from then on, reads ask for a background refresh (< expires)
+    proof: bytes | None = None
+    used: bool = False
 
 
 class LocalKeyCache:
@@ -75,15 +88,8 @@ class LocalKeyCache:
 
     def get(self, key_id: str) -> LocalEntry | None:
         entry = self._entries.get(key_id)
-        if entry is None:
+        if entry is None or not self._live(key_id, entry):
             return None
-        now = self.clock()
-        if entry.expires <= now:
-            del self._entries[key_id]
-            return None
-        self._entries.move_to_end(key_id)
-        if entry.refresh_at <= now and self.on_refresh_due is not None:
-            self.on_refresh_due(key_id)
         return entry
 
     def proven(self, key_id: str, proof: bytes) -> KeyState | None:
@@ -91,20 +97,27 @@ class LocalKeyCache:
 
         `get` and the proof check in one call: this runs on every request with a key.
         """
-        known = self._proofs.get(key_id)
-        if known is None or not compare_digest(known, proof):
-            return None
         entry = self._entries.get(key_id)
-        if entry is None or entry.state is None:
+        if entry is None:
             return None
-        now = self.clock()
-        if entry.expires <= now:
-            del self._entries[key_id]
+        known = entry.proof
+        if known is None or entry.state is None or not compare_digest(known, proof):
             return None
-        self._entries.move_to_end(key_id)
-        if entry.refresh_at <= now and self.on_refresh_due is not None:
-            self.on_refresh_due(key_id)
+        if not self._live(key_id, entry):
+            return None
         return entry.state
+
+    def _live(self, key_id: str, entry: LocalEntry) -> bool:
+        """False (and dropped) once expired; else marked used, and a refresh asked for
+        when due. The expiry is read only past the refresh point, which comes first."""
+        if entry.refresh_at <= (now := self.clock()):
+            if entry.expires <= now:
+                del self._entries[key_id]
+                return False
+            if self.on_refresh_due is not None:
+                self.on_refresh_due(key_id)
+        entry.used = True
+        return True
 
     def known_verifier(self, key_id: str) -> bytes | None:
         """The verifier of `key_id` once seen, even after its entry expired or was evicted."""
@@ -153,10 +166,23 @@ class LocalKeyCache:
         lifetime = self.ttl if ttl is None else min(ttl, self.ttl)
         now = self.clock()
         refresh_at = now + lifetime * random.uniform(0.7, 0.9)  # noqa: S311 - spread, not secret
-        self._entries[key_id] = LocalEntry(state, verifier, secret_hash, now + lifetime, refresh_at)
-        self._entries.move_to_end(key_id)
-        while len(self._entries) > self.max_entries:
-            self._entries.popitem(last=False)
+        entries = self._entries
+        # A new key joins the back of the queue unmarked; a refreshed one keeps its place
+        # and its mark (it is being refreshed because it is in use).
+        entries[key_id] = LocalEntry(
+            state,
+            verifier,
+            secret_hash,
+            now + lifetime,
+            refresh_at,
+            proof=self._proofs.get(key_id),
+            used=current is not None and current.used,
+        )
+        while len(entries) > self.max_entries:
+            oldest, entry = entries.popitem(last=False)
+            if entry.used:  # used since last looked at: a second chance, at the back
+                entry.used = False
+                entries[oldest] = entry
         return True
 
     def learn_verifier(self, key_id: str, verifier: bytes) -> None:
@@ -169,8 +195,15 @@ class LocalKeyCache:
         proofs = self._proofs
         proofs.pop(key_id, None)  # re-inserted last: the oldest proof is dropped first
         proofs[key_id] = proof
+        entry = self._entries.get(key_id)
+        if entry is not None:
+            entry.proof = proof
         if len(proofs) > self.max_entries:
-            del proofs[next(iter(proofs))]
+            dropped = next(iter(proofs))
+            del proofs[dropped]
+            entry = self._entries.get(dropped)
+            if entry is not None:  # the table decides: its entry's copy goes too
+                entry.proof = None
 
     def invalidate(self, key_id: str, version: int | None) -> None:
         """`key_id` changed (to `version`, when known): evict it, and refuse from now on

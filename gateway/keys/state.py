@@ -7,13 +7,13 @@ key: no tier ever replaces a newer state with an older one.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from gateway.keys.models import ApiKey
 from gateway.keys.rate_limits import RateLimit
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class KeyState:
     id: str
     org: str
@@ -24,6 +24,12 @@ class KeyState:
     revoked: bool
     version: int
     rate_limit: RateLimit | None = None
+    # The identity headers sent upstream for this state, kept with it once built
+    # (`gateway.auth.authenticate.identity_headers`): a state never changes, so they never
+    # go stale, and a cached key's request allocates none. Not part of the state's value.
+    identity: tuple[tuple[str, str], ...] | None = field(
+        default=None, init=False, compare=False, repr=False
+    )
 
     @property
     def display_prefix(self) -> str:

@@ -445,6 +445,7 @@ keys:
   max_queued_verifies_per_org: 1024
   max_queued_verifies: 1024
 {"cache: {" + ", ".join(cache) + "}" if cache else ""}
+{f"last_used: {{flush_interval: {a.last_used_interval}s}}" if a.last_used_interval else ""}
 upstreams:
   api: {{url: "http://127.0.0.1:{upstream}", connect_timeout: 2s, timeout: 30s}}
 routes:
@@ -778,6 +779,12 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--repeat", type=int, default=1, help="rounds (medians of req/s shown)")
     p.add_argument("--max-entries", type=int, default=None, help="cache.max_entries")
     p.add_argument("--local-ttl", type=float, default=None, help="cache.local_ttl, seconds")
+    p.add_argument(
+        "--last-used-interval",
+        type=float,
+        default=None,
+        help="last_used.flush_interval, seconds (a long one takes the stamps out of a run)",
+    )
     p.add_argument("--mint", choices=("batch", "service"), default="batch")
     p.add_argument("--mint-concurrency", type=int, default=8)
     p.add_argument("--fresh-keys", action="store_true", help="keep updated_at = mint time")

@@ -1,11 +1,14 @@
-"""KeyState's JSON in Redis carries the rate limit; entries written before it are misses."""
+"""KeyState's JSON in Redis carries the rate limit; entries written before it are misses;
+the identity headers kept with a state."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pytest
 
+from gateway.auth.authenticate import identity_headers
 from gateway.keys.rate_limits import RateLimit
 from gateway.keys.state import KeyState
 from gateway.store.key_cache import (
@@ -70,3 +73,24 @@ def test_a_statement_announces_its_keys_together() -> None:
         ("c1B2c3D4", None),
     ]
     assert parse_invalidations("") == []
+
+
+def test_identity_headers_are_built_once_per_state_and_never_carried_to_another() -> None:
+    state = KeyState("a1B2c3D4", "acme", "kg_live_", "live", ("read", "write"), None, False, 3)
+    headers = identity_headers(state)
+    assert dict(headers) == {
+        "X-Keygate-Credential": "key",
+        "X-Keygate-Org": "acme",
+        "X-Keygate-Key-Id": "kg_live_a1B2c3D4",
+        "X-Keygate-Scopes": "read write",
+        "X-Keygate-Env": "live",
+    }
+    assert identity_headers(state) is headers  # kept with the state: nothing rebuilt
+    # The memo is not part of the state's value: an equal state read anew compares equal.
+    fresh = KeyState("a1B2c3D4", "acme", "kg_live_", "live", ("read", "write"), None, False, 3)
+    assert fresh == state and hash(fresh) == hash(state) and "identity" not in repr(state)
+    # A changed key is a new state, whose headers say what changed.
+    narrowed = dataclasses.replace(state, scopes=("read",), version=4)
+    assert narrowed.identity is None
+    assert dict(identity_headers(narrowed))["X-Keygate-Scopes"] == "read"
+    assert dict(identity_headers(state))["X-Keygate-Scopes"] == "read write"

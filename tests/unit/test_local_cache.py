@@ -1,4 +1,5 @@
-"""The in-process tier: TTL, LRU, proofs, and never an older state (versions, tickets)."""
+"""The in-process tier: TTL, the second-chance bound, proofs, and never an older state
+(versions, tickets)."""
 
 from __future__ import annotations
 
@@ -51,17 +52,35 @@ def test_verifiers_outlive_expired_and_evicted_entries() -> None:
     assert cache.known_verifier("b") is None
 
 
-def test_size_is_bounded_least_recently_used_first() -> None:
+def test_size_is_bounded_and_an_entry_used_since_it_was_last_looked_at_stays() -> None:
     cache = LocalKeyCache(ttl=5, max_entries=3, clock=Clock())
     for key_id in "abc":
         cache.put(key_id, state(key_id), key_id.encode(), ticket=cache.ticket())
-    assert cache.get("a") is not None  # a is now the most recently used
+    assert cache.get("a") is not None  # a, the oldest, is marked used
     cache.put("d", state("d"), b"d", ticket=cache.ticket())
     assert len(cache) == 3
     assert cache.get("b") is None
     assert cache.get("a") is not None
     cache.put("e", state("e"), b"e", ticket=cache.ticket())
     assert cache.known_verifier("b") is None  # verifiers are bounded too
+
+
+def test_keys_in_steady_use_survive_a_stream_of_keys_used_once() -> None:
+    # Second chance: 50 hot keys read between every two one-off keys keep their entries
+    # through 10,000 one-offs in a cache of 100; each one-off is evicted in its turn.
+    clock = Clock()
+    cache = LocalKeyCache(ttl=1e9, max_entries=100, clock=clock)
+    hot = [f"hot{i}" for i in range(50)]
+    for key_id in hot:
+        cache.put(key_id, state(key_id), b"v", ticket=cache.ticket())
+        cache.put_proof(key_id, key_id.encode())
+    for n in range(10_000):
+        cache.put(f"once{n}", state(f"once{n}"), b"v", ticket=cache.ticket())
+        for key_id in hot[n % 5 :: 5]:  # each hot key read every 5th one-off
+            assert cache.proven(key_id, key_id.encode()) == state(key_id)
+    assert len(cache) == 100
+    assert all(key_id in cache for key_id in hot)
+    assert "once9999" in cache and "once0" not in cache
 
 
 def test_proofs_outlive_entries_and_are_bounded_oldest_first() -> None:

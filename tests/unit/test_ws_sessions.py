@@ -4,6 +4,7 @@ expired, a scope or the org their route needs gone -> closed with 1008; others s
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -19,7 +20,7 @@ NOW = 2_000_000_000.0
 
 def state(**changes: Any) -> KeyState:
     base = KeyState("a1B2c3D4", "acme", "kg_live_", "live", ("events", "read"), None, False, 1)
-    return KeyState(**{**base.__dict__, **changes})
+    return dataclasses.replace(base, **changes)
 
 
 NEEDS = {
