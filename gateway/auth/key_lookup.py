@@ -251,7 +251,7 @@ class KeyLookup:
         if self.checkpoint is not None:
             await self.checkpoint("postgres", key_id)
         row = found.key
-        if row is None:  # the gap around it is cached instead (no room in the LRU)
+        if row is None:  # the gap around it is cached instead (not an entry)
             metrics.POSTGRES_MISS.inc()
             self.unknown.put(found.below, found.above, ticket=gap_ticket)
             raise InvalidKey()

@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from datetime import UTC, datetime
 
 from gateway.keys.errors import StoreUnavailable
 from gateway.observability import metrics
@@ -61,7 +60,7 @@ class LastUsedRecorder:
             async with self.db.connection() as conn:
                 for done in range(0, len(ids), STAMP_CHUNK):
                     chunk = ids[done : done + STAMP_CHUNK]
-                    stamps = [datetime.fromtimestamp(batch[i], UTC) for i in chunk]
+                    stamps = [batch[i] for i in chunk]
                     written += await queries.stamp_last_used(conn, chunk, stamps)
         except (TimeoutError, StoreUnavailable, OSError):
             metrics.POSTGRES_ERRORS.inc()

@@ -28,6 +28,7 @@ import hashlib
 import json
 import logging
 import math
+import sys
 from collections.abc import AsyncGenerator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -40,7 +41,7 @@ from redis.exceptions import RedisError
 
 from gateway.keys.models import ApiKey
 from gateway.keys.rate_limits import RateLimit
-from gateway.keys.state import KeyState
+from gateway.keys.state import KeyState, shared_scopes
 from gateway.store import redis_listen
 
 if TYPE_CHECKING:
@@ -98,10 +99,10 @@ def state_from_json(text: str | bytes) -> KeyState | None:
     limit = d["rate_limit"]
     return KeyState(
         d["id"],
-        d["org"],
-        d["prefix"],
-        d["env"],
-        tuple(d["scopes"]),
+        sys.intern(d["org"]),  # shared by every cached key of the org (see shared_scopes)
+        sys.intern(d["prefix"]),
+        sys.intern(d["env"]),
+        shared_scopes(tuple(d["scopes"])),
         d["expires_at"],
         bool(d["revoked"]),
         int(d["version"]),

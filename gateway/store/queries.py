@@ -248,8 +248,9 @@ async def set_key_expiry(conn: Connection, key_id: str, expires_at: datetime) ->
     return _key(row)
 
 
-async def stamp_last_used(conn: Connection, key_ids: Sequence[str], at: Sequence[datetime]) -> int:
-    """One statement (its own transaction) for a chunk of stamps; never moves one back.
+async def stamp_last_used(conn: Connection, key_ids: Sequence[str], at: Sequence[float]) -> int:
+    """One statement (its own transaction) for a chunk of stamps (unix seconds, as the
+    recorder keeps them: sent as float8, no datetime made per key); never moves one back.
 
     Rows are locked in id order before any is written (LockRows above the sort), so two
     gateways stamping overlapping keys wait for each other instead of deadlocking,
@@ -257,9 +258,12 @@ async def stamp_last_used(conn: Connection, key_ids: Sequence[str], at: Sequence
     and does deadlock. A row whose stamp is already as new is neither locked nor written.
     `id = ANY` makes both scans index lookups, whatever the table's size."""
     result: str = await conn.execute(
-        """WITH locked AS MATERIALIZED (
+        """WITH stamps AS (
+               SELECT s.id, to_timestamp(s.epoch) AS at
+               FROM unnest($1::text[], $2::float8[]) AS s(id, epoch)),
+           locked AS MATERIALIZED (
                SELECT k.id, s.at FROM api_keys AS k
-               JOIN unnest($1::text[], $2::timestamptz[]) AS s(id, at) ON k.id = s.id
+               JOIN stamps AS s ON k.id = s.id
                WHERE k.id = ANY($1::text[])
                  AND (k.last_used_at IS NULL OR k.last_used_at < s.at)
                ORDER BY k.id
@@ -267,8 +271,8 @@ async def stamp_last_used(conn: Connection, key_ids: Sequence[str], at: Sequence
            UPDATE api_keys AS k SET last_used_at = locked.at
            FROM locked
            WHERE k.id = locked.id AND (k.last_used_at IS NULL OR k.last_used_at < locked.at)""",
-        list(key_ids),
-        list(at),
+        key_ids if isinstance(key_ids, list) else list(key_ids),
+        at if isinstance(at, list) else list(at),
     )
     return int(result.rsplit(" ", 1)[-1])
 

@@ -523,8 +523,14 @@ def warm(stack: Stack, run: Running, n: int, workers: int, out: Result) -> None:
     w = run_wrk_until_done(url, seq, min(a.connections, 16), a.threads, run.wrk_cpus)
     out.warm_s = time.monotonic() - t0
     out.warm_bad = w.non_2xx + w.errors
-    rnd = write_lua(stack.tmp, stack.keys_file, n, "random")
+    rnd = write_lua(stack.tmp, stack.keys_file, used_keys(stack, n), "random")
     run_wrk(url, rnd, a.connections, a.warmup, a.threads, run.wrk_cpus)
+
+
+def used_keys(stack: Stack, n: int) -> int:
+    """Keys the random runs choose from: all n cached, or with --use-keys only the first
+    few (what holding n keys costs, apart from touching them)."""
+    return min(n, stack.args.use_keys) if stack.args.use_keys else n
 
 
 def measure(stack: Stack, n: int, workers: int, out: Result) -> None:
@@ -535,7 +541,7 @@ def measure(stack: Stack, n: int, workers: int, out: Result) -> None:
     try:
         warm(stack, run, n, workers, out)
         url = f"http://127.0.0.1:{run.port}{BENCH_PATH}"
-        rnd = write_lua(stack.tmp, stack.keys_file, n, "random")
+        rnd = write_lua(stack.tmp, stack.keys_file, used_keys(stack, n), "random")
         time.sleep(1.5)  # every worker's tallies flushed (once a second)
         before = scrape(run.admin)
         spies = start_profiles(stack, run, n, workers)
@@ -544,6 +550,7 @@ def measure(stack: Stack, n: int, workers: int, out: Result) -> None:
         cpu = cpu_seconds(run.gateway.pid) - cpu0
         for spy in spies:
             spy.wait(timeout=60)
+        note_profiled_requests(stack, run, n, workers, w.requests)
         time.sleep(1.5)
         after = scrape(run.admin)
         out.rps.append(w.rps)
@@ -636,7 +643,7 @@ def soak(stack: Stack) -> None:
     conns = a.connections
     try:
         warm(stack, run, n, workers, out)
-        rnd = write_lua(stack.tmp, stack.keys_file, n, "random")
+        rnd = write_lua(stack.tmp, stack.keys_file, used_keys(stack, n), "random")
         capacity = run_wrk(url, rnd, conns, 10, a.threads, run.wrk_cpus)
         target = a.soak_fraction * capacity.rps
         # Closed loop with a per-connection pause: rate = conns / (pause + latency).
@@ -731,35 +738,49 @@ def _ints(text: str) -> list[int]:
 
 
 def start_profiles(stack: Stack, run: Running, n: int, workers: int) -> list[subprocess.Popen]:  # type: ignore[type-arg]
-    """With --profile DIR: py-spy samples each worker for the measured run, written as
-    collapsed stacks (DIR/<keys>keys-<workers>w-<pid>.txt, for flamegraph.pl or grep)."""
+    """With --profile DIR: each worker sampled for the measured run, into
+    DIR/<keys>keys-<workers>w-<pid>.txt: by py-spy as collapsed stacks (for flamegraph.pl
+    or grep), or with --perf by `perf record` (software clock, so it works in a VM without
+    hardware counters) into that name + ".perf", for perf_diff.py."""
     if stack.args.profile is None:
         return []
     stack.args.profile.mkdir(parents=True, exist_ok=True)
-    return [
-        subprocess.Popen(
+    duration = str(int(stack.args.duration))
+    out = [stack.args.profile / f"{n}keys-{workers}w-{pid}.txt" for pid in run.workers]
+    if stack.args.perf:
+        commands = [
             [
-                stack.args.py_spy,
-                "record",
-                "--pid",
-                str(pid),
-                "--rate",
-                "250",
-                "--duration",
-                str(int(stack.args.duration)),
-                "--format",
-                "raw",
+                *("perf", "record", "-e", "cpu-clock", "-F", "1999", "-g", "-p", str(pid)),
+                *("-o", f"{path}.perf", "--", "sleep", duration),
+            ]
+            for pid, path in zip(run.workers, out, strict=True)
+        ]
+    else:
+        commands = [
+            [
+                *(stack.args.py_spy, "record", "--pid", str(pid), "--rate", "250"),
+                *("--duration", duration, "--format", "raw"),
                 # py-spy reads C frames only from a paused process: --native or
                 # --nonblocking, not both.
-                *(["--native"] if stack.args.native else ["--nonblocking"]),
-                "-o",
-                str(stack.args.profile / f"{n}keys-{workers}w-{pid}.txt"),
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        for pid in run.workers
+                "--native" if stack.args.native else "--nonblocking",
+                *("-o", str(path)),
+            ]
+            for pid, path in zip(run.workers, out, strict=True)
+        ]
+    return [
+        subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        for command in commands
     ]
+
+
+def note_profiled_requests(stack: Stack, run: Running, n: int, workers: int, requests: int) -> None:
+    """Beside each profile: the requests of the measured run, per worker (perf_diff.py
+    divides samples by them)."""
+    if stack.args.profile is None:
+        return
+    for pid in run.workers:
+        path = stack.args.profile / f"{n}keys-{workers}w-{pid}.txt.requests"
+        path.write_text(f"{requests / len(run.workers):.0f}\n")
 
 
 def parse_args() -> argparse.Namespace:
@@ -785,6 +806,12 @@ def parse_args() -> argparse.Namespace:
         default=None,
         help="last_used.flush_interval, seconds (a long one takes the stamps out of a run)",
     )
+    p.add_argument(
+        "--use-keys",
+        type=int,
+        default=0,
+        help="every key is cached, but the random runs use only the first N",
+    )
     p.add_argument("--mint", choices=("batch", "service"), default="batch")
     p.add_argument("--mint-concurrency", type=int, default=8)
     p.add_argument("--fresh-keys", action="store_true", help="keep updated_at = mint time")
@@ -803,6 +830,9 @@ def parse_args() -> argparse.Namespace:
     )
     p.add_argument("--py-spy", default="py-spy", help="the py-spy executable (with --profile)")
     p.add_argument("--native", action="store_true", help="py-spy --native (C frames too)")
+    p.add_argument(
+        "--perf", action="store_true", help="with --profile: `perf record` instead of py-spy"
+    )
     p.add_argument("--soak", type=float, default=0, help="minutes of soak instead of the sweep")
     p.add_argument("--soak-keys", type=int, default=100000)
     p.add_argument("--soak-workers", type=int, default=1)

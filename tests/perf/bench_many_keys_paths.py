@@ -108,12 +108,13 @@ async def bench_last_used(db: Database, ids: list[str], rounds: int) -> None:
         async with db.connection() as conn:
             await conn.execute("UPDATE api_keys SET last_used_at = NULL", timeout=TIMEOUT)
 
-    def stamps() -> list[datetime]:
-        return [datetime.now(UTC)] * len(ids)
+    def stamps() -> list[float]:
+        return [time.time()] * len(ids)
 
     async def old() -> None:
         async with db.connection() as conn:
-            result = await conn.execute(OLD_STAMP, ids, stamps(), timeout=TIMEOUT)
+            now = [datetime.now(UTC)] * len(ids)
+            result = await conn.execute(OLD_STAMP, ids, now, timeout=TIMEOUT)
         assert result == f"UPDATE {len(ids)}", result
 
     async def one_statement() -> None:

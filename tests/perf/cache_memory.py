@@ -5,9 +5,10 @@
 In-process: a LocalKeyCache filled the way a lookup answered from Redis fills it (the key
 id sliced from the presented string, the state parsed from the Redis JSON by
 state_from_json, a 32-byte BLAKE2b verifier, then put_proof with the 16-byte proof of the
-whole string), measured with tracemalloc (bytes still allocated after the fill, divided
-by N); the lines that hold them are listed. A second fill shares the org/prefix/env strings
-and the scopes tuple between entries (what interning them at parse time would give).
+whole string, and the identity headers its first request builds), measured with
+tracemalloc (bytes still allocated after the fill, divided by N); the lines that hold them
+are listed. A second fill shares the org/prefix/env strings and the scopes tuple between
+entries explicitly (state_from_json does so itself since issue 15: the two agree).
 
 Redis: entries written by RedisKeyCache.put (version-checked Lua, a verifier) in an
 embedded Redis; MEMORY USAGE of one and the used_memory growth per entry; then candidate
@@ -34,6 +35,7 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
 sys.path.insert(0, str(ROOT))
 
+from gateway.auth.authenticate import identity_headers  # noqa: E402
 from gateway.auth.local_cache import LocalKeyCache  # noqa: E402
 from gateway.keys import format as key_format  # noqa: E402
 from gateway.keys.hashing import TokenProofs, fast_verifier, verifier_key  # noqa: E402
@@ -91,6 +93,7 @@ def local_bytes(n: int, share_strings: bool, top: int) -> tuple[float, list[str]
             )
         cache.put(key_id, state, verifier, ticket=cache.ticket())
         cache.put_proof(state.id, proofs.of(full))
+        identity_headers(state)  # built by the key's first request, kept with its state
     gc.collect()
     used = tracemalloc.get_traced_memory()[0] - base
     snapshot = tracemalloc.take_snapshot().filter_traces(
