@@ -1,4 +1,4 @@
-"""Eviction under churn (issue 15, item 2): today's LRU (LocalKeyCache) against candidates.
+"""Eviction under churn (issue 15, item 2): today's bound (LocalKeyCache) against candidates.
 
     .venv/bin/python tests/perf/cache_eviction.py [--requests 600000] [--sizes 1000,10000]
 
@@ -10,9 +10,12 @@ Hit rate is counted over the requests for active keys (one-offs can never hit), 
 warm-up of the first sixth of the requests.
 
 Policies (same capacity, entries counted alike):
-  LRU          gateway.auth.local_cache.LocalKeyCache itself (TTL far beyond the run)
-  LRU+neg      LRU, but one-off ids never enter it (what a separate, bounded negative
-               cache of unknown ids gives when the churn is unknown ids)
+  2nd chance   gateway.auth.local_cache.LocalKeyCache itself (TTL far beyond the run):
+               CLOCK, a hit marks the entry, an unmarked oldest entry is evicted
+  2nd+neg      the same, but one-off ids never enter it (what the separate, bounded
+               cache of unknown-id gaps gives when the churn is unknown ids)
+  LRU          a true LRU (an OrderedDict moved on every hit: LocalKeyCache before its
+               hits were made to touch one entry), one-offs kept out as above
   SLRU         segmented LRU: new entries on probation (20 %), a hit promotes to the
                protected segment (80 %), whose LRU end falls back to probation
   W-TinyLFU    a 1 % LRU window before an SLRU main area; an entry leaving the window
@@ -51,8 +54,8 @@ class Policy:
         raise NotImplementedError
 
 
-class LRU(Policy):
-    name = "LRU (today)"
+class SecondChance(Policy):
+    name = "2nd chance (today)"
 
     def __init__(self, capacity: int) -> None:
         self.cache = LocalKeyCache(ttl=1e9, max_entries=capacity, clock=lambda: 0.0)
@@ -64,13 +67,32 @@ class LRU(Policy):
         return False
 
 
-class LRUNegApart(LRU):
-    name = "LRU+neg apart"
+class SecondChanceNegApart(SecondChance):
+    name = "2nd+neg apart"
 
     def access(self, key: str, one_off: bool) -> bool:
         if one_off:
             return False
         return super().access(key, one_off)
+
+
+class LRUNegApart(Policy):
+    name = "LRU+neg apart"
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity = capacity
+        self.entries: OrderedDict[str, None] = OrderedDict()
+
+    def access(self, key: str, one_off: bool) -> bool:
+        if one_off:
+            return False
+        if key in self.entries:
+            self.entries.move_to_end(key)
+            return True
+        self.entries[key] = None
+        if len(self.entries) > self.capacity:
+            self.entries.popitem(last=False)
+        return False
 
 
 class SLRU(Policy):
@@ -158,7 +180,13 @@ class WTinyLFU(Policy):
         return False
 
 
-POLICIES: list[Callable[[int], Policy]] = [LRU, LRUNegApart, SLRU, WTinyLFU]
+POLICIES: list[Callable[[int], Policy]] = [
+    SecondChance,
+    SecondChanceNegApart,
+    LRUNegApart,
+    SLRU,
+    WTinyLFU,
+]
 
 
 def workload(
