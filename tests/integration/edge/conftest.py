@@ -94,6 +94,11 @@ def module_dir(tmp_path_factory: pytest.TempPathFactory, name: str) -> Path:
     return tmp_path_factory.mktemp(name)
 
 
+def _addresses(gateway: GatewayProcess, upstream: RecordingUpstream) -> tuple[str, str]:
+    """(check listener, upstream) as a shipped proxy config names them."""
+    return f"127.0.0.1:{gateway.check_port}", f"127.0.0.1:{upstream.port}"
+
+
 NGINX_SHIPPED = DEPLOY / "nginx" / "keygate.conf"
 
 
@@ -110,7 +115,7 @@ def nginx(
     edge_upstream: RecordingUpstream,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[str]:
-    site = nginx_site(f"127.0.0.1:{edge_gateway.check_port}", f"127.0.0.1:{edge_upstream.port}")
+    site = nginx_site(*_addresses(edge_gateway, edge_upstream))
     with running_nginx(site, tmp_path_factory.mktemp("nginx")) as port:
         yield f"http://127.0.0.1:{port}"
 
@@ -131,7 +136,7 @@ def caddy(
     edge_upstream: RecordingUpstream,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[str]:
-    site = caddy_site(f"127.0.0.1:{edge_gateway.check_port}", f"127.0.0.1:{edge_upstream.port}")
+    site = caddy_site(*_addresses(edge_gateway, edge_upstream))
     with running_caddy(site, tmp_path_factory.mktemp("caddy")) as port:
         yield f"http://127.0.0.1:{port}"
 
